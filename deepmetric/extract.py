@@ -1,0 +1,340 @@
+"""Extraction: manifest → frames → faces → embeddings → per-clip cache, and back as arrays.
+
+>>> import deepmetric as dm
+>>> items = dm.datasets.folder.load("my_clips")          # real/ and fake/ sub-folders
+>>> ex = dm.Extractor(cache_dir="cache")
+>>> report = ex.run(items)                               # only what is missing
+>>> feats = ex.features(items)                           # feats.X: (F, 512) float32
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from deepmetric.cache import FeatureCache, default_cache_dir
+from deepmetric.embedder import EMBEDDING, FaceEmbedder
+from deepmetric.faces import FaceDetector
+from deepmetric.frames import MediaError, read_frames
+from deepmetric.spectrum import radial_spectrum
+
+__all__ = ["Extractor", "ExtractionError", "ExtractionReport", "FrameFeatures", "SPECTRUM"]
+
+#: Name of the spectral feature block (see :mod:`deepmetric.spectrum`).
+SPECTRUM = "spectrum"
+
+
+class ExtractionError(RuntimeError):
+    """Extraction of one item failed (with ``on_error="raise"``); names the file."""
+
+
+@dataclass
+class ExtractionReport:
+    """What one :meth:`Extractor.run` did.
+
+    ``failures`` lists ``{"video_id", "path", "error"}`` for items that could not be read;
+    ``no_face`` lists the video ids where no frame had a face (they have no features).
+    """
+
+    n_items: int = 0
+    n_extracted: int = 0
+    n_cached: int = 0
+    n_frames: int = 0
+    n_faces: int = 0
+    seconds: float = 0.0
+    failures: list[dict] = field(default_factory=list)
+    no_face: list[str] = field(default_factory=list)
+
+    @property
+    def n_failed(self) -> int:
+        return len(self.failures)
+
+    @property
+    def faces_per_second(self) -> float:
+        return self.n_faces / self.seconds if self.seconds > 0 and self.n_extracted else 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["n_failed"] = self.n_failed
+        d["faces_per_second"] = round(self.faces_per_second, 3)
+        return d
+
+    def summary(self) -> str:
+        s = (f"{self.n_items} items: {self.n_extracted} extracted, {self.n_cached} cached, "
+             f"{self.n_failed} failed; {self.n_faces}/{self.n_frames} frames with a face "
+             f"in {self.seconds:.1f} s")
+        if self.n_extracted:
+            s += f" ({self.faces_per_second:.1f} faces/s)"
+        for f in self.failures:
+            s += f"\n  FAILED {f['path']}: {f['error']}"
+        if self.no_face:
+            s += f"\n  no face in any frame: {len(self.no_face)} item(s): " \
+                 + ", ".join(self.no_face[:10]) + (" ..." if len(self.no_face) > 10 else "")
+        return s
+
+
+@dataclass
+class FrameFeatures:
+    """Frame-level features of a manifest, ready for the metric-learning core.
+
+    Attributes
+    ----------
+    X : numpy.ndarray
+        float32 (F, D): the requested feature blocks concatenated, one row per frame with
+        a face.
+    frames : pandas.DataFrame
+        F rows: ``video_id, group, label, frame_index, prob`` plus the manifest's
+        ``method``/``split`` when present.
+    blocks : dict of str to slice
+        Column range of each block in ``X``.
+    missing : pandas.DataFrame
+        Items without features: ``video_id, reason`` (not extracted, failed, no face).
+    """
+
+    X: np.ndarray
+    frames: pd.DataFrame
+    blocks: dict
+    missing: pd.DataFrame
+
+    @property
+    def y(self) -> np.ndarray:
+        """int64 (F,) labels, 0 real / 1 fake."""
+        return self.frames["label"].to_numpy(np.int64)
+
+    @property
+    def video_ids(self) -> np.ndarray:
+        return self.frames["video_id"].to_numpy()
+
+    @property
+    def groups(self) -> np.ndarray:
+        return self.frames["group"].to_numpy()
+
+
+class Extractor:
+    """Run the face pipeline over a manifest, caching one file per item.
+
+    Parameters
+    ----------
+    detector : FaceDetector, optional
+        Default ``FaceDetector()``.
+    embedder : FaceEmbedder, optional
+        Default ``FaceEmbedder()`` (CASIA-WebFace FaceNet, works offline).
+    n_frames : int
+        Frames sampled evenly per clip (the poster's 25).
+    cache_dir : path-like, optional
+        Cache root (default ``$DEEPMETRIC_CACHE/features`` or ``~/.cache/deepmetric``).
+    spectrum_bins : int
+        When > 0, also cache the crops' radial power spectrum with this many bins.
+    save_crops : bool
+        Also cache the uint8 face crops (for explanations and fine-tuning).
+    on_error : {"skip", "raise"}
+        ``"skip"`` records a failed item in the report and goes on; ``"raise"`` stops with
+        :class:`ExtractionError` (items already done stay cached).
+    progress : bool
+        Show a tqdm progress bar.
+    """
+
+    def __init__(self, detector: FaceDetector | None = None,
+                 embedder: FaceEmbedder | None = None, n_frames: int = 25,
+                 cache_dir: str | Path | None = None, spectrum_bins: int = 0,
+                 save_crops: bool = False, on_error: str = "skip", progress: bool = True):
+        if on_error not in ("skip", "raise"):
+            raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+        self.detector = detector if detector is not None else FaceDetector()
+        self.embedder = embedder if embedder is not None else FaceEmbedder()
+        self.n_frames = n_frames
+        self.cache_dir = cache_dir
+        self.spectrum_bins = spectrum_bins
+        self.save_crops = save_crops
+        self.on_error = on_error
+        self.progress = progress
+
+    # -- settings and cache ---------------------------------------------------------------
+    def settings(self) -> dict:
+        """Everything that changes the cached arrays."""
+        return {"version": 1, "n_frames": self.n_frames, **self.detector.settings(),
+                **self.embedder.settings(), "spectrum_bins": self.spectrum_bins,
+                "save_crops": self.save_crops}
+
+    @property
+    def cache(self) -> FeatureCache:
+        root = Path(self.cache_dir) if self.cache_dir is not None \
+            else default_cache_dir() / "features"
+        return FeatureCache(root, self.settings())
+
+    # -- one item ---------------------------------------------------------------------------
+    def extract_item(self, path: str | Path, frames=None) -> dict[str, np.ndarray]:
+        """Extract one clip or image (no caching).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``frame_index`` int64 (T,), ``found`` bool (T,), ``prob`` float32 (T,),
+            ``box`` float32 (T, 4), ``landmarks`` float32 (T, 5, 2), ``n_faces`` int16 (T,),
+            ``n_total`` int64 (), ``fps`` float64 (), and one float32 (T, D) array per
+            feature block (``embedding``, tapped layers, ``spectrum``), NaN rows where no
+            face was found; ``crops`` uint8 (T, 160, 160, 3) when ``save_crops``.
+        """
+        fr = frames if frames is not None else read_frames(path, self.n_frames)
+        faces = self.detector.detect(fr.images)
+        out: dict[str, np.ndarray] = {
+            "frame_index": fr.indices.astype(np.int64), "found": faces.found,
+            "prob": faces.probs, "box": faces.boxes, "landmarks": faces.landmarks,
+            "n_faces": faces.n_faces, "n_total": np.int64(fr.n_total),
+            "fps": np.float64(fr.fps),
+        }
+        t = len(fr.indices)
+        idx = np.flatnonzero(faces.found)
+        blocks = self.embedder.embed(faces.crops[idx])
+        if self.spectrum_bins:
+            blocks[SPECTRUM] = radial_spectrum(faces.crops[idx], self.spectrum_bins)
+        for name, arr in blocks.items():
+            full = np.full((t, arr.shape[1] if arr.size else 0), np.nan, np.float32)
+            if len(idx):
+                full[idx] = arr
+            out[name] = full
+        if self.save_crops:
+            out["crops"] = faces.crops
+        return out
+
+    # -- a manifest ---------------------------------------------------------------------------
+    def run(self, manifest: pd.DataFrame) -> ExtractionReport:
+        """Extract every item of the manifest that is not cached yet.
+
+        Parameters
+        ----------
+        manifest : pandas.DataFrame
+            A validated manifest (see :func:`deepmetric.items.validate_manifest`).
+
+        Returns
+        -------
+        ExtractionReport
+            Counts, timings and the failures (with ``on_error="skip"``).
+        """
+        from tqdm.auto import tqdm
+
+        cache = self.cache
+        report = ExtractionReport(n_items=len(manifest))
+        todo = []
+        for vid, path in zip(manifest["video_id"], manifest["path"]):
+            if cache.has(path) and cache.load(path) is not None:
+                report.n_cached += 1
+            else:
+                todo.append((str(vid), str(path)))
+        t0 = time.perf_counter()
+        bar = tqdm(total=len(todo), desc="extract", unit="clip", disable=not self.progress)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # Decode the next clip while the current one runs through MTCNN/FaceNet.
+            pending = pool.submit(_read, todo[0][1], self.n_frames) if todo else None
+            for k, (vid, path) in enumerate(todo):
+                frames_or_exc = pending.result()
+                pending = (pool.submit(_read, todo[k + 1][1], self.n_frames)
+                           if k + 1 < len(todo) else None)
+                try:
+                    with cache.lock(path):
+                        if cache.load(path) is not None:  # a concurrent job did it
+                            report.n_cached += 1
+                            continue
+                        if isinstance(frames_or_exc, BaseException):
+                            raise frames_or_exc
+                        arrays = self.extract_item(path, frames=frames_or_exc)
+                        cache.save(path, arrays)
+                    report.n_extracted += 1
+                    report.n_frames += int(len(arrays["found"]))
+                    report.n_faces += int(arrays["found"].sum())
+                except (MediaError, ValueError, RuntimeError, OSError) as exc:
+                    msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+                    if self.on_error == "raise":
+                        raise ExtractionError(msg) from exc
+                    report.failures.append({"video_id": vid, "path": path,
+                                            "error": msg.replace(f"{path}: ", "", 1)})
+                finally:
+                    bar.update(1)
+        bar.close()
+        report.seconds = time.perf_counter() - t0
+        report.no_face = [str(v) for v, p in zip(manifest["video_id"], manifest["path"])
+                          if (a := cache.load(p)) is not None and not a["found"].any()]
+        if report.failures:
+            warnings.warn(f"extraction: {report.n_failed} item(s) failed; see the report",
+                          stacklevel=2)
+        return report
+
+    def features(self, manifest: pd.DataFrame,
+                 blocks: Sequence[str] | str = (EMBEDDING,)) -> FrameFeatures:
+        """Frame-level features of the cached items of a manifest.
+
+        Parameters
+        ----------
+        manifest : pandas.DataFrame
+            A validated manifest; items not in the cache are listed in ``missing``.
+        blocks : sequence of str
+            Feature blocks to concatenate (``"embedding"``, tapped layer names,
+            ``"spectrum"``).
+
+        Returns
+        -------
+        FrameFeatures
+        """
+        if isinstance(blocks, str):
+            blocks = [blocks]
+        cache = self.cache
+        xs, metas, missing = [], [], []
+        extra = [c for c in ("method", "split", "kind") if c in manifest.columns]
+        slices: dict = {}
+        for row in manifest.itertuples(index=False):
+            arrays = cache.load(row.path)
+            if arrays is None:
+                missing.append({"video_id": row.video_id, "reason": "not extracted or failed"})
+                continue
+            found = arrays["found"].astype(bool)
+            if not found.any():
+                missing.append({"video_id": row.video_id, "reason": "no face in any frame"})
+                continue
+            parts = []
+            for b in blocks:
+                if b not in arrays:
+                    raise KeyError(f"feature block {b!r} is not in the cache for {row.path}; "
+                                   f"cached blocks: {_feature_keys(arrays)}")
+                parts.append(arrays[b][found])
+            if not slices:
+                start = 0
+                for b, p in zip(blocks, parts):
+                    slices[b] = slice(start, start + p.shape[1])
+                    start += p.shape[1]
+            xs.append(np.concatenate(parts, axis=1))
+            meta = {"video_id": row.video_id, "group": row.group, "label": row.label,
+                    "frame_index": arrays["frame_index"][found],
+                    "prob": arrays["prob"][found]}
+            meta.update({c: getattr(row, c) for c in extra})
+            metas.append(pd.DataFrame(meta))
+        if not xs:
+            raise ValueError("no item of the manifest has cached features with a face; "
+                             "run Extractor.run(manifest) first")
+        frames = pd.concat(metas, ignore_index=True)
+        frames["label"] = frames["label"].astype(np.int64)
+        return FrameFeatures(np.concatenate(xs).astype(np.float32), frames, slices,
+                             pd.DataFrame(missing, columns=["video_id", "reason"]))
+
+
+def _feature_keys(arrays: dict) -> list[str]:
+    meta = {"frame_index", "found", "prob", "box", "landmarks", "n_faces", "n_total", "fps",
+            "crops"}
+    return [k for k in arrays if k not in meta]
+
+
+def _read(path: str, n: int):
+    """Decode in the prefetch thread; return the exception instead of raising it."""
+    try:
+        return read_frames(path, n)
+    except Exception as exc:  # noqa: BLE001 — re-raised in the main thread with context
+        if not isinstance(exc, MediaError):
+            exc = MediaError(f"{path}: {type(exc).__name__}: {exc}")
+        return exc
+

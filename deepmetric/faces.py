@@ -1,0 +1,228 @@
+"""Faces: MTCNN detection (facenet-pytorch) batched over a clip's frames.
+
+Large frames are downscaled for detection (``max_side``) and the face is cropped from the
+full-resolution frame, with facenet-pytorch's margin convention. Per frame the largest face
+above ``min_prob`` is kept; a frame with no such face is recorded (``found == False``), not
+dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["FaceDetector", "FaceCrops", "crop_face", "resolve_device"]
+
+
+def resolve_device(device: str | None = "auto") -> str:
+    """``"auto"`` → ``"cuda"`` when a CUDA device is present, else ``"cpu"``."""
+    if device in (None, "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+@dataclass
+class FaceCrops:
+    """The faces found in a sequence of frames (one face per frame at most).
+
+    Attributes
+    ----------
+    crops : numpy.ndarray
+        uint8 (T, S, S, 3) RGB crops; zeros where no face was found.
+    found : numpy.ndarray
+        bool (T,), whether a face was kept for each frame.
+    boxes : numpy.ndarray
+        float32 (T, 4) ``x1, y1, x2, y2`` in full-resolution pixels; NaN where not found.
+    probs : numpy.ndarray
+        float32 (T,) MTCNN probability of the kept face; NaN where not found.
+    landmarks : numpy.ndarray
+        float32 (T, 5, 2) eyes, nose, mouth corners in full-resolution pixels; NaN if none.
+    n_faces : numpy.ndarray
+        int16 (T,), faces above ``min_prob`` in each frame (before keeping the largest).
+    """
+
+    crops: np.ndarray
+    found: np.ndarray
+    boxes: np.ndarray
+    probs: np.ndarray
+    landmarks: np.ndarray
+    n_faces: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
+
+
+def crop_face(image: np.ndarray, box: np.ndarray, image_size: int = 160,
+              margin: float = 32) -> np.ndarray:
+    """Crop a square-resized face with facenet-pytorch's margin convention.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        uint8 (H, W, 3) RGB frame.
+    box : numpy.ndarray
+        (4,) ``x1, y1, x2, y2`` in the frame's pixels.
+    image_size : int
+        Side of the output crop.
+    margin : float
+        Margin in pixels *of the output crop* (facenet-pytorch's ``extract_face``).
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 (image_size, image_size, 3).
+    """
+    import cv2
+
+    h, w = image.shape[:2]
+    mx = margin * (box[2] - box[0]) / (image_size - margin)
+    my = margin * (box[3] - box[1]) / (image_size - margin)
+    x1 = int(max(box[0] - mx / 2, 0))
+    y1 = int(max(box[1] - my / 2, 0))
+    x2 = int(min(box[2] + mx / 2, w))
+    y2 = int(min(box[3] + my / 2, h))
+    if x2 <= x1 or y2 <= y1:
+        return np.zeros((image_size, image_size, 3), np.uint8)
+    patch = image[y1:y2, x1:x2]
+    return cv2.resize(patch, (image_size, image_size), interpolation=cv2.INTER_AREA)
+
+
+class FaceDetector:
+    """Largest-face MTCNN detector with downscaled detection and full-resolution crops.
+
+    Parameters
+    ----------
+    image_size : int
+        Side of the square face crop (FaceNet takes 160).
+    margin : float
+        Margin around the box, in pixels of the output crop (facenet-pytorch convention).
+    min_prob : float
+        Faces with a lower MTCNN probability are ignored.
+    max_side : int
+        Frames whose longer side exceeds this are downscaled for detection only.
+    min_face_size : int
+        MTCNN's smallest face, in pixels of the detection image.
+    thresholds : tuple of float
+        MTCNN P-, R-, O-net thresholds.
+    factor : float
+        MTCNN image-pyramid scale factor.
+    batch_size : int
+        Frames per MTCNN call (frames of one clip share a size, so they batch).
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda[:i]"``.
+    """
+
+    def __init__(self, image_size: int = 160, margin: float = 32, min_prob: float = 0.9,
+                 max_side: int = 640, min_face_size: int = 40,
+                 thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+                 factor: float = 0.709, batch_size: int = 32, device: str = "auto"):
+        self.image_size = image_size
+        self.margin = margin
+        self.min_prob = min_prob
+        self.max_side = max_side
+        self.min_face_size = min_face_size
+        self.thresholds = thresholds
+        self.factor = factor
+        self.batch_size = batch_size
+        self.device = device
+        self._mtcnn = None
+
+    def settings(self) -> dict:
+        """Everything that changes the detector's output (used in cache keys)."""
+        return {"detector": "facenet_pytorch.MTCNN", "image_size": self.image_size,
+                "margin": float(self.margin), "min_prob": float(self.min_prob),
+                "max_side": self.max_side, "min_face_size": self.min_face_size,
+                "thresholds": [float(t) for t in self.thresholds], "factor": float(self.factor)}
+
+    @property
+    def mtcnn(self):
+        """The underlying facenet-pytorch MTCNN, built on first use."""
+        if self._mtcnn is None:
+            from facenet_pytorch import MTCNN
+
+            self._mtcnn = MTCNN(image_size=self.image_size, margin=0,
+                                min_face_size=self.min_face_size,
+                                thresholds=list(self.thresholds), factor=self.factor,
+                                select_largest=True, keep_all=True,
+                                device=resolve_device(self.device))
+        return self._mtcnn
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_mtcnn"] = None
+        return state
+
+    def detect(self, images: list[np.ndarray] | np.ndarray) -> FaceCrops:
+        """Find the largest face in each frame and crop it.
+
+        Parameters
+        ----------
+        images : list of numpy.ndarray or numpy.ndarray
+            RGB uint8 frames (H, W, 3); frames of one clip (same size) batch together.
+
+        Returns
+        -------
+        FaceCrops
+            One entry per input frame.
+        """
+        images = list(images)
+        t = len(images)
+        s = self.image_size
+        out = FaceCrops(crops=np.zeros((t, s, s, 3), np.uint8), found=np.zeros(t, bool),
+                        boxes=np.full((t, 4), np.nan, np.float32),
+                        probs=np.full(t, np.nan, np.float32),
+                        landmarks=np.full((t, 5, 2), np.nan, np.float32),
+                        n_faces=np.zeros(t, np.int16))
+        # Batch runs of consecutive frames of the same size.
+        start = 0
+        while start < t:
+            shape = images[start].shape
+            stop = start + 1
+            while stop < t and stop - start < self.batch_size and images[stop].shape == shape:
+                stop += 1
+            self._detect_batch(images, start, stop, out)
+            start = stop
+        return out
+
+    def _detect_batch(self, images: list[np.ndarray], start: int, stop: int,
+                      out: FaceCrops) -> None:
+        import cv2
+
+        h, w = images[start].shape[:2]
+        scale = min(1.0, self.max_side / max(h, w))
+        if min(h, w) * scale < 2 * self.min_face_size:
+            # tiny images (e.g. pre-cropped faces): upscale so MTCNN's pyramid is not empty
+            scale = 2 * self.min_face_size / min(h, w)
+            if max(h, w) * scale > 4 * self.max_side:  # a sliver, not a face picture
+                return
+        if scale != 1.0:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            small = [cv2.resize(im, size, interpolation=interp)
+                     for im in images[start:stop]]
+            sx, sy = w / size[0], h / size[1]
+        else:
+            small = images[start:stop]
+            sx = sy = 1.0
+        batch = np.stack(small)
+        boxes, probs, points = self.mtcnn.detect(batch, landmarks=True)
+        for j in range(stop - start):
+            b, p, lm = boxes[j], probs[j], points[j]
+            if b is None:
+                continue
+            b = np.asarray(b, dtype=object).astype(np.float64).reshape(-1, 4)
+            p = np.asarray(p, dtype=object).astype(np.float64).reshape(-1)
+            lm = np.asarray(lm, dtype=object).astype(np.float64).reshape(-1, 5, 2)
+            keep = p >= self.min_prob
+            i = start + j
+            out.n_faces[i] = int(keep.sum())
+            if not keep.any():
+                continue
+            b, p, lm = b[keep], p[keep], lm[keep]
+            k = int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
+            box = b[k] * np.array([sx, sy, sx, sy])
+            out.boxes[i] = box
+            out.probs[i] = p[k]
+            out.landmarks[i] = lm[k] * np.array([sx, sy])
+            out.crops[i] = crop_face(images[i], box, self.image_size, self.margin)
+            out.found[i] = True

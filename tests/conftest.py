@@ -1,0 +1,72 @@
+"""Shared fixtures: the ../shared data beside the repository (see ../shared/README.md)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("DEEPMETRIC_SHARED", REPO.parent / "shared"))
+# Tests never touch the network and keep converted weights / features in the repo's
+# git-ignored .cache/ so that reruns reuse them.
+os.environ.setdefault("DEEPMETRIC_CACHE", str(REPO / ".cache" / "test"))
+os.environ.setdefault("DEEPMETRIC_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        if os.environ.get("CI"):
+            raise FileNotFoundError(f"{path} is missing: CI must run with ../shared beside the repo")
+        pytest.skip(f"{path} not found (../shared is absent on this machine)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return _require(SHARED / "data")
+
+
+@pytest.fixture(scope="session")
+def faces_dir(shared_dir: Path) -> Path:
+    return _require(shared_dir / "fixtures" / "faces")
+
+
+@pytest.fixture(scope="session")
+def ffpp_dir(shared_dir: Path) -> Path:
+    return _require(shared_dir / "ffpp-c23")
+
+
+@pytest.fixture(scope="session")
+def dfdc_dir(shared_dir: Path) -> Path:
+    return _require(shared_dir / "fixtures" / "dfdc-sample")
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The real CASIA-WebFace FaceNet (converted offline on first use)."""
+    from deepmetric.embedder import FaceEmbedder
+
+    return FaceEmbedder(batch_size=32, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def detector():
+    from deepmetric.faces import FaceDetector
+
+    return FaceDetector(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def ffpp_manifest(ffpp_dir: Path):
+    """The FF++ clips as a manifest built from labels.csv (independent of the adapter)."""
+    import pandas as pd
+
+    from deepmetric.items import validate_manifest
+
+    df = pd.read_csv(ffpp_dir / "labels.csv", dtype=str)
+    df["video_id"] = df["path"]
+    return validate_manifest(df[["path", "label", "video_id", "group", "method"]],
+                             root=ffpp_dir)

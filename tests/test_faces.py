@@ -1,0 +1,81 @@
+"""MTCNN face detection on the real fixture photos and clips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deepmetric.faces import FaceDetector, crop_face
+from deepmetric.frames import read_frames, read_image
+
+
+def test_one_face_in_each_fixture_photo(detector, faces_dir):
+    photos = sorted((faces_dir / "test_images").glob("*/*.jpg"))
+    assert len(photos) == 4
+    for p in photos:
+        r = detector.detect([read_image(p)])
+        assert r.n_faces.tolist() == [1], p
+        assert r.found[0] and r.probs[0] > 0.99
+        assert r.crops.shape == (1, 160, 160, 3) and r.crops.dtype == np.uint8
+        assert r.crops[0].std() > 10  # an actual face, not a blank crop
+
+
+def test_six_faces_in_group_photo(detector, faces_dir):
+    r = detector.detect([read_image(faces_dir / "multiface.jpg")])
+    assert r.n_faces[0] == 6
+    assert r.found[0]
+
+
+def test_largest_face_is_kept(faces_dir):
+    img = read_image(faces_dir / "multiface.jpg")
+    det = FaceDetector(device="cpu", max_side=10_000)  # detect at full resolution
+    r = det.detect([img])
+    boxes, probs = det.mtcnn.detect(img[None])[:2]
+    b = np.asarray(boxes[0], dtype=object).astype(float)
+    p = np.asarray(probs[0], dtype=object).astype(float)
+    b = b[p >= det.min_prob]
+    areas = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    np.testing.assert_allclose(r.boxes[0], b[np.argmax(areas)], rtol=1e-5)
+    assert len(b) == 6
+
+
+def test_downscaled_detection_crops_full_resolution(dfdc_dir):
+    f = read_frames(dfdc_dir / "train_sample_videos" / "abqwwspghj.mp4", 4)
+    small = FaceDetector(device="cpu", max_side=640).detect(f.images)
+    assert small.found.all()
+    # boxes are in full-resolution (1920x1080) coordinates
+    assert np.nanmax(small.boxes[:, 2]) <= 1920 and np.nanmax(small.boxes[:, 3]) <= 1080
+    full = FaceDetector(device="cpu", max_side=4096).detect(f.images[:1])
+    iou = _iou(small.boxes[0], full.boxes[0])
+    assert iou > 0.8
+
+
+def test_no_face_is_recorded_not_dropped(detector):
+    rng = np.random.default_rng(0)
+    blank = [np.full((240, 320, 3), 127, np.uint8),
+             rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)]
+    r = detector.detect(blank)
+    assert len(r.found) == 2 and not r.found.any()
+    assert np.isnan(r.boxes).all() and np.isnan(r.probs).all()
+
+
+def test_tiny_image_has_no_face_and_no_crash(detector):
+    r = detector.detect([np.zeros((16, 16, 3), np.uint8)])
+    assert not r.found[0]
+
+
+def test_crop_face_margin_and_clipping():
+    img = np.zeros((100, 100, 3), np.uint8)
+    img[40:60, 40:60] = 255
+    c = crop_face(img, np.array([40, 40, 60, 60.0]), 32, margin=0)
+    assert c.shape == (32, 32, 3) and c.min() == 255
+    c2 = crop_face(img, np.array([-20, -20, 10, 10.0]), 32, margin=8)  # off-image box
+    assert c2.shape == (32, 32, 3)
+
+
+def _iou(a, b):
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0, x2 - x1) * max(0, y2 - y1)
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
