@@ -1,0 +1,68 @@
+"""real/ + fake/ folder adapter on the DFDC crop fixture and synthetic trees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deepmetric.datasets import folder
+from deepmetric.items import ManifestError
+
+CROPS = r"^(?P<group>[^-]+)-\d+-\d+$"
+
+
+def test_prepared_dataset_default_groups(dfdc_dir: Path):
+    m = folder.load(dfdc_dir / "prepared_dataset")
+    assert len(m) == 22 and m["label"].sum() == 11
+    assert set(m["kind"]) == {"image"}
+    assert set(m["method"]) == {"real", "fake"}
+    assert m["group"].nunique() == 22  # default: one group per file stem
+    assert m["video_id"].iloc[0] == "real/abarnvbtwb-000-00.png"
+
+
+def test_prepared_dataset_grouped_by_video(dfdc_dir: Path):
+    m = folder.load(dfdc_dir / "prepared_dataset", group_regex=CROPS)
+    sizes = m.groupby("group").size().to_dict()
+    assert sizes == {"abarnvbtwb": 11, "aagfhgtpmv": 1, "aapnvogymq": 5, "abofeumbvv": 1,
+                     "abqwwspghj": 4}
+    assert (m.loc[m["group"] == "abarnvbtwb", "label"] == 0).all()
+    # unnamed capture group and plain match work too
+    assert folder.load(dfdc_dir / "prepared_dataset",
+                       group_regex=r"^([a-z]+)-")["group"].nunique() == 5
+    assert folder.load(dfdc_dir / "prepared_dataset",
+                       group_regex=r"^[a-z]+")["group"].nunique() == 5
+
+
+def test_unmatched_file_and_bad_regex(dfdc_dir: Path):
+    with pytest.raises(ManifestError, match=r"abarnvbtwb-000-00.png.*does not match"):
+        folder.load(dfdc_dir / "prepared_dataset", group_regex=r"^\d+$")
+    with pytest.raises(ManifestError, match="invalid group_regex"):
+        folder.load(dfdc_dir / "prepared_dataset", group_regex="(")
+
+
+def test_recursive_extensions_custom_dirs(tmp_path: Path):
+    for rel in ["orig/a/x.mp4", "orig/b/y.MP4", "orig/.hidden/z.mp4", "orig/notes.txt",
+                "Deepfakes/x.mp4", "FaceSwap/sub/y.png", "FaceSwap/.DS_Store"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).touch()
+    m = folder.load(tmp_path, real_dirs="orig", fake_dirs=["Deepfakes", "FaceSwap"])
+    assert m["video_id"].tolist() == ["orig/a/x.mp4", "orig/b/y.MP4", "Deepfakes/x.mp4",
+                                      "FaceSwap/sub/y.png"]
+    assert m["method"].tolist() == ["real", "real", "Deepfakes", "FaceSwap"]
+    assert m["kind"].tolist() == ["video", "video", "video", "image"]
+    # same stem in real and fake → same group by default
+    assert m["group"].tolist() == ["x", "y", "x", "y"]
+    only = folder.load(tmp_path, real_dirs="orig", fake_dirs=["FaceSwap"], extensions=["PNG"])
+    assert only["video_id"].tolist() == ["FaceSwap/sub/y.png"]
+
+
+def test_missing_and_empty(tmp_path: Path):
+    (tmp_path / "real").mkdir()
+    with pytest.raises(ManifestError, match="fake folder 'fake' not found"):
+        folder.load(tmp_path)
+    (tmp_path / "fake").mkdir()
+    with pytest.raises(ManifestError, match="no file"):
+        folder.load(tmp_path)
+    with pytest.raises(ManifestError, match="both real and fake"):
+        folder.load(tmp_path, real_dirs=["real"], fake_dirs=["real"])
