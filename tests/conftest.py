@@ -68,5 +68,6 @@ def ffpp_manifest(ffpp_dir: Path):
 
     df = pd.read_csv(ffpp_dir / "labels.csv", dtype=str)
     df["video_id"] = df["path"]
+    df["method"] = df["method"].replace({"original": "real"})
     return validate_manifest(df[["path", "label", "video_id", "group", "method"]],
                              root=ffpp_dir)

@@ -1,0 +1,131 @@
+"""End-to-end extraction on real clips: cache, reruns, failures, interruption."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deepmetric.extract import ExtractionError, Extractor
+from deepmetric.items import validate_manifest
+
+
+@pytest.fixture(scope="module")
+def small_manifest(ffpp_manifest):
+    # one real clip and one fake of each method, from different groups
+    picks = [ffpp_manifest[ffpp_manifest["method"] == m].iloc[0]
+             for m in ("real", "Deepfakes", "Face2Face")]
+    return pd.DataFrame(picks).reset_index(drop=True)
+
+
+def test_extract_then_rerun_does_nothing(tmp_path, small_manifest, detector, embedder):
+    ex = Extractor(detector, embedder, n_frames=4, cache_dir=tmp_path, spectrum_bins=8,
+                   progress=False)
+    r1 = ex.run(small_manifest)
+    assert (r1.n_extracted, r1.n_cached, r1.n_failed) == (3, 0, 0)
+    assert r1.n_faces == 12
+    files = sorted(ex.cache.dir.glob("*.npz"))
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    t = time.perf_counter()
+    r2 = ex.run(small_manifest)
+    assert time.perf_counter() - t < 5
+    assert (r2.n_extracted, r2.n_cached) == (0, 3)
+    assert [f.stat().st_mtime_ns for f in files] == mtimes
+    feats = ex.features(small_manifest, blocks=["embedding", "spectrum"])
+    assert feats.X.shape == (12, 512 + 8)
+    assert feats.blocks == {"embedding": slice(0, 512), "spectrum": slice(512, 520)}
+    np.testing.assert_allclose(np.linalg.norm(feats.X[:, :512], axis=1), 1, atol=1e-5)
+    assert set(feats.frames["video_id"]) == set(small_manifest["video_id"])
+    assert feats.y.tolist() == [0] * 4 + [1] * 8
+    with pytest.raises(KeyError, match="feature block 'repeat_3'"):
+        ex.features(small_manifest, blocks=["repeat_3"])
+
+
+def test_failures_are_recorded_and_work_is_kept(tmp_path, small_manifest, detector, embedder):
+    bad = tmp_path / "broken.mp4"
+    bad.write_text("not a video")
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    extra = validate_manifest(pd.DataFrame({"path": [str(bad), str(empty)],
+                                            "label": [1, 0]}))
+    items = pd.concat([small_manifest.iloc[:1], extra], ignore_index=True)
+    ex = Extractor(detector, embedder, n_frames=2, cache_dir=tmp_path / "c", progress=False)
+    with pytest.warns(UserWarning, match="2 item"):
+        r = ex.run(items)
+    assert r.n_extracted == 1 and r.n_failed == 2
+    errors = {f["video_id"]: f["error"] for f in r.failures}
+    assert "empty file" in errors["empty"] and "broken" in r.failures[0]["path"]
+    assert "FAILED" in r.summary()
+    feats = ex.features(items)
+    assert set(feats.missing["video_id"]) == {"broken", "empty"}
+    strict = Extractor(detector, embedder, n_frames=2, cache_dir=tmp_path / "c",
+                       on_error="raise", progress=False)
+    with pytest.raises(ExtractionError, match="broken.mp4"):
+        strict.run(items)
+    assert strict.cache.has(items.path[0])  # the finished clip is still there
+
+
+def test_images_and_no_face_items(tmp_path, faces_dir, detector, embedder):
+    from PIL import Image
+
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((200, 200, 3), 90, np.uint8)).save(blank)
+    photo = faces_dir / "test_images" / "paul_rudd" / "1.jpg"
+    items = validate_manifest(pd.DataFrame({"path": [str(photo), str(blank)],
+                                            "label": [0, 1]}))
+    ex = Extractor(detector, embedder, cache_dir=tmp_path / "c", progress=False)
+    r = ex.run(items)
+    assert r.n_extracted == 2 and r.no_face == ["blank"]
+    feats = ex.features(items)
+    assert feats.X.shape == (1, 512)
+    assert feats.missing.set_index("video_id").loc["blank", "reason"] == "no face in any frame"
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, pandas as pd
+    from deepmetric.extract import Extractor
+    from deepmetric.faces import FaceDetector
+    from deepmetric.embedder import FaceEmbedder
+    items = pd.read_pickle(sys.argv[1])
+    Extractor(FaceDetector(device="cpu"), FaceEmbedder(device="cpu"), n_frames=2,
+              cache_dir=sys.argv[2], progress=False).run(items)
+    print("DONE")
+""")
+
+
+def test_killed_run_resumes_to_identical_cache(tmp_path, ffpp_manifest):
+    items = ffpp_manifest.iloc[::18].reset_index(drop=True)  # 8 clips
+    items.to_pickle(tmp_path / "items.pkl")
+    script = tmp_path / "extract.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    run = lambda cache: subprocess.run(  # noqa: E731
+        [sys.executable, str(script), str(tmp_path / "items.pkl"), str(cache)],
+        env=env, capture_output=True, text=True, timeout=600)
+
+    # interrupted run: SIGKILL once a few clips are cached
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "items.pkl"),
+                             str(tmp_path / "killed")], env=env)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        done = list((tmp_path / "killed").glob("*/*.npz"))
+        if len(done) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = list((tmp_path / "killed").glob("*/*.npz"))
+    assert 3 <= len(partial) < len(items), "the kill did not land midway"
+    assert "DONE" in run(tmp_path / "killed").stdout            # resume
+    assert "DONE" in run(tmp_path / "clean").stdout             # uninterrupted reference
+    killed = {p.name: p.read_bytes() for p in (tmp_path / "killed").glob("*/*.npz")}
+    clean = {p.name: p.read_bytes() for p in (tmp_path / "clean").glob("*/*.npz")}
+    assert len(clean) == len(items)
+    assert killed == clean
