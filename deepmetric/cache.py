@@ -156,7 +156,9 @@ class FeatureCache:
     def lock(self, media_path: str | os.PathLike) -> Iterator[None]:
         """Hold an exclusive advisory lock for one media file (blocks while another holds it)."""
         self._ensure_dir()
-        lock_path = self.path_for(media_path).with_suffix(".lock")
+        lock_dir = self.dir / "locks"
+        lock_dir.mkdir(exist_ok=True)
+        lock_path = lock_dir / self.path_for(media_path).with_suffix(".lock").name
         try:
             import fcntl
         except ImportError:  # not POSIX: atomic renames still keep files whole

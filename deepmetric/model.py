@@ -1,0 +1,133 @@
+"""A fitted detector: extraction settings + fitted frame pipeline + the video rule.
+
+This is what ``experiments.run`` saves (``model.joblib``) and what ``experiments.predict``
+and the app load. It is a joblib pickle: **load it only from a path you trust** (pickles run
+code when loaded). :meth:`DeepfakeModel.load` only ever opens the path it is given.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from deepmetric.extract import Extractor
+from deepmetric.scoring import aggregate_scores, frame_scores
+
+__all__ = ["DeepfakeModel", "NoFaceError"]
+
+
+class NoFaceError(ValueError):
+    """No face was found in any sampled frame of the file (named in the message)."""
+
+
+class DeepfakeModel:
+    """Score clips and images end to end.
+
+    Parameters
+    ----------
+    extractor : Extractor
+        Frame sampling, face detection and embedding settings (no cache is used when
+        predicting single files).
+    pipeline : sklearn estimator
+        Fitted frame-level pipeline (projector + head) with ``predict_proba`` or
+        ``decision_function``.
+    blocks : sequence of str
+        Feature blocks the pipeline was fitted on, in order.
+    how : {"mean", "median", "topk"}
+        Frame → video aggregation.
+    k : int
+        For ``how="topk"``.
+    threshold : float
+        Video score at or above which the verdict is "fake".
+    info : dict, optional
+        Free-form provenance (training data, config, metrics, version).
+    """
+
+    def __init__(self, extractor: Extractor, pipeline: Any,
+                 blocks: Sequence[str] = ("embedding",), how: str = "mean", k: int = 5,
+                 threshold: float = 0.5, info: dict | None = None):
+        self.extractor = extractor
+        self.pipeline = pipeline
+        self.blocks = list(blocks)
+        self.how = how
+        self.k = k
+        self.threshold = threshold
+        self.info = dict(info or {})
+
+    @property
+    def version(self) -> str:
+        """A short identifier of this fitted model (from its provenance)."""
+        return str(self.info.get("version", "unversioned"))
+
+    def features_of(self, arrays: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Feature matrix (F, D) float32 and frame indices (F,) of the frames with a face."""
+        found = arrays["found"].astype(bool)
+        X = np.concatenate([arrays[b][found] for b in self.blocks], axis=1)
+        return X.astype(np.float32), arrays["frame_index"][found]
+
+    def score_arrays(self, arrays: dict, name: str = "item") -> dict:
+        """Score already-extracted arrays (see :meth:`Extractor.extract_item`)."""
+        if not arrays["found"].any():
+            raise NoFaceError(f"{name}: no face found in any of the "
+                              f"{len(arrays['found'])} sampled frame(s)")
+        X, idx = self.features_of(arrays)
+        s = frame_scores(self.pipeline, X)
+        video = aggregate_scores(s, np.zeros(len(s), np.int64), how=self.how,  # type: ignore
+                                 k=self.k)
+        score = float(video["score"].iloc[0])
+        found = arrays["found"].astype(bool)
+        return {"score": score, "verdict": "fake" if score >= self.threshold else "real",
+                "n_frames": int(len(found)), "n_faces": int(found.sum()),
+                "frame_scores": pd.DataFrame({"frame_index": idx, "score": s,
+                                              "prob": arrays["prob"][found]})}
+
+    def predict(self, path: str | os.PathLike) -> dict:
+        """Score one clip or image.
+
+        Returns
+        -------
+        dict
+            ``path, score`` (P(fake), float), ``verdict`` ("real"/"fake"), ``n_frames``,
+            ``n_faces``, ``seconds``, ``frame_scores`` (DataFrame: frame_index, score, prob).
+
+        Raises
+        ------
+        deepmetric.frames.MediaError
+            Unreadable, empty or unsupported file.
+        NoFaceError
+            No face in any sampled frame.
+        """
+        t = time.perf_counter()
+        arrays = self.extractor.extract_item(path)
+        out = {"path": str(path), **self.score_arrays(arrays, str(path))}
+        out["seconds"] = time.perf_counter() - t
+        return out
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model atomically with joblib (a pickle: see the module docstring)."""
+        import joblib
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        joblib.dump(self, tmp)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "DeepfakeModel":
+        """Load a model saved by :meth:`save`. Only load files you trust."""
+        import joblib
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: model file not found")
+        obj = joblib.load(path)
+        if not isinstance(obj, cls):
+            raise TypeError(f"{path}: not a deepmetric model (got {type(obj).__name__})")
+        return obj

@@ -1,0 +1,85 @@
+"""Every config option and every experiment composes and instantiates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf, open_dict
+
+from experiments.run import build_pipeline, pipeline_specs
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def _compose(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = "/tmp/unused"  # ${hydra:...} needs a running app
+    return cfg
+
+
+@pytest.mark.parametrize("exp", _options("exp"))
+def test_every_experiment_composes_and_builds_its_pipelines(exp):
+    cfg = _compose([f"+exp={exp}"])
+    assert cfg.name == exp
+    pipes = pipeline_specs(cfg)
+    assert pipes and all(hasattr(p, "fit") for p in pipes.values())
+    OmegaConf.to_yaml(cfg, resolve=False)
+
+
+def test_poster_table_runs_heads_side_by_side():
+    cfg = _compose(["+exp=poster_table"])
+    pipes = pipeline_specs(cfg)
+    assert set(pipes) == {"triplet_rf", "triplet_sgd", "triplet_knn", "raw_rf", "raw_sgd",
+                          "raw_knn"}
+    assert [n for n, _ in pipes["triplet_rf"].steps] == ["projector", "classifier"]
+    assert [n for n, _ in pipes["raw_sgd"].steps] == ["scaler", "classifier"]
+
+
+@pytest.mark.parametrize("clf", _options("classifier"))
+@pytest.mark.parametrize("proj", _options("projector"))
+def test_every_projector_and_classifier(proj, clf):
+    cfg = _compose([f"projector={proj}", f"classifier={clf}"])
+    pipe = build_pipeline({"projector": cfg.projector, "classifier": cfg.classifier})
+    assert pipe.steps[-1][0] == "classifier"
+    assert ("projector" in pipe.named_steps) == (proj != "none")
+
+
+@pytest.mark.parametrize("data", _options("data"))
+def test_every_data_option_composes(data):
+    cfg = _compose([f"data={data}", f"eval_data={data}"])
+    assert cfg.data._target_.startswith("deepmetric.datasets.")
+    assert cfg.eval_data._target_ == cfg.data._target_
+
+
+def test_detector_embedder_extractor_instantiate(tmp_path):
+    cfg = _compose([f"paths.cache_dir={tmp_path}"])
+    ex = instantiate(cfg.extractor, _convert_="all")
+    assert ex.n_frames == 25 and ex.embedder.layers == ["avgpool_1a", "repeat_1", "repeat_2",
+                                                         "repeat_3"]
+    assert str(ex.cache.dir).startswith(str(tmp_path))
+
+
+def test_wrong_key_is_a_clear_error():
+    with pytest.raises(ConfigCompositionException, match="projector.margn"):
+        _compose(["projector.margn=0.3"])
+    with pytest.raises(ConfigCompositionException, match="classifier"):
+        _compose(["classifier=xgboost"])
+
+
+def test_no_absolute_paths_in_configs():
+    for path in CONF.rglob("*.yaml"):
+        for line in path.read_text().splitlines():
+            value = line.split("#")[0].split(":", 1)[-1].strip()
+            assert not value.startswith("/"), f"{path}: absolute path in {line!r}"
