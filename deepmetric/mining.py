@@ -17,10 +17,10 @@ The selection rule and the reduction replicate pytorch-metric-learning (PML)'s
   counted.
 
 PML enumerates every candidate triplet (about ``B³/4`` index triples for two balanced
-classes). :class:`SemiHardTripletLoss` never does: it mines under ``torch.no_grad`` in chunks
-of anchors, each chunk being a ``(c, B, B)`` boolean block with ``c * B * B`` bounded by
-``chunk_elements`` (at least one anchor per chunk), and reduces every chunk to two ``(B, B)``
-count matrices. Because the loss is linear in the distances once the triplets are fixed,
+classes). :class:`SemiHardTripletLoss` never does: under ``torch.no_grad`` it sorts each
+anchor's positive and negative distances and counts, by binary search, how many triplets
+each anchor–positive and anchor–negative pair takes part in (``O(B² log B)`` time, ``O(B²)``
+memory). Because the loss is linear in the distances once the triplets are fixed,
 
     loss = mean over kept triplets of (D[a, p] - D[a, n] + margin)
          = sum(W * D) / n_kept + margin,
@@ -28,7 +28,7 @@ count matrices. Because the loss is linear in the distances once the triplets ar
 where ``W[a, p]`` = number of kept triplets using the pair ``(a, p)`` as anchor–positive and
 ``W[a, n]`` = minus the number of kept triplets using ``(a, n)`` as anchor–negative (a pair is
 never both, since labels either match or differ). The autograd graph therefore holds only
-``D`` and ``W``: peak memory is ``O(B²)`` (plus the bounded chunk), and the gradient is the
+``D`` and ``W``: peak memory is ``O(B²)``, and the gradient is the
 same as PML's (each kept triplet contributes ``1 / n_kept`` to ``dL/dD[a, p]`` and
 ``-1 / n_kept`` to ``dL/dD[a, n]``).
 
@@ -102,34 +102,35 @@ def _semihard_weights(
 ) -> tuple[torch.Tensor, int]:
     """Signed triplet-count matrix ``W`` (B, B) and the number of kept triplets.
 
-    Runs without grad; peak extra memory is one ``(c, B, B)`` block.
+    ``W[a, j] = n_ap(a, j) - n_an(a, j)``: for a positive ``j``, the number of semi-hard
+    negatives of the pair (a, j); for a negative ``j``, minus the number of positives for
+    which ``j`` is semi-hard. Both counts come from per-anchor sorted distances and binary
+    searches, so this takes ``O(B² log B)`` time and ``O(B²)`` memory (no ``(B, B, B)``
+    tensor). The comparisons run in float64, where sums of float32 distances and the margin
+    are exact. ``chunk_elements`` is kept for API compatibility (unused).
     """
     b = dist.shape[0]
-    same = labels[:, None] == labels[None, :]
-    eye = torch.eye(b, dtype=torch.bool, device=dist.device)
-    nan = torch.tensor(float("nan"), dtype=dist.dtype, device=dist.device)
-    # NaN outside the candidate pairs: every comparison with NaN is False, so masked-out
-    # entries can never be kept, and kept entries see exactly PML's float values.
-    d_pos = torch.where(same & ~eye, dist, nan)
-    d_neg = torch.where(~same, dist, nan)
-    weights = torch.zeros_like(dist)
-    n_kept = 0
-    step = _chunk_rows(b, chunk_elements)
     with torch.no_grad():
-        for start in range(0, b, step):
-            stop = min(b, start + step)
-            # x[a, p, n] = D[a, p] - D[a, n] = -(PML's triplet_margin), exactly (IEEE
-            # subtraction is antisymmetric). PML keeps 0 < -x <= margin, then AvgNonZero keeps
-            # relu(x + margin) > 0, i.e. x > -margin (no rounding to 0 above the subnormals):
-            # together -margin < x < 0.
-            x = d_pos[start:stop, :, None] - d_neg[start:stop, None, :]  # (c, B, B)
-            keep = (x < 0) & (x > -margin)
-            del x
-            n_ap = keep.sum(dim=2)  # (c, B): kept triplets per anchor-positive pair
-            n_an = keep.sum(dim=1)  # (c, B): kept triplets per anchor-negative pair
-            del keep
-            weights[start:stop] = (n_ap - n_an).to(dist.dtype)
-            n_kept += int(n_ap.sum())
+        same = labels[:, None] == labels[None, :]
+        eye = torch.eye(b, dtype=torch.bool, device=dist.device)
+        pos = same & ~eye
+        neg = ~same
+        # the margin as the distances' dtype sees it, then everything in float64
+        m = float(torch.tensor(margin, dtype=dist.dtype))
+        d = dist.double()
+        inf = torch.tensor(float("inf"), dtype=torch.float64, device=dist.device)
+        neg_sorted = torch.where(neg, d, inf).sort(dim=1).values
+        pos_sorted = torch.where(pos, d, inf).sort(dim=1).values
+        # positives p: negatives n with d_ap < d_an < d_ap + margin
+        n_ap = (torch.searchsorted(neg_sorted, d + m, right=False)
+                - torch.searchsorted(neg_sorted, d, right=True))
+        # negatives n: positives p with d_an - margin < d_ap < d_an
+        n_an = (torch.searchsorted(pos_sorted, d, right=False)
+                - torch.searchsorted(pos_sorted, d - m, right=True))
+        n_ap = torch.where(pos, n_ap, 0)
+        n_an = torch.where(neg, n_an, 0)
+        weights = (n_ap - n_an).to(dist.dtype)
+        n_kept = int(n_ap.sum())
     return weights, n_kept
 
 

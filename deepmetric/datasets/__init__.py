@@ -95,3 +95,12 @@ def connected_groups(
         ms.sort()
         names[root] = "-".join(ms) if len(ms) <= 4 else f"{ms[0]}+{len(ms) - 1}"
     return {n: names[find(n)] for n in parent}
+
+
+def __getattr__(name: str) -> Any:
+    """``deepmetric.datasets.ffpp`` etc. import their adapter module on first access."""
+    if name in ADAPTERS:
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
