@@ -88,6 +88,17 @@ def test_local_grid_multirun_and_summary(sweep_env, tiny_demo):
     assert "| projector.margin | classifier |" in (sweep / "summary.md").read_text()
 
 
+def test_submitit_local_launcher_runs_a_job(sweep_env, tiny_demo):
+    """hydra-submitit-launcher 1.2.0 with this hydra-core and submitit: the job is pickled,
+    run in a fresh process and its result comes back (the SLURM code path, no scheduler)."""
+    _run(["-m", "hydra/launcher=local", "name=submitit_local", "projector.margin=0.3", *TINY],
+         sweep_env)
+    sweep = _sweep_dir(sweep_env, "submitit_local")
+    df = summarize(sweep)
+    assert len(df) == 1 and df["status"].iloc[0] == "ok" and 0 <= df["video_auc"].iloc[0] <= 1
+    assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 1
+
+
 @pytest.mark.filterwarnings("ignore:Deprecated API features detected")  # optuna 2.10 + SQLA 1.4
 def test_optuna_sweep_in_sqlite(sweep_env, tiny_demo):
     import optuna
