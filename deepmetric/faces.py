@@ -100,6 +100,9 @@ class FaceDetector:
         Faces with a lower MTCNN probability are ignored.
     max_side : int
         Frames whose longer side exceeds this are downscaled for detection only.
+    retry_max_side : int
+        Frames where no face is found on the downscaled copy are searched again at up to
+        this size (small faces in wide, high-resolution shots); 0 (default) disables it.
     min_face_size : int
         MTCNN's smallest face, in pixels of the detection image.
     thresholds : tuple of float
@@ -113,13 +116,14 @@ class FaceDetector:
     """
 
     def __init__(self, image_size: int = 160, margin: float = 32, min_prob: float = 0.9,
-                 max_side: int = 640, min_face_size: int = 40,
+                 max_side: int = 640, retry_max_side: int = 0, min_face_size: int = 40,
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
                  factor: float = 0.709, batch_size: int = 32, device: str = "auto"):
         self.image_size = image_size
         self.margin = margin
         self.min_prob = min_prob
         self.max_side = max_side
+        self.retry_max_side = retry_max_side
         self.min_face_size = min_face_size
         self.thresholds = thresholds
         self.factor = factor
@@ -129,10 +133,13 @@ class FaceDetector:
 
     def settings(self) -> dict:
         """Everything that changes the detector's output (used in cache keys)."""
-        return {"detector": "facenet_pytorch.MTCNN", "image_size": self.image_size,
-                "margin": float(self.margin), "min_prob": float(self.min_prob),
-                "max_side": self.max_side, "min_face_size": self.min_face_size,
-                "thresholds": [float(t) for t in self.thresholds], "factor": float(self.factor)}
+        out = {"detector": "facenet_pytorch.MTCNN", "image_size": self.image_size,
+               "margin": float(self.margin), "min_prob": float(self.min_prob),
+               "max_side": self.max_side, "min_face_size": self.min_face_size,
+               "thresholds": [float(t) for t in self.thresholds], "factor": float(self.factor)}
+        if self.retry_max_side:
+            out["retry_max_side"] = self.retry_max_side
+        return out
 
     @property
     def mtcnn(self):
@@ -168,11 +175,7 @@ class FaceDetector:
         images = list(images)
         t = len(images)
         s = self.image_size
-        out = FaceCrops(crops=np.zeros((t, s, s, 3), np.uint8), found=np.zeros(t, bool),
-                        boxes=np.full((t, 4), np.nan, np.float32),
-                        probs=np.full(t, np.nan, np.float32),
-                        landmarks=np.full((t, 5, 2), np.nan, np.float32),
-                        n_faces=np.zeros(t, np.int16))
+        out = _empty(t, s)
         # Batch runs of consecutive frames of the same size.
         start = 0
         while start < t:
@@ -180,20 +183,29 @@ class FaceDetector:
             stop = start + 1
             while stop < t and stop - start < self.batch_size and images[stop].shape == shape:
                 stop += 1
-            self._detect_batch(images, start, stop, out)
+            self._detect_batch(images, start, stop, out, self.max_side)
+            missed = [i for i in range(start, stop) if not out.found[i]]
+            big = max(images[start].shape[:2])
+            if missed and self.retry_max_side > self.max_side and big > self.max_side:
+                sub = [images[i] for i in missed]
+                part = _empty(len(sub), self.image_size)
+                self._detect_batch(sub, 0, len(sub), part, self.retry_max_side)
+                for j, i in enumerate(missed):
+                    for name in ("crops", "found", "boxes", "probs", "landmarks", "n_faces"):
+                        getattr(out, name)[i] = getattr(part, name)[j]
             start = stop
         return out
 
     def _detect_batch(self, images: list[np.ndarray], start: int, stop: int,
-                      out: FaceCrops) -> None:
+                      out: FaceCrops, max_side: int) -> None:
         import cv2
 
         h, w = images[start].shape[:2]
-        scale = min(1.0, self.max_side / max(h, w))
+        scale = min(1.0, max_side / max(h, w))
         if min(h, w) * scale < 2 * self.min_face_size:
             # tiny images (e.g. pre-cropped faces): upscale so MTCNN's pyramid is not empty
             scale = 2 * self.min_face_size / min(h, w)
-            if max(h, w) * scale > 4 * self.max_side:  # a sliver, not a face picture
+            if max(h, w) * scale > 4 * max_side:  # a sliver, not a face picture
                 return
         if scale != 1.0:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -226,3 +238,11 @@ class FaceDetector:
             out.landmarks[i] = lm[k] * np.array([sx, sy])
             out.crops[i] = crop_face(images[i], box, self.image_size, self.margin)
             out.found[i] = True
+
+
+def _empty(t: int, s: int) -> FaceCrops:
+    return FaceCrops(crops=np.zeros((t, s, s, 3), np.uint8), found=np.zeros(t, bool),
+                     boxes=np.full((t, 4), np.nan, np.float32),
+                     probs=np.full(t, np.nan, np.float32),
+                     landmarks=np.full((t, 5, 2), np.nan, np.float32),
+                     n_faces=np.zeros(t, np.int16))
