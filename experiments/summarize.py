@@ -101,6 +101,8 @@ def summarize(path: str | os.PathLike) -> pd.DataFrame:
                                "status": "ok" if problem is None else "failed", **overrides}
         for col, where in METRICS.items():
             row[col] = _get(metrics, where)
+        for method, m in ((metrics or {}).get("per_method") or {}).items():
+            row[f"auc_{method}"] = _float(m.get("auc"))
         row["seconds"] = _float(metrics.get("seconds")) if metrics else math.nan
         row["log_tail"] = "" if problem is None else _failure_text(job, problem)
         row["path"] = str(job)
@@ -108,6 +110,8 @@ def summarize(path: str | os.PathLike) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     metric_cols = [c for c in METRICS if df[c].notna().any() or c in
                    ("video_auc", "video_f1", "video_accuracy", "frame_auc")]
+    method_cols = sorted(c for c in df.columns if c.startswith("auc_"))
+    metric_cols += method_cols
     df = df[[*_FIXED, *keys, *metric_cols, *_TRAILING]]
     for c in [*metric_cols, "seconds"]:
         df[c] = df[c].astype(float)
