@@ -115,6 +115,9 @@ class FaceDetector:
         ``"auto"``, ``"cpu"`` or ``"cuda[:i]"``.
     """
 
+    #: class default so detectors pickled before this option existed still load
+    retry_max_side = 0
+
     def __init__(self, image_size: int = 160, margin: float = 32, min_prob: float = 0.9,
                  max_side: int = 640, retry_max_side: int = 0, min_face_size: int = 40,
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
