@@ -1,0 +1,439 @@
+"""Extraction: deepmetric's ``Extractor`` vs a naive facenet-pytorch pipeline, same clips.
+
+Naive baseline (the way facenet-pytorch's examples are written): ``cv2.VideoCapture.read``
+through the whole clip keeping the 25 sampled frames, ``MTCNN.detect`` on each
+full-resolution frame one at a time (same MTCNN settings as ``FaceDetector``), the largest
+face above ``min_prob`` cropped with ``facenet_pytorch...extract_face``, and each face
+embedded alone by ``InceptionResnetV1`` (same weights, default contiguous memory format,
+``torch.no_grad``).
+
+Candidate: ``Extractor(FaceDetector(), FaceEmbedder(), n_frames=25).run(manifest)`` with a
+fresh cache directory, i.e. including its decode-prefetch thread and its cache writes.
+
+The clips are split into rounds of 2 clips (so the prefetch thread still overlaps decoding
+with compute inside a round, while rounds stay short enough for both pipelines of a round
+to see the same load on a shared machine); in each round every pipeline processes the same
+clips, the order rotating from round to round, and the per-round speed-up
+``t_naive / t_ours`` is recorded; the headline is the median over rounds. Both produce faces that are then compared: boxes (IoU) on frames
+where both found a face, and embeddings of the *same* (naive) crops through both embedders.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import hashlib
+import pstats
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import (ffpp_manifest, interleave, log, median, paired_ratios,
+                               precisions, sync, table)
+
+NAME = "extraction"
+GOAL = 3.0
+
+
+# ----------------------------------------------------------------------------- naive
+class Naive:
+    """Frame-by-frame, face-by-face facenet-pytorch pipeline."""
+
+    def __init__(self, device: str, precision: str, detector):
+        import torch
+        from facenet_pytorch import MTCNN
+
+        from deepmetric.weights import load_facenet
+
+        d = detector
+        self.device = device
+        self.precision = precision
+        self.min_prob = d.min_prob
+        self.image_size = d.image_size
+        self.margin = d.margin
+        self.mtcnn = MTCNN(image_size=d.image_size, margin=d.margin,
+                           min_face_size=d.min_face_size, thresholds=list(d.thresholds),
+                           factor=d.factor, device=device)
+        self.model = load_facenet().to(device).eval()  # contiguous, as loaded
+        self.torch = torch
+
+    def amp(self):
+        if self.precision == "bf16":
+            return self.torch.autocast("cuda", dtype=self.torch.bfloat16)
+        return nullcontext()
+
+    def clip(self, path: str, n: int) -> dict:
+        import cv2
+        import torch
+        from facenet_pytorch.models.mtcnn import fixed_image_standardization
+        from facenet_pytorch.models.utils.detect_face import extract_face
+
+        from deepmetric.frames import sample_indices
+
+        cap = cv2.VideoCapture(path)
+        wanted = set(sample_indices(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), n).tolist())
+        frames, i = [], 0
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            if i in wanted:
+                frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            i += 1
+        cap.release()
+        t = len(frames)
+        boxes = np.full((t, 4), np.nan, np.float32)
+        embs = np.full((t, 512), np.nan, np.float32)
+        crops = np.zeros((t, self.image_size, self.image_size, 3), np.uint8)
+        for j, frame in enumerate(frames):
+            b, p = self.mtcnn.detect(frame)
+            if b is None:
+                continue
+            keep = p >= self.min_prob
+            if not keep.any():
+                continue
+            b = b[keep]
+            k = int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
+            face = extract_face(frame, b[k], self.image_size, self.margin)  # float (3,S,S)
+            x = fixed_image_standardization(face).unsqueeze(0).to(self.device)
+            with torch.no_grad(), self.amp():
+                e = self.model(x)
+            embs[j] = e[0].float().cpu().numpy()
+            boxes[j] = b[k]
+            crops[j] = face.permute(1, 2, 0).numpy().astype(np.uint8)
+        sync(self.device)
+        return {"frames": frames, "boxes": boxes, "embedding": embs, "crops": crops,
+                "found": ~np.isnan(boxes[:, 0])}
+
+
+# ----------------------------------------------------------------------------- checks
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    x1 = np.maximum(a[:, 0], b[:, 0])
+    y1 = np.maximum(a[:, 1], b[:, 1])
+    x2 = np.minimum(a[:, 2], b[:, 2])
+    y2 = np.minimum(a[:, 3], b[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = lambda r: (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def frame_hashes(frames) -> list[str]:
+    return [hashlib.sha1(np.ascontiguousarray(f).tobytes()).hexdigest() for f in frames]
+
+
+# ----------------------------------------------------------------------------- profile
+def _cum(stats: pstats.Stats, file_part: str, func: str, line=None) -> tuple[float, int]:
+    """Cumulative seconds and primitive call count of matching functions."""
+    tot, calls = 0.0, 0
+    for (fname, ln, name), (cc, nc, tt, ct, callers) in stats.stats.items():
+        if fname.endswith(file_part) and name == func and (line is None or ln == line):
+            tot += ct
+            calls += cc
+    return tot, calls
+
+
+def _mtcnn_split(stats: pstats.Stats) -> dict[str, tuple[float, int]]:
+    """(seconds, calls) in MTCNN's parts (P/R/O-net forwards, resampling, NMS)."""
+    import inspect
+
+    from facenet_pytorch.models import mtcnn as m
+
+    out = {}
+    for cls in ("PNet", "RNet", "ONet"):
+        line = inspect.getsourcelines(getattr(m, cls).forward)[1]
+        out[f"{cls}.forward"] = _cum(stats, "mtcnn.py", "forward", line)
+    out["imresample (pyramid levels + one call per 24/48 box)"] = _cum(
+        stats, "detect_face.py", "imresample")
+    out["batched_nms (torchvision)"] = _cum(stats, "boxes.py", "batched_nms")
+    out["batched_nms_numpy (O-net)"] = _cum(stats, "detect_face.py", "batched_nms_numpy")
+    out["generateBoundingBox"] = _cum(stats, "detect_face.py", "generateBoundingBox")
+    out["detect_face total"] = _cum(stats, "detect_face.py", "detect_face")
+    return out
+
+
+def breakdown(manifest, n_frames: int, detector, embedder, naive: Naive) -> dict:
+    """Stage times (s) of both pipelines on the same clips, sequential, with an MTCNN split."""
+    from deepmetric.frames import read_frames
+
+    ours = {"decode (grab/seek)": 0.0, "detect (batched MTCNN, max_side)": 0.0,
+            "embed (batched)": 0.0}
+    base = {"decode (read every frame)": 0.0, "detect (MTCNN per frame, full res)": 0.0,
+            "crop+embed (one face at a time)": 0.0}
+    prof_ours, prof_naive = cProfile.Profile(), cProfile.Profile()
+    n_faces = [0, 0]
+    for path in manifest["path"]:
+        t0 = time.perf_counter()
+        fr = read_frames(path, n_frames)
+        t1 = time.perf_counter()
+        prof_ours.enable()
+        faces = detector.detect(fr.images)
+        prof_ours.disable()
+        t2 = time.perf_counter()
+        embedder.embed(faces.crops[faces.found])
+        sync(naive.device)
+        t3 = time.perf_counter()
+        ours["decode (grab/seek)"] += t1 - t0
+        ours["detect (batched MTCNN, max_side)"] += t2 - t1
+        ours["embed (batched)"] += t3 - t2
+        n_faces[0] += int(faces.found.sum())
+        # naive, stage by stage (same code as Naive.clip, split for timing)
+        import cv2
+        import torch
+        from facenet_pytorch.models.mtcnn import fixed_image_standardization
+        from facenet_pytorch.models.utils.detect_face import extract_face
+
+        from deepmetric.frames import sample_indices
+
+        t0 = time.perf_counter()
+        cap = cv2.VideoCapture(path)
+        wanted = set(sample_indices(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), n_frames).tolist())
+        frames, i = [], 0
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            if i in wanted:
+                frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            i += 1
+        cap.release()
+        base["decode (read every frame)"] += time.perf_counter() - t0
+        for frame in frames:
+            t0 = time.perf_counter()
+            prof_naive.enable()
+            b, p = naive.mtcnn.detect(frame)
+            prof_naive.disable()
+            t1 = time.perf_counter()
+            base["detect (MTCNN per frame, full res)"] += t1 - t0
+            if b is None or not (p >= naive.min_prob).any():
+                continue
+            b = b[p >= naive.min_prob]
+            k = int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
+            face = extract_face(frame, b[k], naive.image_size, naive.margin)
+            with torch.no_grad(), naive.amp():
+                naive.model(fixed_image_standardization(face).unsqueeze(0).to(naive.device))
+            sync(naive.device)
+            base["crop+embed (one face at a time)"] += time.perf_counter() - t1
+            n_faces[1] += 1
+    split_ours = _mtcnn_split(pstats.Stats(prof_ours))
+    split_naive = _mtcnn_split(pstats.Stats(prof_naive))
+    return {"ours": ours, "naive": base, "mtcnn_split_ours": split_ours,
+            "mtcnn_split_naive": split_naive, "n_faces": n_faces,
+            "clips": list(manifest["video_id"])}
+
+
+# ----------------------------------------------------------------------------- main
+def run(cfg: dict) -> dict:
+    import pandas as pd
+    import torch
+
+    from deepmetric.embedder import FaceEmbedder
+    from deepmetric.extract import Extractor
+    from deepmetric.faces import FaceDetector
+
+    device = cfg["device"]
+    quick = cfg["quick"]
+    n_clips = cfg.get("clips") or (2 if quick else 20)
+    n_frames = 3 if quick else 25
+    per_round = 1 if quick else 2
+    manifest = ffpp_manifest(n_clips)
+    sizes = manifest["width"] + "x" + manifest["height"]
+    log(f"[extraction] {len(manifest)} clips x {n_frames} frames on {device}; "
+        f"resolutions: {sizes.value_counts().to_dict()}")
+
+    variants = {}
+    for prec in precisions(device):
+        det = FaceDetector(device=device)
+        emb = FaceEmbedder(device=device, autocast=(prec == "bf16"))
+        variants[prec] = {"detector": det, "embedder": emb, "naive": Naive(device, prec, det)}
+
+    # Warm-up: build the models and their kernels on a short clip (not timed).
+    warm = manifest.iloc[:1]
+    for prec, v in variants.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            Extractor(v["detector"], v["embedder"], n_frames=2, cache_dir=tmp,
+                      progress=False).run(warm)
+        v["naive"].clip(warm["path"].iloc[0], 2)
+    log("[extraction] models loaded and warmed up")
+
+    rounds = [manifest.iloc[i:i + per_round] for i in range(0, len(manifest), per_round)]
+    tmp_root = tempfile.TemporaryDirectory(prefix="bench-extract-")
+    results = {prec: {"ours": {}, "naive": {}} for prec in variants}
+    # Extra variant (not the headline): ours with one intra-op thread, which is faster than
+    # two on a 2-core machine shared with other jobs (OpenMP threads wait for each other).
+    extra_t1 = (not quick) and (not device.startswith("cuda")) and torch.get_num_threads() > 1
+    times = {f"{who}_{prec}": [] for prec in variants for who in ("naive", "ours")}
+    if extra_t1:
+        times.update({f"ours_{prec}_threads1": [] for prec in variants})
+    n_faces = {k: 0 for k in times if "threads1" not in k}
+    for r, chunk in enumerate(rounds):
+        fns = {}
+        for prec, v in variants.items():
+            def ours(prec=prec, v=v, chunk=chunk, r=r, threads=None):
+                ex = Extractor(v["detector"], v["embedder"], n_frames=n_frames,
+                               cache_dir=Path(tmp_root.name) / f"{prec}-{r}-{threads}",
+                               progress=False)
+                prev = torch.get_num_threads()
+                if threads:
+                    torch.set_num_threads(threads)
+                try:
+                    rep = ex.run(chunk)
+                finally:
+                    torch.set_num_threads(prev)
+                if rep.n_failed:
+                    raise RuntimeError(f"extraction failed: {rep.failures}")
+                sync(device)
+                if threads is None:
+                    for path in chunk["path"]:
+                        results[prec]["ours"][path] = ex.cache.load(path)
+
+            def naive(prec=prec, v=v, chunk=chunk):
+                for path in chunk["path"]:
+                    results[prec]["naive"][path] = v["naive"].clip(path, n_frames)
+
+            fns[f"naive_{prec}"] = naive
+            fns[f"ours_{prec}"] = ours
+            if extra_t1:
+                fns[f"ours_{prec}_threads1"] = (lambda ours=ours: ours(threads=1))
+        # rotate which pipeline goes first from round to round
+        names = list(fns)
+        names = names[r % len(names):] + names[:r % len(names)]
+        t = interleave({k: fns[k] for k in names}, 1)
+        for k, v in t.items():
+            times[k].append(v[0])
+        for prec in variants:
+            for path in chunk["path"]:
+                n_faces[f"ours_{prec}"] += int(results[prec]["ours"][path]["found"].sum())
+                n_faces[f"naive_{prec}"] += int(results[prec]["naive"][path]["found"].sum())
+                # keep only what the checks need
+                fr = results[prec]["naive"][path].pop("frames")
+                results[prec]["naive"][path]["hashes"] = frame_hashes(fr)
+        log(f"[extraction] round {r + 1}/{len(rounds)}: "
+            + ", ".join(f"{k} {times[k][-1]:.1f} s" for k in times))
+    tmp_root.cleanup()
+
+    # --------------------------------------------------------------- checks (untimed)
+    from deepmetric.frames import read_frames
+
+    checks = {}
+    for prec, v in variants.items():
+        ious, corner, only_ours, only_naive, emb_diff, cos = [], [], 0, 0, [], []
+        worst = []
+        same_frames = total_frames = 0
+        for path in manifest["path"]:
+            o, nv = results[prec]["ours"][path], results[prec]["naive"][path]
+            both = o["found"] & nv["found"]
+            only_ours += int((o["found"] & ~nv["found"]).sum())
+            only_naive += int((~o["found"] & nv["found"]).sum())
+            if both.any():
+                iu = iou(o["box"][both], nv["boxes"][both])
+                ious.extend(iu.tolist())
+                for fi, v_ in zip(o["frame_index"][both], iu):
+                    if v_ <= 0.9:
+                        worst.append({"clip": Path(path).name, "frame": int(fi),
+                                      "iou": round(float(v_), 3)})
+                corner.extend(np.abs(o["box"][both] - nv["boxes"][both]).max(1).tolist())
+                cos.extend(np.sum(o["embedding"][both] * nv["embedding"][both], 1).tolist())
+            if nv["found"].any():  # same crops through both embedders
+                e = v["embedder"].embed(nv["crops"][nv["found"]])["embedding"]
+                emb_diff.append(float(np.abs(e - nv["embedding"][nv["found"]]).max()))
+            if prec == "fp32":
+                h = frame_hashes(read_frames(path, n_frames).images)
+                same_frames += sum(a == b for a, b in zip(h, nv["hashes"]))
+                total_frames += max(len(h), len(nv["hashes"]))
+        ious = np.asarray(ious)
+        tol = 1e-3 if prec == "fp32" else 5e-2
+        checks[prec] = {
+            "frames_identical": f"{same_frames}/{total_frames}" if prec == "fp32" else "n/a",
+            "matched_frames": int(ious.size), "only_ours": only_ours, "only_naive": only_naive,
+            "iou_min": float(ious.min()) if ious.size else float("nan"),
+            "iou_median": float(np.median(ious)) if ious.size else float("nan"),
+            "iou_gt_0.9": f"{int((ious > 0.9).sum())}/{ious.size}",
+            "box_corner_diff_px_median": float(np.median(corner)) if corner else float("nan"),
+            "box_corner_diff_px_max": float(np.max(corner)) if corner else float("nan"),
+            "same_crop_embedding_maxdiff": max(emb_diff) if emb_diff else float("nan"),
+            "embedding_tolerance": tol,
+            "cosine_ours_vs_naive_median": float(np.median(cos)) if cos else float("nan"),
+            "iou_le_0.9_frames": worst,
+            "boxes_ok": bool(ious.size and (ious > 0.9).all()),
+            "embeddings_ok": bool(emb_diff and max(emb_diff) < tol),
+        }
+
+    # --------------------------------------------------------------- stage breakdown
+    bd = None
+    if not quick:
+        prof_clips = manifest.iloc[:2]
+        log(f"[extraction] stage breakdown on {len(prof_clips)} clip(s)")
+        v = variants["fp32"]
+        bd = breakdown(prof_clips, n_frames, v["detector"], v["embedder"], v["naive"])
+
+    # --------------------------------------------------------------- report
+    rows, summary = [], []
+    for prec in variants:
+        tn, to = times[f"naive_{prec}"], times[f"ours_{prec}"]
+        ratios = paired_ratios(tn, to)
+        for who, ts in (("naive", tn), ("ours", to)):
+            tot = sum(ts)
+            rows.append({"precision": prec, "pipeline": who, "clips": len(manifest),
+                         "faces": n_faces[f"{who}_{prec}"], "seconds": tot,
+                         "clips/s": len(manifest) / tot,
+                         "faces/s": n_faces[f"{who}_{prec}"] / tot,
+                         "speed-up (median of rounds)": median(ratios) if who == "ours" else 1.0})
+        summary.append({"benchmark": NAME, "metric": f"clips/s ours / naive ({prec})",
+                        "ratio": median(ratios), "goal": f">= {GOAL}x",
+                        "met": median(ratios) >= GOAL,
+                        "rounds": [round(x, 3) for x in ratios]})
+        if f"ours_{prec}_threads1" in times:
+            t1 = times[f"ours_{prec}_threads1"]
+            r1 = paired_ratios(tn, t1)
+            rows.append({"precision": prec, "pipeline": "ours, torch.set_num_threads(1)",
+                         "clips": len(manifest), "faces": n_faces[f"ours_{prec}"],
+                         "seconds": sum(t1), "clips/s": len(manifest) / sum(t1),
+                         "faces/s": n_faces[f"ours_{prec}"] / sum(t1),
+                         "speed-up (median of rounds)": median(r1)})
+            summary.append({"benchmark": NAME,
+                            "metric": f"clips/s ours with 1 torch thread / naive ({prec}) "
+                                      f"[extra]", "ratio": median(r1), "goal": "(report)",
+                            "met": None, "rounds": [round(x, 3) for x in r1]})
+    check_rows = [{"precision": p, **{k: c[k] for k in (
+        "frames_identical", "matched_frames", "only_ours", "only_naive", "iou_min",
+        "iou_median", "iou_gt_0.9", "box_corner_diff_px_median", "box_corner_diff_px_max",
+        "same_crop_embedding_maxdiff", "cosine_ours_vs_naive_median")}}
+        for p, c in checks.items()]
+    tables = [
+        table(rows, title=f"Extraction: {len(manifest)} FF++ clips x {n_frames} frames, "
+                          f"{len(rounds)} interleaved rounds, {device}, "
+                          f"torch threads={torch.get_num_threads()}"),
+        table(check_rows, title="Same faces? (boxes on frames both found; embeddings of the "
+                                "same naive crops through both embedders)"),
+    ]
+    for p_, c in checks.items():
+        if c["iou_le_0.9_frames"]:
+            tables.append(f"{p_}: matched frames with IoU <= 0.9: {c['iou_le_0.9_frames']}\n")
+    if bd is not None:
+        tot_o = sum(bd["ours"].values()) or 1.0
+        tot_n = sum(bd["naive"].values()) or 1.0
+        bd_rows = ([{"pipeline": "ours", "stage": k, "seconds": s, "share": s / tot_o}
+                    for k, s in bd["ours"].items()]
+                   + [{"pipeline": "naive", "stage": k, "seconds": s, "share": s / tot_n}
+                      for k, s in bd["naive"].items()])
+        det_o = bd["ours"]["detect (batched MTCNN, max_side)"] or 1.0
+        det_n = bd["naive"]["detect (MTCNN per frame, full res)"] or 1.0
+        split_rows = [{"MTCNN part": k, "ours s": so[0], "ours calls": so[1],
+                       "ours share of detect": so[0] / det_o,
+                       "naive s": sn[0], "naive calls": sn[1],
+                       "naive share of detect": sn[0] / det_n}
+                      for k in bd["mtcnn_split_ours"]
+                      for so, sn in [(bd["mtcnn_split_ours"][k], bd["mtcnn_split_naive"][k])]]
+        tables += [
+            table(bd_rows, title=f"Where the time goes (sequential stages, "
+                                 f"{len(bd['clips'])} clip(s), {bd['n_faces'][0]}/"
+                                 f"{bd['n_faces'][1]} faces ours/naive)"),
+            table(split_rows, title="Inside MTCNN (cProfile cumulative s)"),
+        ]
+    return {"name": NAME, "device": device, "n_clips": len(manifest), "n_frames": n_frames,
+            "clips": list(manifest["video_id"]), "rounds": len(rounds),
+            "times_s": times, "n_faces": n_faces, "rows": rows, "checks": checks,
+            "breakdown": bd, "summary": summary, "tables": tables,
+            "resolutions": pd.Series(sizes).value_counts().to_dict()}

@@ -1,0 +1,140 @@
+"""Memory: RSS of a full FF++ extraction stays bounded (does not grow with the clip count).
+
+A fresh subprocess (``python -m benchmarks.memory``, JSON payload on stdin) loads the
+models, then runs ``Extractor(...).run`` on all 142 clips (25 frames each) with a fresh
+cache directory, while a thread samples its RSS (psutil, else ``/proc/self/status``) every
+``interval`` s together with the number of clips finished (``*.npz`` files in the cache).
+
+Reported: RSS after model load, peak RSS while the first 20 clips ran vs over all clips,
+RSS after each finished clip and its trend (least-squares slope, MiB per 100 clips, over
+the clips after the 20th), ``VmHWM`` at the end. The baseline of the ratio is the first 20
+clips: ``peak(all) / peak(first 20)`` should stay close to 1; a larger peak later can only
+come from larger frames (the largest resolution of each part is shown).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+NAME = "memory"
+FIRST = 20
+
+
+def _rss_kb() -> int:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss // 1024
+    except ImportError:
+        from benchmarks.common import proc_status_kb
+
+        return proc_status_kb("VmRSS")
+
+
+def worker(p: dict) -> dict:
+    from benchmarks.common import ffpp_manifest, peak_rss_kb
+    from deepmetric.embedder import FaceEmbedder
+    from deepmetric.extract import Extractor
+    from deepmetric.faces import FaceDetector
+
+    manifest = ffpp_manifest(p["clips"])
+    rss_start = _rss_kb()
+    det, emb = FaceDetector(device=p["device"]), FaceEmbedder(device=p["device"])
+    _ = det.mtcnn, emb.model
+    rss_models = _rss_kb()
+    ex = Extractor(det, emb, n_frames=p["n_frames"], cache_dir=p["cache_dir"], progress=False)
+    cache_dir = ex.cache.dir
+    samples: list[tuple[float, int, int]] = []
+    stop = threading.Event()
+    t0 = time.perf_counter()
+
+    def n_done() -> int:
+        try:
+            return sum(1 for e in os.scandir(cache_dir) if e.name.endswith(".npz"))
+        except FileNotFoundError:
+            return 0
+
+    def sample():
+        while True:
+            samples.append((time.perf_counter() - t0, _rss_kb(), n_done()))
+            if stop.wait(p["interval"]):
+                break
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    rep = ex.run(manifest)
+    stop.set()
+    th.join()
+    samples.append((time.perf_counter() - t0, _rss_kb(), n_done()))
+    return {"clips": len(manifest), "rss_start_kb": rss_start, "rss_models_kb": rss_models,
+            "samples": samples, "vmhwm_kb": peak_rss_kb(), "report": rep.to_dict(),
+            "seconds": time.perf_counter() - t0,
+            "sizes": [f"{w}x{h}" for w, h in zip(manifest["width"], manifest["height"])]}
+
+
+def run(cfg: dict) -> dict:
+    from benchmarks.common import log, run_json_subprocess, table
+
+    n_clips = cfg.get("clips") or 142
+    n_frames = 25
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
+        log(f"[memory] extracting {n_clips} clips x {n_frames} frames in a subprocess "
+            f"(takes a while on 2 shared cores)")
+        o = run_json_subprocess("benchmarks.memory",
+                                {"clips": n_clips, "n_frames": n_frames, "cache_dir": tmp,
+                                 "device": cfg["device"], "interval": 0.25})
+    s = np.asarray(o["samples"], dtype=np.float64)  # t, rss_kb, n_done
+    mib = s[:, 1] / 1024
+    done = s[:, 2].astype(int)
+    first = min(FIRST, o["clips"])
+    peak_first = float(mib[done < first].max()) if (done < first).any() else float("nan")
+    peak_all = float(mib.max())
+    # RSS right after each clip finished: the first sample where n_done reached k
+    after = {}
+    for k in range(1, o["clips"] + 1):
+        idx = np.flatnonzero(done >= k)
+        if idx.size:
+            after[k] = float(mib[idx[0]])
+    ks = np.array([k for k in after if k > first], dtype=float)
+    slope = (float(np.polyfit(ks, [after[int(k)] for k in ks], 1)[0]) * 100
+             if ks.size >= 3 else float("nan"))
+
+    def largest(sizes):
+        return max(sizes, key=lambda z: int(z.split("x")[0]) * int(z.split("x")[1]))
+
+    ratio = peak_all / peak_first
+    rows = [{"clips": f"1-{first}", "largest frame": largest(o["sizes"][:first]),
+             "peak RSS MiB": peak_first,
+             "RSS after last clip MiB": after.get(first, float("nan"))},
+            {"clips": f"1-{o['clips']}", "largest frame": largest(o["sizes"]),
+             "peak RSS MiB": peak_all,
+             "RSS after last clip MiB": after.get(o["clips"], float("nan"))}]
+    rep = o["report"]
+    tables = [table(rows, title=(
+        f"Memory: {o['clips']} FF++ clips x {n_frames} frames, one Extractor.run in a fresh "
+        f"process ({o['seconds']:.0f} s, {rep['n_faces']}/{rep['n_frames']} faces, "
+        f"{rep['n_failed']} failed); RSS after imports {o['rss_start_kb'] / 1024:.0f} MiB, "
+        f"after model load {o['rss_models_kb'] / 1024:.0f} MiB, VmHWM "
+        f"{o['vmhwm_kb'] / 1024:.0f} MiB; trend of RSS after each clip beyond the "
+        f"{first}th: {slope:+.1f} MiB per 100 clips"))]
+    summary = [{"benchmark": NAME, "metric": f"peak RSS all {o['clips']} clips / first {first}",
+                "ratio": ratio, "goal": "<= 1.1 (bounded)", "met": ratio <= 1.1},
+               {"benchmark": NAME, "metric": "RSS trend after clip 20 (MiB / 100 clips)",
+                "ratio": slope, "goal": "~0 (|x| < 50)", "met": abs(slope) < 50}]
+    return {"name": NAME, "worker": o, "rss_after_clip_mib": after, "peak_first_mib": peak_first,
+            "peak_all_mib": peak_all, "slope_mib_per_100_clips": slope, "rows": rows,
+            "summary": summary, "tables": tables}
+
+
+if __name__ == "__main__":
+    from benchmarks.common import setup_env
+
+    setup_env()
+    print(json.dumps(worker(json.loads(sys.stdin.read()))))
