@@ -7,10 +7,17 @@ change what it computes, in interleaved rounds (order rotated each round):
 * ``default``: ``FaceDetector()`` as the library builds it;
 * ``threads=1``: the same detector under ``torch.set_num_threads(1)``;
 * ``channels_last nets``: P-/R-/O-Net weights converted to ``torch.channels_last``;
-* ``batch_size=8``: MTCNN calls over 8 frames instead of 32.
+* ``batch_size=8``: MTCNN calls over 8 frames instead of 32;
+* ``max_side=480``: detection on a smaller copy — this one *changes the output* (faces
+  found, boxes: IoU against the default is shown).
 
-Ratios are ``t(default) / t(variant)`` per round (median shown); boxes must stay equal
-(max abs difference reported).
+Ratios are ``t(default) / t(variant)`` per round (median shown); boxes of the first four
+must stay equal (max abs difference reported).
+
+A micro-benchmark then times what facenet-pytorch's ``detect_face`` does once per
+candidate box before R-Net and O-Net (``imresample``: ``interpolate(mode="area")`` of one
+crop) against ``cv2.resize(INTER_AREA)`` of the same crop and against one batched
+``torchvision.ops.roi_align`` call for all boxes.
 """
 
 from __future__ import annotations
@@ -39,7 +46,8 @@ def run(cfg: dict) -> dict:
 
     dets = {"default": FaceDetector(device=device),
             "channels_last nets": FaceDetector(device=device),
-            "batch_size=8": FaceDetector(device=device, batch_size=8)}
+            "batch_size=8": FaceDetector(device=device, batch_size=8),
+            "max_side=480 (changes output)": FaceDetector(device=device, max_side=480)}
     m = dets["channels_last nets"].mtcnn
     for net in (m.pnet, m.rnet, m.onet):
         net.to(memory_format=torch.channels_last)
@@ -51,7 +59,7 @@ def run(cfg: dict) -> dict:
             if threads:
                 torch.set_num_threads(threads)
             try:
-                outs[key] = [det.detect(c).boxes for c in clips]
+                outs[key] = [det.detect(c) for c in clips]
             finally:
                 torch.set_num_threads(prev)
         return fn
@@ -59,23 +67,89 @@ def run(cfg: dict) -> dict:
     fns = {"default": make(dets["default"], key="default"),
            "threads=1": make(dets["default"], 1, key="threads=1"),
            "channels_last nets": make(dets["channels_last nets"], key="channels_last nets"),
-           "batch_size=8": make(dets["batch_size=8"], key="batch_size=8")}
+           "batch_size=8": make(dets["batch_size=8"], key="batch_size=8"),
+           "max_side=480 (changes output)": make(dets["max_side=480 (changes output)"],
+                                                 key="max_side=480 (changes output)")}
     for f in fns.values():  # warm-up
         f()
     times = interleave(fns, reps, log=log)
     rows, summary = [], []
     n_frames = sum(len(c) for c in clips)
+    from benchmarks.extraction import iou
+
     for k, ts in times.items():
         r = paired_ratios(times["default"], ts)
-        diff = max(float(np.nanmax(np.abs(a - b))) if np.isfinite(a).any() else 0.0
-                   for a, b in zip(outs[k], outs["default"]))
+        a = np.concatenate([f.boxes for f in outs[k]])
+        b = np.concatenate([f.boxes for f in outs["default"]])
+        both = ~np.isnan(a[:, 0]) & ~np.isnan(b[:, 0])
+        diff = float(np.abs(a[both] - b[both]).max()) if both.any() else float("nan")
+        ious = iou(a[both], b[both]) if both.any() else np.array([np.nan])
         rows.append({"variant": k, "median s": median(ts), "frames/s": n_frames / median(ts),
-                     "speed-up vs default": median(r), "max |box diff| px": diff})
+                     "speed-up vs default": median(r),
+                     "faces found": f"{int((~np.isnan(a[:, 0])).sum())}/{len(a)}",
+                     "max |box diff| px": diff, "min IoU vs default": float(ious.min())})
         if k != "default":
             summary.append({"benchmark": NAME, "metric": f"detect {k} / default",
                             "ratio": median(r), "goal": "(evidence)", "met": None,
                             "reps": [round(x, 3) for x in r]})
+    micro = _resample_micro(clips, dets["default"], reps)
     tables = [table(rows, title=f"FaceDetector.detect variants: {len(clips)} clips, "
-                                f"{n_frames} frames, {reps} interleaved reps, {device}")]
-    return {"name": NAME, "times_s": times, "rows": rows, "summary": summary,
-            "tables": tables}
+                                f"{n_frames} frames, {reps} interleaved reps, {device}"),
+              table(micro, title="Per-box crop resampling before R-Net (24x24) / O-Net (48x48): "
+                                 "one call per box as facenet-pytorch does vs alternatives")]
+    return {"name": NAME, "times_s": times, "rows": rows, "micro": micro,
+            "summary": summary, "tables": tables}
+
+
+def _resample_micro(clips, det, reps: int) -> list[dict]:
+    """Time the per-box crop resampling of detect_face against two alternatives."""
+
+    import cv2
+    import torch
+    from facenet_pytorch.models.utils.detect_face import imresample
+    from torchvision.ops import roi_align
+
+    frame = clips[0][0]
+    h, w = frame.shape[:2]
+    img = torch.as_tensor(frame).permute(2, 0, 1).unsqueeze(0).float()
+    rng = np.random.default_rng(0)
+    rows = []
+    for out, n_boxes in ((24, 400), (48, 60)):
+        side = rng.integers(30, 160, n_boxes)
+        x0 = rng.integers(0, w - 160, n_boxes)
+        y0 = rng.integers(0, h - 160, n_boxes)
+        boxes = [(int(x), int(y), int(x + s_), int(y + s_)) for x, y, s_ in zip(x0, y0, side)]
+
+        def per_box_torch():
+            return torch.cat([imresample(img[:, :, b[1]:b[3], b[0]:b[2]], (out, out))
+                              for b in boxes])
+
+        def per_box_cv2():
+            return np.stack([cv2.resize(frame[b[1]:b[3], b[0]:b[2]], (out, out),
+                                        interpolation=cv2.INTER_AREA) for b in boxes])
+
+        rois = torch.tensor([[0, *b] for b in boxes], dtype=torch.float32)
+
+        def batched_roi_align():
+            return roi_align(img, rois, (out, out), spatial_scale=1.0, sampling_ratio=2,
+                             aligned=True)
+
+        fns = {"imresample per box (facenet-pytorch)": per_box_torch,
+               "cv2.resize INTER_AREA per box": per_box_cv2,
+               "roi_align, one batched call": batched_roi_align}
+        for f in fns.values():
+            f()
+        t = interleave(fns, max(3, reps))
+        ref = per_box_torch()
+        cv = torch.as_tensor(per_box_cv2()).permute(0, 3, 1, 2).float()
+        ra = batched_roi_align()
+        errs = {"imresample per box (facenet-pytorch)": 0.0,
+                "cv2.resize INTER_AREA per box": float((cv - ref).abs().mean()),
+                "roi_align, one batched call": float((ra - ref).abs().mean())}
+        base = median(t["imresample per box (facenet-pytorch)"])
+        for k, ts in t.items():
+            rows.append({"crop": f"{out}x{out}", "boxes": n_boxes, "method": k,
+                         "ms per box": median(ts) / n_boxes * 1e3,
+                         "speed-up": base / median(ts),
+                         "mean |diff| vs imresample (0-255)": errs[k]})
+    return rows

@@ -2,8 +2,10 @@
 
 - The directory name is a hash of every setting that changes the output (detector,
   embedder, frame count, feature blocks), so stale results are never reused.
-- A clip's file name is its sanitised stem plus a hash of its absolute path, size and
-  modification time, so an edited or replaced file is extracted again.
+- A clip's file name is its sanitised stem plus a fingerprint of its *content* (size and
+  the first and last 64 KiB), so an edited or replaced file is extracted again, while a
+  dataset that is copied, moved, re-mounted or staged to node-local scratch (new paths,
+  new modification times) keeps its cache.
 - Writes are atomic (a unique temp file in the same directory, fsync, ``os.replace``): a run
   killed midway leaves either no file or a complete one, never a partial file under the
   final name. Files are written with fixed zip timestamps, so the same arrays give the same
@@ -89,6 +91,35 @@ def read_npz(path: Path, required: tuple[str, ...] = ()) -> dict[str, np.ndarray
     return arrays
 
 
+#: bytes read from each end of a file for its fingerprint
+FINGERPRINT_BYTES = 64 * 1024
+_fingerprints: dict[tuple, str] = {}
+
+
+def content_fingerprint(path: str | os.PathLike) -> str:
+    """A 16-hex-digit fingerprint of a file's content: its size, first and last 64 KiB.
+
+    Independent of the path and modification time. Memoised per (path, inode, size,
+    mtime) so repeated lookups in one process read the file once. A missing file gets a
+    fingerprint of its path (so a later real file never collides with it).
+    """
+    p = os.path.abspath(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        return hashlib.sha1(f"missing|{p}".encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    memo = (p, st.st_ino, st.st_size, st.st_mtime_ns)
+    if memo not in _fingerprints:
+        h = hashlib.sha1(f"{st.st_size}|".encode())
+        with open(p, "rb") as fh:
+            h.update(fh.read(FINGERPRINT_BYTES))
+            if st.st_size > FINGERPRINT_BYTES:
+                fh.seek(max(FINGERPRINT_BYTES, st.st_size - FINGERPRINT_BYTES))
+                h.update(fh.read(FINGERPRINT_BYTES))
+        _fingerprints[memo] = h.hexdigest()[:16]
+    return _fingerprints[memo]
+
+
 class FeatureCache:
     """Per-clip feature files under ``root/<settings-hash>/``.
 
@@ -119,14 +150,8 @@ class FeatureCache:
     def path_for(self, media_path: str | os.PathLike) -> Path:
         """The cache file of a media file (it need not exist)."""
         p = Path(os.path.abspath(media_path))
-        try:
-            st = p.stat()
-            sig = f"{p}|{st.st_size}|{st.st_mtime_ns}"
-        except FileNotFoundError:
-            sig = f"{p}|missing"
-        digest = hashlib.sha1(sig.encode("utf-8", "surrogateescape")).hexdigest()[:16]
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", p.stem)[:40] or "item"
-        return self.dir / f"{stem}-{digest}.npz"
+        return self.dir / f"{stem}-{content_fingerprint(p)}.npz"
 
     def has(self, media_path: str | os.PathLike) -> bool:
         """Whether a complete file exists for this media file (not read)."""

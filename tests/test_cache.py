@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from deepmetric.cache import FeatureCache, read_npz, settings_hash, write_npz
+from deepmetric.cache import FINGERPRINT_BYTES, FeatureCache, read_npz, settings_hash, write_npz
 
 
 def _arrays(seed=0):
@@ -46,6 +47,33 @@ def test_edited_media_file_gets_a_new_key(tmp_path):
     assert cache.has(media)
     media.write_bytes(b"y" * 11)
     assert cache.path_for(media) != k1 and not cache.has(media)
+
+
+def test_copied_or_touched_media_keeps_its_entry(tmp_path):
+    # a dataset re-mounted, copied or staged to scratch gets new paths and mtimes
+    media = tmp_path / "a" / "clip.mp4"
+    media.parent.mkdir()
+    media.write_bytes(bytes(range(256)) * 1000)
+    cache = FeatureCache(tmp_path / "c", {})
+    cache.save(media, _arrays())
+    os.utime(media, ns=(1, 1))
+    assert cache.has(media)
+    copy = tmp_path / "b" / "clip.mp4"
+    copy.parent.mkdir()
+    shutil.copyfile(media, copy)
+    assert cache.path_for(copy) == cache.path_for(media) and cache.load(copy) is not None
+
+
+def test_edit_in_the_tail_of_a_large_file_gets_a_new_key(tmp_path):
+    media = tmp_path / "clip.mp4"
+    data = bytearray(b"\0" * (5 * FINGERPRINT_BYTES))
+    media.write_bytes(bytes(data))
+    cache = FeatureCache(tmp_path / "c", {})
+    k1 = cache.path_for(media)
+    data[-1] = 1  # same size, same head: an mp4 'moov' atom at the end changed
+    media.write_bytes(bytes(data))
+    os.utime(media, ns=(2, 2))  # the memo is per mtime; make sure this is a new one
+    assert cache.path_for(media) != k1
 
 
 def test_odd_names(tmp_path):
