@@ -147,19 +147,25 @@ class FeatureCache:
             tmp.write_text(blob)
             os.replace(tmp, self.dir / "settings.json")
 
-    def path_for(self, media_path: str | os.PathLike) -> Path:
-        """The cache file of a media file (it need not exist)."""
+    def path_for(self, media_path: str | os.PathLike, variant: str | None = None) -> Path:
+        """The cache file of a media file (it need not exist).
+
+        ``variant`` names a derived version of the same file (e.g. ``"sbi0"``, a
+        self-blended copy); it is appended to the file name.
+        """
         p = Path(os.path.abspath(media_path))
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", p.stem)[:40] or "item"
-        return self.dir / f"{stem}-{content_fingerprint(p)}.npz"
+        tail = f"-{re.sub(r'[^A-Za-z0-9._-]+', '_', variant)}" if variant else ""
+        return self.dir / f"{stem}-{content_fingerprint(p)}{tail}.npz"
 
-    def has(self, media_path: str | os.PathLike) -> bool:
+    def has(self, media_path: str | os.PathLike, variant: str | None = None) -> bool:
         """Whether a complete file exists for this media file (not read)."""
-        return self.path_for(media_path).is_file()
+        return self.path_for(media_path, variant).is_file()
 
-    def load(self, media_path: str | os.PathLike) -> dict[str, np.ndarray] | None:
+    def load(self, media_path: str | os.PathLike,
+             variant: str | None = None) -> dict[str, np.ndarray] | None:
         """The cached arrays, or None when missing or corrupt (a corrupt file is moved aside)."""
-        path = self.path_for(media_path)
+        path = self.path_for(media_path, variant)
         if not path.is_file():
             return None
         try:
@@ -170,10 +176,11 @@ class FeatureCache:
                 os.replace(path, path.with_suffix(".corrupt"))
             return None
 
-    def save(self, media_path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> Path:
+    def save(self, media_path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
+             variant: str | None = None) -> Path:
         """Atomically write the arrays of one media file; returns the cache file."""
         self._ensure_dir()
-        path = self.path_for(media_path)
+        path = self.path_for(media_path, variant)
         write_npz(path, arrays)
         return path
 

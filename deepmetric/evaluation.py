@@ -20,7 +20,7 @@ from deepmetric.metrics import binary_metrics, frame_and_video_metrics, summariz
 from deepmetric.scoring import aggregate_scores, frame_scores
 from deepmetric.splits import check_group_disjoint, grouped_kfold, split_from_column
 
-__all__ = ["CVResult", "fit_pipeline", "score_frames", "cross_validate", "train_test_evaluate",
+__all__ = ["CVResult", "role_masks", "fit_pipeline", "score_frames", "cross_validate", "train_test_evaluate",
            "per_method_metrics", "video_table"]
 
 
@@ -51,7 +51,7 @@ class CVResult:
 
 def video_table(frames: pd.DataFrame) -> pd.DataFrame:
     """One row per video (first appearance order): ``video_id, group, label`` (+ method, split)."""
-    cols = [c for c in ("video_id", "group", "label", "method", "split") if c in frames]
+    cols = [c for c in ("video_id", "group", "label", "method", "split", "role") if c in frames]
     return frames[cols].drop_duplicates("video_id").reset_index(drop=True)
 
 
@@ -157,13 +157,14 @@ def cross_validate(pipeline: Any, X: np.ndarray, frames: pd.DataFrame, *, n_spli
     fdfs, vdfs, folds = [], [], []
     vid_pos = pd.Series(np.arange(len(videos)), index=videos["video_id"])
     frame_video = vid_pos.loc[frames["video_id"]].to_numpy()
+    trainable, testable = role_masks(frames)
     for fold, (tr_v, te_v) in enumerate(grouped_kfold(videos["label"].to_numpy(),
                                                       videos["group"].to_numpy(),
                                                       n_splits=n_splits,
                                                       random_state=random_state)):
         check_group_disjoint(videos["group"].to_numpy(), tr_v, te_v)
-        tr = np.flatnonzero(np.isin(frame_video, tr_v))
-        te = np.flatnonzero(np.isin(frame_video, te_v))
+        tr = np.flatnonzero(np.isin(frame_video, tr_v) & trainable)
+        te = np.flatnonzero(np.isin(frame_video, te_v) & testable)
         est = fit_pipeline(pipeline, X[tr], frames.iloc[tr])
         fdf, vdf = score_frames(est, X[te], frames.iloc[te], how=how, k=k)
         fdf["fold"] = fold
@@ -199,8 +200,27 @@ def _metrics_or_scores(fdf: pd.DataFrame, how: str, k: int) -> dict:
     return frame_and_video_metrics(fdf["label"], fdf["score"], fdf["video_id"], how=how, k=k)
 
 
+def role_masks(frames: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Frame masks (may train, may test) from the optional ``role`` column.
+
+    ``"train"`` rows (self-blended pseudo-fakes) are never tested on, ``"test"`` rows are
+    never trained on; without the column every frame may be both.
+    """
+    if "role" not in frames:
+        ones = np.ones(len(frames), bool)
+        return ones, ones.copy()
+    role = frames["role"].fillna("both").astype(str).to_numpy()
+    bad = sorted(set(role) - {"both", "train", "test"})
+    if bad:
+        raise ValueError(f"unknown role(s) {bad}; expected 'both', 'train' or 'test'")
+    return role != "test", role != "train"
+
+
 def split_masks(frames: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Frame masks (train, test) from an explicit ``split`` column (``val`` joins train)."""
+    """Frame masks (train, test) from an explicit ``split`` column (``val`` joins train).
+
+    The ``role`` column (see :func:`role_masks`) further restricts both.
+    """
     videos = video_table(frames)
     idx = split_from_column(videos["split"].to_numpy(), videos["group"].to_numpy())
     train_v = set(videos["video_id"].iloc[np.concatenate([idx["train"], idx["val"]])])
@@ -208,4 +228,5 @@ def split_masks(frames: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     if not test_v or not train_v:
         raise ValueError("the split column needs both train and test videos")
     vid = frames["video_id"]
-    return vid.isin(train_v).to_numpy(), vid.isin(test_v).to_numpy()
+    trainable, testable = role_masks(frames)
+    return vid.isin(train_v).to_numpy() & trainable, vid.isin(test_v).to_numpy() & testable

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -21,7 +21,7 @@ import pandas as pd
 
 from deepmetric.cache import FeatureCache, default_cache_dir
 from deepmetric.embedder import EMBEDDING, FaceEmbedder
-from deepmetric.faces import FaceDetector
+from deepmetric.faces import FaceCrops, FaceDetector, crop_face
 from deepmetric.frames import MediaError, read_frames
 from deepmetric.spectrum import radial_spectrum
 
@@ -29,6 +29,8 @@ __all__ = ["Extractor", "ExtractionError", "ExtractionReport", "FrameFeatures", 
 
 #: Name of the spectral feature block (see :mod:`deepmetric.spectrum`).
 SPECTRUM = "spectrum"
+#: Version of the self-blending operator, part of the cache name of self-blended copies.
+BLEND_VERSION = 1
 
 
 class ExtractionError(RuntimeError):
@@ -170,8 +172,18 @@ class Extractor:
         return FeatureCache(root, self.settings())
 
     # -- one item ---------------------------------------------------------------------------
-    def extract_item(self, path: str | Path, frames=None) -> dict[str, np.ndarray]:
+    def extract_item(self, path: str | Path, frames=None,
+                     blend_seed: int | None = None) -> dict[str, np.ndarray]:
         """Extract one clip or image (no caching).
+
+        Parameters
+        ----------
+        path : path-like
+            The media file.
+        frames : deepmetric.frames.Frames, optional
+            Already decoded frames of ``path``.
+        blend_seed : int, optional
+            Extract a *self-blended* copy instead (see :func:`self_blended_frames`).
 
         Returns
         -------
@@ -184,6 +196,11 @@ class Extractor:
         """
         fr = frames if frames is not None else read_frames(path, self.n_frames)
         faces = self.detector.detect(fr.images)
+        if blend_seed is not None:
+            faces = self_blended_faces(fr.images, faces, blend_seed, path, self.detector)
+        return self._arrays(fr, faces)
+
+    def _arrays(self, fr, faces) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {
             "frame_index": fr.indices.astype(np.int64), "found": faces.found,
             "prob": faces.probs, "box": faces.boxes, "landmarks": faces.landmarks,
@@ -208,6 +225,10 @@ class Extractor:
     def run(self, manifest: pd.DataFrame) -> ExtractionReport:
         """Extract every item of the manifest that is not cached yet.
 
+        Rows with a ``blend_seed`` (see :func:`deepmetric.items.add_self_blended`) are
+        self-blended copies of their clip: the clip is decoded and searched for faces once
+        for all its rows.
+
         Parameters
         ----------
         manifest : pandas.DataFrame
@@ -222,45 +243,55 @@ class Extractor:
 
         cache = self.cache
         report = ExtractionReport(n_items=len(manifest))
-        todo = []
-        for vid, path in zip(manifest["video_id"], manifest["path"]):
-            if cache.has(path) and cache.load(path) is not None:
+        todo: dict[str, list[tuple[str, int | None]]] = {}  # path -> [(video_id, seed)]
+        for vid, path, seed in zip(manifest["video_id"], manifest["path"], _seeds(manifest)):
+            if cache.has(path, _variant(seed)) and cache.load(path, _variant(seed)) is not None:
                 report.n_cached += 1
             else:
-                todo.append((str(vid), str(path)))
+                todo.setdefault(str(path), []).append((str(vid), seed))
+        paths = list(todo)
         t0 = time.perf_counter()
-        bar = tqdm(total=len(todo), desc="extract", unit="clip", disable=not self.progress)
+        bar = tqdm(total=sum(map(len, todo.values())), desc="extract", unit="item",
+                   disable=not self.progress)
         with ThreadPoolExecutor(max_workers=1) as pool:
             # Decode the next clip while the current one runs through MTCNN/FaceNet.
-            pending = pool.submit(_read, todo[0][1], self.n_frames) if todo else None
-            for k, (vid, path) in enumerate(todo):
+            pending = pool.submit(_read, paths[0], self.n_frames) if paths else None
+            for k, path in enumerate(paths):
                 frames_or_exc = pending.result()
-                pending = (pool.submit(_read, todo[k + 1][1], self.n_frames)
-                           if k + 1 < len(todo) else None)
-                try:
-                    with cache.lock(path):
-                        if cache.load(path) is not None:  # a concurrent job did it
-                            report.n_cached += 1
-                            continue
-                        if isinstance(frames_or_exc, BaseException):
-                            raise frames_or_exc
-                        arrays = self.extract_item(path, frames=frames_or_exc)
-                        cache.save(path, arrays)
-                    report.n_extracted += 1
-                    report.n_frames += int(len(arrays["found"]))
-                    report.n_faces += int(arrays["found"].sum())
-                except (MediaError, ValueError, RuntimeError, OSError) as exc:
-                    msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
-                    if self.on_error == "raise":
-                        raise ExtractionError(msg) from exc
-                    report.failures.append({"video_id": vid, "path": path,
-                                            "error": msg.replace(f"{path}: ", "", 1)})
-                finally:
-                    bar.update(1)
+                pending = (pool.submit(_read, paths[k + 1], self.n_frames)
+                           if k + 1 < len(paths) else None)
+                faces = None
+                for vid, seed in todo[path]:
+                    try:
+                        with cache.lock(path):
+                            if cache.load(path, _variant(seed)) is not None:  # a concurrent job
+                                report.n_cached += 1
+                                continue
+                            if isinstance(frames_or_exc, BaseException):
+                                raise frames_or_exc
+                            if faces is None:
+                                faces = self.detector.detect(frames_or_exc.images)
+                            f = faces if seed is None else self_blended_faces(
+                                frames_or_exc.images, faces, seed, path, self.detector)
+                            arrays = self._arrays(frames_or_exc, f)
+                            cache.save(path, arrays, _variant(seed))
+                        report.n_extracted += 1
+                        report.n_frames += int(len(arrays["found"]))
+                        report.n_faces += int(arrays["found"].sum())
+                    except (MediaError, ValueError, RuntimeError, OSError) as exc:
+                        msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+                        if self.on_error == "raise":
+                            raise ExtractionError(msg) from exc
+                        report.failures.append({"video_id": vid, "path": path,
+                                                "error": msg.replace(f"{path}: ", "", 1)})
+                    finally:
+                        bar.update(1)
         bar.close()
         report.seconds = time.perf_counter() - t0
-        report.no_face = [str(v) for v, p in zip(manifest["video_id"], manifest["path"])
-                          if (a := cache.load(p)) is not None and not a["found"].any()]
+        report.no_face = [str(v) for v, p, s in zip(manifest["video_id"], manifest["path"],
+                                                    _seeds(manifest))
+                          if (a := cache.load(p, _variant(s))) is not None
+                          and not a["found"].any()]
         if report.failures:
             warnings.warn(f"extraction: {report.n_failed} item(s) failed; see the report",
                           stacklevel=2)
@@ -286,10 +317,10 @@ class Extractor:
             blocks = [blocks]
         cache = self.cache
         xs, metas, missing = [], [], []
-        extra = [c for c in ("method", "split", "kind") if c in manifest.columns]
+        extra = [c for c in ("method", "split", "kind", "role") if c in manifest.columns]
         slices: dict = {}
-        for row in manifest.itertuples(index=False):
-            arrays = cache.load(row.path)
+        for row, seed in zip(manifest.itertuples(index=False), _seeds(manifest)):
+            arrays = cache.load(row.path, _variant(seed))
             if arrays is None:
                 missing.append({"video_id": row.video_id, "reason": "not extracted or failed"})
                 continue
@@ -327,6 +358,56 @@ def _feature_keys(arrays: dict) -> list[str]:
     meta = {"frame_index", "found", "prob", "box", "landmarks", "n_faces", "n_total", "fps",
             "crops"}
     return [k for k in arrays if k not in meta]
+
+
+def _seeds(manifest: pd.DataFrame) -> list[int | None]:
+    """Each row's ``blend_seed`` (None for the clip itself)."""
+    if "blend_seed" not in manifest.columns:
+        return [None] * len(manifest)
+    return [None if pd.isna(v) else int(v) for v in manifest["blend_seed"]]
+
+
+def _variant(seed: int | None) -> str | None:
+    return None if seed is None else f"sbi{seed}-v{BLEND_VERSION}"
+
+
+def self_blended_faces(images: Sequence[np.ndarray], faces: FaceCrops, seed: int,
+                       path: str | Path, detector: FaceDetector) -> FaceCrops:
+    """Face crops of a self-blended copy of a clip (Shiohara & Yamasaki's SBI).
+
+    One :class:`deepmetric.blend.BlendParams` is drawn per clip, from ``seed`` and the
+    clip's content fingerprint, and applied to every frame with that frame's MTCNN
+    landmarks, so the blended region moves with the face. The blend is made on the
+    full-resolution frame; the crop is then taken at the detected box, as for the clip.
+
+    Parameters
+    ----------
+    images : sequence of numpy.ndarray
+        RGB uint8 (H, W, 3) frames of the clip.
+    faces : FaceCrops
+        The detector's output on ``images``.
+    seed : int
+        Which copy (0, 1, ...).
+    path : path-like
+        The clip (its content fingerprint seeds the draw).
+    detector : FaceDetector
+        Gives the crop size and margin.
+
+    Returns
+    -------
+    FaceCrops
+        Same boxes, landmarks and probabilities; crops of the blended frames.
+    """
+    from deepmetric.blend import apply_blend, sample_blend_params
+    from deepmetric.cache import content_fingerprint
+
+    rng = np.random.default_rng([int(seed), int(content_fingerprint(path), 16) % 2**63])
+    params = sample_blend_params(rng)
+    crops = faces.crops.copy()
+    for i in np.flatnonzero(faces.found):
+        blended, _ = apply_blend(images[i], faces.landmarks[i].astype(np.float64), params)
+        crops[i] = crop_face(blended, faces.boxes[i], detector.image_size, detector.margin)
+    return replace(faces, crops=crops)
 
 
 def _read(path: str, n: int):

@@ -12,6 +12,11 @@ image; an image is a one-frame item). Required columns:
 Optional columns kept as they are: ``split`` (``"train"``/``"test"``/...), ``method``
 (manipulation method, ``"real"`` for real items) and ``kind`` (``"video"``/``"image"``,
 filled from the file extension when absent).
+
+Self-blended training (:func:`add_self_blended`) adds two more: ``blend_seed`` (which
+self-blended copy of ``path`` a row is; empty for the clip itself) and ``role``
+(``"both"``; ``"train"``: only ever trained on, e.g. the pseudo-fakes; ``"test"``: only
+ever tested on, e.g. the real fakes when training on pseudo-fakes alone).
 """
 
 from __future__ import annotations
@@ -32,7 +37,12 @@ __all__ = [
     "media_kind",
     "validate_manifest",
     "manifest_from_paths",
+    "add_self_blended",
+    "ROLES",
 ]
+
+#: Values of the optional ``role`` column.
+ROLES = ("both", "train", "test")
 
 REQUIRED_COLUMNS = ("path", "label", "video_id", "group")
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -204,3 +214,56 @@ def manifest_from_paths(
         raise ManifestError(f"{len(paths)} paths but {len(labs)} labels")
     return validate_manifest(pd.DataFrame({"path": paths, "label": labs}), root=root,
                              check_files=check_files)
+
+
+def add_self_blended(manifest: pd.DataFrame, copies: int = 1, *, only: bool = False,
+                     method: str = "self-blended") -> pd.DataFrame:
+    """Add self-blended pseudo-fakes of the real items, for training only.
+
+    Each real row gets ``copies`` new rows with the same ``path`` and ``group``, label 1,
+    ``method``, ``video_id`` ``"<video_id>#sbi<j>"``, ``blend_seed`` ``j`` and role
+    ``"train"``: :class:`deepmetric.Extractor` blends the clip's faces (see
+    :func:`deepmetric.extract.self_blended_faces`) and the evaluation never tests on them.
+    Because a copy shares its source's group, it is on the same side of every split.
+
+    Parameters
+    ----------
+    manifest : pandas.DataFrame
+        A validated manifest.
+    copies : int
+        Self-blended copies per real item (0 returns the manifest with the new columns).
+    only : bool
+        Train on real items and pseudo-fakes alone: the manifest's own fakes get role
+        ``"test"`` (Shiohara & Yamasaki's protocol, for cross-manipulation results).
+    method : str
+        ``method`` of the new rows.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The manifest (roles ``"both"``, or ``"test"`` for fakes with ``only``) followed
+        by the new rows; a fresh RangeIndex.
+    """
+    if copies < 0:
+        raise ValueError(f"copies must be >= 0, got {copies}")
+    if "blend_seed" in manifest.columns and manifest["blend_seed"].notna().any():
+        raise ManifestError("the manifest already has self-blended rows")
+    base = manifest.copy()
+    base["blend_seed"] = pd.array([pd.NA] * len(base), dtype="Int64")
+    if "role" not in base.columns:
+        base["role"] = "both"
+    if only:
+        base.loc[base["label"] == 1, "role"] = "test"
+    real = base[base["label"] == 0]
+    if copies and real.empty:
+        raise ManifestError("no real item to self-blend (label 0)")
+    parts = [base]
+    for j in range(int(copies)):
+        part = real.copy()
+        part["video_id"] = part["video_id"].astype(str) + f"#sbi{j}"
+        part["label"] = np.int64(1)
+        part["method"] = method
+        part["blend_seed"] = pd.array([j] * len(part), dtype="Int64")
+        part["role"] = "train"
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)

@@ -26,9 +26,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import deepmetric
-from deepmetric.evaluation import (cross_validate, fit_pipeline, per_method_metrics,
+from deepmetric.evaluation import (cross_validate, fit_pipeline, per_method_metrics, role_masks,
                                    score_frames, split_masks, video_table)
 from deepmetric.extract import FrameFeatures
+from deepmetric.items import add_self_blended
 from deepmetric.metrics import frame_and_video_metrics
 from deepmetric.model import DeepfakeModel
 
@@ -110,6 +111,9 @@ def run(cfg: DictConfig) -> dict:
     blocks = list(cfg.features)
     extractor = instantiate(cfg.extractor, _convert_="all")
     items = _load_items(cfg.data, "data")
+    sbi = cfg.get("self_blend") or {}
+    if int(sbi.get("copies", 0)) or sbi.get("only", False):
+        items = add_self_blended(items, int(sbi.get("copies", 0)), only=bool(sbi.get("only")))
     feats, rep = _features(extractor, items, blocks, out, "data")
     X, frames = feats.X, feats.frames
     pipelines = pipeline_specs(cfg)
@@ -147,8 +151,9 @@ def run(cfg: DictConfig) -> dict:
     fitted: dict[str, Any] = {}
     eval_items = None
     if cfg.get("eval_data") or cfg.save_model:
+        trainable, _ = role_masks(frames)
         for name, pipe in pipelines.items():
-            fitted[name] = fit_pipeline(pipe, X, frames)
+            fitted[name] = fit_pipeline(pipe, X[trainable], frames[trainable])
     if cfg.get("eval_data"):
         eval_items = _load_items(cfg.eval_data, "eval_data")
         efeats, erep = _features(extractor, eval_items, blocks, out, "eval")

@@ -129,3 +129,36 @@ def test_killed_run_resumes_to_identical_cache(tmp_path, ffpp_manifest):
     clean = {p.name: p.read_bytes() for p in (tmp_path / "clean").glob("*/*.npz")}
     assert len(clean) == len(items)
     assert killed == clean
+
+
+def test_self_blended_copies_share_the_detection_and_differ_in_the_face(
+        tmp_path, small_manifest, detector, embedder):
+    from deepmetric.items import add_self_blended
+
+    items = add_self_blended(small_manifest, copies=2)
+    assert len(items) == 3 + 2 and items["role"].tolist() == ["both"] * 3 + ["train"] * 2
+    ex = Extractor(detector, embedder, n_frames=3, cache_dir=tmp_path, save_crops=True,
+                   progress=False)
+    r = ex.run(items)
+    assert (r.n_extracted, r.n_failed) == (5, 0)
+    real = items["path"].iloc[0]
+    a, b0, b1 = (ex.cache.load(real), ex.cache.load(real, "sbi0-v1"),
+                 ex.cache.load(real, "sbi1-v1"))
+    # same frames, boxes and landmarks (detected once), different faces
+    np.testing.assert_array_equal(a["box"], b0["box"])
+    np.testing.assert_array_equal(a["frame_index"], b1["frame_index"])
+    for b in (b0, b1):
+        diff = np.abs(a["crops"].astype(int) - b["crops"]).mean(axis=(1, 2, 3))
+        assert (diff[a["found"]] > 1).all()
+        assert not np.allclose(a["embedding"], b["embedding"], atol=1e-3)
+    assert not np.array_equal(b0["crops"], b1["crops"])
+    # deterministic: a second cache gets the same blends
+    ex2 = Extractor(detector, embedder, n_frames=3, cache_dir=tmp_path / "again",
+                    save_crops=True, progress=False)
+    ex2.run(items.iloc[[0, 3]])
+    np.testing.assert_array_equal(ex2.cache.load(real, "sbi0-v1")["crops"], b0["crops"])
+    # rerun: nothing to do; features carry label 1 and role "train" for the copies
+    assert ex.run(items).n_cached == 5
+    feats = ex.features(items)
+    copies = feats.frames[feats.frames["video_id"].str.contains("#sbi")]
+    assert len(copies) == 6 and (copies["label"] == 1).all() and (copies["role"] == "train").all()
