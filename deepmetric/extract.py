@@ -307,7 +307,9 @@ class Extractor:
             A validated manifest; items not in the cache are listed in ``missing``.
         blocks : sequence of str
             Feature blocks to concatenate (``"embedding"``, tapped layer names,
-            ``"spectrum"``).
+            ``"spectrum"``), or ``["crops"]`` alone: the uint8 face crops flattened to
+            (F, 160*160*3), for :class:`deepmetric.finetune.FaceNetFineTuner` (needs an
+            extractor with ``save_crops=True``).
 
         Returns
         -------
@@ -315,6 +317,9 @@ class Extractor:
         """
         if isinstance(blocks, str):
             blocks = [blocks]
+        if "crops" in blocks and list(blocks) != ["crops"]:
+            raise ValueError("the 'crops' block (uint8 face crops, for FaceNetFineTuner) "
+                             f"cannot be mixed with feature blocks; got {list(blocks)}")
         cache = self.cache
         xs, metas, missing = [], [], []
         extra = [c for c in ("method", "split", "kind", "role") if c in manifest.columns]
@@ -333,7 +338,8 @@ class Extractor:
                 if b not in arrays:
                     raise KeyError(f"feature block {b!r} is not in the cache for {row.path}; "
                                    f"cached blocks: {_feature_keys(arrays)}")
-                parts.append(arrays[b][found])
+                part = arrays[b][found]
+                parts.append(part.reshape(len(part), -1) if b == "crops" else part)
             if not slices:
                 start = 0
                 for b, p in zip(blocks, parts):
@@ -350,7 +356,9 @@ class Extractor:
                              "run Extractor.run(manifest) first")
         frames = pd.concat(metas, ignore_index=True)
         frames["label"] = frames["label"].astype(np.int64)
-        return FrameFeatures(np.concatenate(xs).astype(np.float32), frames, slices,
+        X = np.concatenate(xs)
+        X = X if list(blocks) == ["crops"] else X.astype(np.float32, copy=False)
+        return FrameFeatures(X, frames, slices,
                              pd.DataFrame(missing, columns=["video_id", "reason"]))
 
 

@@ -219,7 +219,13 @@ def _plots(out: Path, scored: dict, pipelines: dict, X: np.ndarray, frames: pd.D
     tr = frames["video_id"].isin(videos["video_id"].iloc[tr_v]).to_numpy()
     te = ~tr
     proj = fit_pipeline(pipelines[proj_name][:1], X[tr], frames[tr])
-    plot_embedding_scatter(X[te], proj.transform(X[te]), frames["label"].to_numpy()[te],
+    before = X[te]
+    if X.dtype == np.uint8:  # face crops (fine-tuning): "before" is the untrained network
+        from sklearn.base import clone
+
+        untrained = clone(proj.named_steps["projector"]).set_params(epochs=0)
+        before = untrained.fit(X[tr], frames["label"].to_numpy()[tr]).transform(X[te])
+    plot_embedding_scatter(before, proj.transform(X[te]), frames["label"].to_numpy()[te],
                            out / "triplet_scatter.png")
 
 

@@ -85,3 +85,30 @@ def test_run_end_to_end_and_deterministic(slice_csv, dfdc_dir, tmp_path):
         for p in m["pipelines"].values():
             p.pop("seconds")
     assert a == b
+
+
+def test_run_with_self_blended_training_and_fine_tuning(slice_csv, tmp_path):
+    """SBI pseudo-fakes are trained on and never scored; fine-tuning runs from crops."""
+    cache = tmp_path / "cache"
+    base = [f"data=manifest", f"data.path={slice_csv}", f"paths.cache_dir={cache}",
+            "extractor.n_frames=2", "extractor.progress=false", "cv.n_splits=2"]
+    m = run(compose_run(base + ["+exp=finetune", "self_blend.copies=1", "projector.epochs=2",
+                                "projector.batch_size=16"], tmp_path / "ft"))
+    items = pd.read_csv(slice_csv)
+    n_real = int((items["label"] == "real").sum())
+    assert m["extraction"]["n_items"] == len(items) + n_real and m["extraction"]["n_failed"] == 0
+    videos = pd.read_csv(tmp_path / "ft" / "video_scores.csv")
+    assert len(videos) == len(items) and not videos["video_id"].str.contains("#sbi").any()
+    assert "self-blended" not in m["per_method"] and m["data"]["features"] == ["crops"]
+    assert (tmp_path / "ft" / "triplet_scatter.png").stat().st_size > 0
+    model = DeepfakeModel.load(tmp_path / "ft" / "model.joblib")
+    pred = model.predict(items["path"].iloc[0])
+    assert 0 <= pred["score"] <= 1
+    # SBI alone: the data's own fakes are scored but never trained on
+    m2 = run(compose_run(base + ["+exp=triplet_rf", "self_blend.copies=1", "self_blend.only=true",
+                                 "extractor.save_crops=true", "projector.epochs=2",
+                                 "classifier.n_estimators=20"],
+                         tmp_path / "only"))
+    assert m2["extraction"]["n_cached"] == len(items) + n_real  # same cache, other features
+    assert set(pd.read_csv(tmp_path / "only" / "video_scores.csv")["video_id"]) == \
+        set(items["path"])
