@@ -161,9 +161,14 @@ class Extractor:
     # -- settings and cache ---------------------------------------------------------------
     def settings(self) -> dict:
         """Everything that changes the cached arrays."""
+        # save_crops is not a setting: a file with crops serves a request without them, and
+        # a file without them is extracted again when crops are needed (see _usable).
         return {"version": 1, "n_frames": self.n_frames, **self.detector.settings(),
-                **self.embedder.settings(), "spectrum_bins": self.spectrum_bins,
-                "save_crops": self.save_crops}
+                **self.embedder.settings(), "spectrum_bins": self.spectrum_bins}
+
+    def _usable(self, arrays: dict | None) -> bool:
+        """Whether cached arrays serve this extractor (present, with crops if it saves them)."""
+        return arrays is not None and (not self.save_crops or "crops" in arrays)
 
     @property
     def cache(self) -> FeatureCache:
@@ -245,7 +250,7 @@ class Extractor:
         report = ExtractionReport(n_items=len(manifest))
         todo: dict[str, list[tuple[str, int | None]]] = {}  # path -> [(video_id, seed)]
         for vid, path, seed in zip(manifest["video_id"], manifest["path"], _seeds(manifest)):
-            if cache.has(path, _variant(seed)) and cache.load(path, _variant(seed)) is not None:
+            if cache.has(path, _variant(seed)) and self._usable(cache.load(path, _variant(seed))):
                 report.n_cached += 1
             else:
                 todo.setdefault(str(path), []).append((str(vid), seed))
@@ -264,7 +269,7 @@ class Extractor:
                 for vid, seed in todo[path]:
                     try:
                         with cache.lock(path):
-                            if cache.load(path, _variant(seed)) is not None:  # a concurrent job
+                            if self._usable(cache.load(path, _variant(seed))):  # concurrent job
                                 report.n_cached += 1
                                 continue
                             if isinstance(frames_or_exc, BaseException):

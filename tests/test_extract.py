@@ -162,3 +162,22 @@ def test_self_blended_copies_share_the_detection_and_differ_in_the_face(
     feats = ex.features(items)
     copies = feats.frames[feats.frames["video_id"].str.contains("#sbi")]
     assert len(copies) == 6 and (copies["label"] == 1).all() and (copies["role"] == "train").all()
+
+
+def test_crops_are_added_on_demand_and_serve_requests_without_them(
+        tmp_path, small_manifest, detector, embedder):
+    one = small_manifest.iloc[:1]
+    plain = Extractor(detector, embedder, n_frames=2, cache_dir=tmp_path, progress=False)
+    with_crops = Extractor(detector, embedder, n_frames=2, cache_dir=tmp_path,
+                           save_crops=True, progress=False)
+    assert plain.cache.dir == with_crops.cache.dir
+    assert plain.run(one).n_extracted == 1
+    assert "crops" not in plain.cache.load(one["path"].iloc[0])
+    assert with_crops.run(one).n_extracted == 1  # the file lacked crops: extracted again
+    arrays = plain.cache.load(one["path"].iloc[0])
+    assert arrays["crops"].shape == (2, 160, 160, 3)
+    assert plain.run(one).n_cached == 1 and with_crops.run(one).n_cached == 1
+    feats = with_crops.features(one, ["crops"])
+    assert feats.X.dtype == np.uint8 and feats.X.shape == (2, 160 * 160 * 3)
+    with pytest.raises(ValueError, match="cannot be mixed"):
+        with_crops.features(one, ["crops", "embedding"])
