@@ -100,7 +100,7 @@ class FaceNetFineTuner(TransformerMixin, BaseEstimator):
                  lr: float = 1e-4, weight_decay: float = 1e-4, margin: float = 0.2,
                  focal_gamma: float = 2.0, hflip: bool = True,
                  pretrained: str = "casia-webface", weights_path: str | None = None,
-                 device: str = "auto", random_state: int = 0, max_memo_mb: int = 4096):
+                 device: str = "auto", random_state: int = 0, max_memo_mb: int = 1024):
         self.start = start
         self.loss = loss
         self.output = output
