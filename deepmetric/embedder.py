@@ -78,8 +78,10 @@ class FaceEmbedder:
         if self._model is None:
             import torch
 
+            from deepmetric.faces import bound_onednn_cache
             from deepmetric.weights import load_facenet
 
+            bound_onednn_cache()
             model = load_facenet(self.pretrained, self.weights_path)
             model = model.to(resolve_device(self.device)).eval()
             if self.channels_last:

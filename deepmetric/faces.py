@@ -8,11 +8,28 @@ dropped.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["FaceDetector", "FaceCrops", "crop_face", "resolve_device"]
+__all__ = ["FaceDetector", "FaceCrops", "crop_face", "resolve_device", "bound_onednn_cache"]
+
+#: oneDNN primitive-cache capacity set by :func:`bound_onednn_cache` (oneDNN's default: 1024).
+ONEDNN_CACHE_CAPACITY = 64
+
+
+def bound_onednn_cache(capacity: int = ONEDNN_CACHE_CAPACITY) -> None:
+    """Bound oneDNN's primitive cache, unless the user set ``ONEDNN_PRIMITIVE_CACHE_CAPACITY``.
+
+    MTCNN's R-Net and O-Net get a new batch size (the number of candidate boxes) on nearly
+    every call, and oneDNN compiles and keeps a primitive for each new shape, up to 1,024
+    of them: over a dataset the process RSS keeps growing (``benchmarks/memory.py``).
+    oneDNN reads the variable once, when it first builds a primitive, so this only takes
+    effect if no convolution has run on the CPU in this process yet; the models'
+    first use calls it. It changes no result.
+    """
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(int(capacity)))
 
 
 def resolve_device(device: str | None = "auto") -> str:
@@ -148,6 +165,7 @@ class FaceDetector:
     def mtcnn(self):
         """The underlying facenet-pytorch MTCNN, built on first use."""
         if self._mtcnn is None:
+            bound_onednn_cache()
             from facenet_pytorch import MTCNN
 
             self._mtcnn = MTCNN(image_size=self.image_size, margin=0,

@@ -79,3 +79,21 @@ def _iou(a, b):
     inter = max(0, x2 - x1) * max(0, y2 - y1)
     area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
     return inter / (area(a) + area(b) - inter)
+
+
+@pytest.mark.parametrize("user_value", [None, "1024"])
+def test_models_bound_onednn_primitive_cache_unless_the_user_chose(user_value):
+    # oneDNN keeps a compiled primitive per input shape; MTCNN's R-/O-Net batch size changes
+    # on every call, so an unbounded cache grows with the dataset (benchmarks/memory.py)
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    if user_value:
+        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = user_value
+    code = ("import os; from deepmetric.faces import FaceDetector; FaceDetector(device='cpu')"
+            ".mtcnn; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == (user_value or "64")
