@@ -38,6 +38,27 @@ GOAL = 3.0
 
 
 # ----------------------------------------------------------------------------- naive
+def read_every_frame(path: str, n: int) -> list[np.ndarray]:
+    """The naive decode: ``cap.read()`` (decode + BGR conversion) of every frame, keeping
+    the ``n`` sampled ones as RGB."""
+    import cv2
+
+    from deepmetric.frames import sample_indices
+
+    cap = cv2.VideoCapture(path)
+    wanted = set(sample_indices(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), n).tolist())
+    frames, i = [], 0
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        if i in wanted:
+            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        i += 1
+    cap.release()
+    return frames
+
+
 class Naive:
     """Frame-by-frame, face-by-face facenet-pytorch pipeline."""
 
@@ -65,24 +86,11 @@ class Naive:
         return nullcontext()
 
     def clip(self, path: str, n: int) -> dict:
-        import cv2
         import torch
         from facenet_pytorch.models.mtcnn import fixed_image_standardization
         from facenet_pytorch.models.utils.detect_face import extract_face
 
-        from deepmetric.frames import sample_indices
-
-        cap = cv2.VideoCapture(path)
-        wanted = set(sample_indices(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), n).tolist())
-        frames, i = [], 0
-        while True:
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            if i in wanted:
-                frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-            i += 1
-        cap.release()
+        frames = read_every_frame(path, n)
         t = len(frames)
         boxes = np.full((t, 4), np.nan, np.float32)
         embs = np.full((t, 512), np.nan, np.float32)
@@ -179,25 +187,12 @@ def breakdown(manifest, n_frames: int, detector, embedder, naive: Naive) -> dict
         ours["embed (batched)"] += t3 - t2
         n_faces[0] += int(faces.found.sum())
         # naive, stage by stage (same code as Naive.clip, split for timing)
-        import cv2
         import torch
         from facenet_pytorch.models.mtcnn import fixed_image_standardization
         from facenet_pytorch.models.utils.detect_face import extract_face
 
-        from deepmetric.frames import sample_indices
-
         t0 = time.perf_counter()
-        cap = cv2.VideoCapture(path)
-        wanted = set(sample_indices(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), n_frames).tolist())
-        frames, i = [], 0
-        while True:
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            if i in wanted:
-                frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-            i += 1
-        cap.release()
+        frames = read_every_frame(path, n_frames)
         base["decode (read every frame)"] += time.perf_counter() - t0
         for frame in frames:
             t0 = time.perf_counter()
