@@ -130,15 +130,21 @@ class FaceDetector:
         Frames per MTCNN call (frames of one clip share a size, so they batch).
     device : str
         ``"auto"``, ``"cpu"`` or ``"cuda[:i]"``.
+    channels_last : bool
+        Keep the P-, R- and O-net weights in channels-last memory format, so their
+        convolutions run channels-last (about 2x faster R-/O-net on CPU; boxes agree to
+        ~1e-4 px with the default format, ``tests/test_faces.py``).
     """
 
-    #: class default so detectors pickled before this option existed still load
+    #: class defaults so detectors pickled before these options existed still load
     retry_max_side = 0
+    channels_last = False
 
     def __init__(self, image_size: int = 160, margin: float = 32, min_prob: float = 0.9,
                  max_side: int = 640, retry_max_side: int = 0, min_face_size: int = 40,
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
-                 factor: float = 0.709, batch_size: int = 32, device: str = "auto"):
+                 factor: float = 0.709, batch_size: int = 32, device: str = "auto",
+                 channels_last: bool = True):
         self.image_size = image_size
         self.margin = margin
         self.min_prob = min_prob
@@ -149,6 +155,7 @@ class FaceDetector:
         self.factor = factor
         self.batch_size = batch_size
         self.device = device
+        self.channels_last = channels_last
         self._mtcnn = None
 
     def settings(self) -> dict:
@@ -173,6 +180,11 @@ class FaceDetector:
                                 thresholds=list(self.thresholds), factor=self.factor,
                                 select_largest=True, keep_all=True,
                                 device=resolve_device(self.device))
+            if self.channels_last:
+                import torch
+
+                for net in (self._mtcnn.pnet, self._mtcnn.rnet, self._mtcnn.onet):
+                    net.to(memory_format=torch.channels_last)
         return self._mtcnn
 
     def __getstate__(self):

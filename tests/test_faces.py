@@ -50,6 +50,24 @@ def test_downscaled_detection_crops_full_resolution(dfdc_dir):
     assert iou > 0.8
 
 
+def test_channels_last_nets_find_the_same_faces(ffpp_dir):
+    """The channels-last R-/O-net convolutions (the default) change no detection."""
+    import torch
+
+    f = read_frames(ffpp_dir / "manipulated_sequences" / "FaceSwap" / "c23" / "videos"
+                    / "266_252.mp4", 8)
+    fast = FaceDetector(device="cpu")
+    plain = FaceDetector(device="cpu", channels_last=False)
+    assert fast.mtcnn.rnet.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert plain.mtcnn.rnet.conv1.weight.is_contiguous()
+    a, b = fast.detect(f.images), plain.detect(f.images)
+    assert a.found.all() and (a.found == b.found).all()
+    np.testing.assert_array_equal(a.n_faces, b.n_faces)
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-2)
+    np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-2)
+    assert np.abs(a.crops.astype(int) - b.crops).max() <= 1
+
+
 def test_no_face_is_recorded_not_dropped(detector):
     rng = np.random.default_rng(0)
     blank = [np.full((240, 320, 3), 127, np.uint8),
