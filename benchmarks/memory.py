@@ -10,6 +10,11 @@ RSS after each finished clip and its trend (least-squares slope, MiB per 100 cli
 the clips after the 20th), ``VmHWM`` at the end. The baseline of the ratio is the first 20
 clips: ``peak(all) / peak(first 20)`` should stay close to 1; a larger peak later can only
 come from larger frames (the largest resolution of each part is shown).
+
+``--reps K`` runs the same clips K times, each pass a fresh ``Extractor`` with its own
+fresh cache directory, in the same process: with the resolutions fixed after the first
+pass, RSS after each extraction should then stay flat however many clips are processed
+(``--clips 20 --reps 5``: 100 extractions of the same 20 clips).
 """
 
 from __future__ import annotations
@@ -49,17 +54,20 @@ def worker(p: dict) -> dict:
     det, emb = FaceDetector(device=p["device"]), FaceEmbedder(device=p["device"])
     _ = det.mtcnn, emb.model
     rss_models = _rss_kb()
-    ex = Extractor(det, emb, n_frames=p["n_frames"], cache_dir=p["cache_dir"], progress=False)
-    cache_dir = ex.cache.dir
+    passes = int(p.get("passes", 1))
+    cache_dirs = []
     samples: list[tuple[float, int, int]] = []
     stop = threading.Event()
     t0 = time.perf_counter()
 
     def n_done() -> int:
-        try:
-            return sum(1 for e in os.scandir(cache_dir) if e.name.endswith(".npz"))
-        except FileNotFoundError:
-            return 0
+        n = 0
+        for d in list(cache_dirs):
+            try:
+                n += sum(1 for e in os.scandir(d) if e.name.endswith(".npz"))
+            except FileNotFoundError:
+                pass
+        return n
 
     def sample():
         while True:
@@ -69,26 +77,34 @@ def worker(p: dict) -> dict:
 
     th = threading.Thread(target=sample, daemon=True)
     th.start()
-    rep = ex.run(manifest)
+    reports = []
+    for k in range(passes):
+        ex = Extractor(det, emb, n_frames=p["n_frames"],
+                       cache_dir=os.path.join(p["cache_dir"], f"pass{k}"), progress=False)
+        cache_dirs.append(ex.cache.dir)
+        reports.append(ex.run(manifest).to_dict())
     stop.set()
     th.join()
     samples.append((time.perf_counter() - t0, _rss_kb(), n_done()))
-    return {"clips": len(manifest), "rss_start_kb": rss_start, "rss_models_kb": rss_models,
-            "samples": samples, "vmhwm_kb": peak_rss_kb(), "report": rep.to_dict(),
+    rep = {key: sum(r[key] for r in reports) for key in ("n_faces", "n_frames", "n_failed")}
+    return {"clips": len(manifest) * passes, "passes": passes, "rss_start_kb": rss_start, "rss_models_kb": rss_models,
+            "samples": samples, "vmhwm_kb": peak_rss_kb(), "report": rep,
             "seconds": time.perf_counter() - t0,
-            "sizes": [f"{w}x{h}" for w, h in zip(manifest["width"], manifest["height"])]}
+            "sizes": [f"{w}x{h}" for w, h in zip(manifest["width"], manifest["height"])] * passes}
 
 
 def run(cfg: dict) -> dict:
     from benchmarks.common import log, run_json_subprocess, table
 
     n_clips = cfg.get("clips") or 142
+    passes = cfg.get("reps") or 1
     n_frames = 25
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
-        log(f"[memory] extracting {n_clips} clips x {n_frames} frames in a subprocess "
-            f"(takes a while on 2 shared cores)")
+        log(f"[memory] extracting {n_clips} clips x {n_frames} frames, {passes} pass(es), in "
+            f"a subprocess (takes a while on 2 shared cores)")
         o = run_json_subprocess("benchmarks.memory",
-                                {"clips": n_clips, "n_frames": n_frames, "cache_dir": tmp,
+                                {"clips": n_clips, "passes": passes, "n_frames": n_frames,
+                                 "cache_dir": tmp,
                                  "device": cfg["device"], "interval": 0.25})
     s = np.asarray(o["samples"], dtype=np.float64)  # t, rss_kb, n_done
     mib = s[:, 1] / 1024
@@ -118,7 +134,8 @@ def run(cfg: dict) -> dict:
              "RSS after last clip MiB": after.get(o["clips"], float("nan"))}]
     rep = o["report"]
     tables = [table(rows, title=(
-        f"Memory: {o['clips']} FF++ clips x {n_frames} frames, one Extractor.run in a fresh "
+        f"Memory: {o['clips']} FF++ clip extractions ({n_clips} clips x {passes} pass(es)) "
+        f"x {n_frames} frames, in a fresh "
         f"process ({o['seconds']:.0f} s, {rep['n_faces']}/{rep['n_frames']} faces, "
         f"{rep['n_failed']} failed); RSS after imports {o['rss_start_kb'] / 1024:.0f} MiB, "
         f"after model load {o['rss_models_kb'] / 1024:.0f} MiB, VmHWM "

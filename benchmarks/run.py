@@ -41,7 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--clips", type=int, default=None,
                    help="override the number of FF++ clips (extraction: 20, memory: 142)")
     p.add_argument("--reps", type=int, default=None,
-                   help="override the number of interleaved repetitions")
+                   help="override the number of interleaved repetitions (memory: passes "
+                        "over the same clips, default 1)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads for every benchmark and its subprocesses "
                         "(default: torch's default, i.e. the core count)")
