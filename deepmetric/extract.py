@@ -200,7 +200,10 @@ class Extractor:
             face was found; ``crops`` uint8 (T, 160, 160, 3) when ``save_crops``.
         """
         fr = frames if frames is not None else read_frames(path, self.n_frames)
-        faces = self.detector.detect(fr.images)
+        return self._extract(path, fr, self.detector.detect(fr.images), blend_seed)
+
+    def _extract(self, path, fr, faces: FaceCrops, blend_seed: int | None) -> dict:
+        """The arrays of a clip (or of its self-blended copy) from its detected faces."""
         if blend_seed is not None:
             faces = self_blended_faces(fr.images, faces, blend_seed, path, self.detector)
         return self._arrays(fr, faces)
@@ -274,11 +277,9 @@ class Extractor:
                                 continue
                             if isinstance(frames_or_exc, BaseException):
                                 raise frames_or_exc
-                            if faces is None:
+                            if faces is None:  # once for the clip and all its copies
                                 faces = self.detector.detect(frames_or_exc.images)
-                            f = faces if seed is None else self_blended_faces(
-                                frames_or_exc.images, faces, seed, path, self.detector)
-                            arrays = self._arrays(frames_or_exc, f)
+                            arrays = self._extract(path, frames_or_exc, faces, seed)
                             cache.save(path, arrays, _variant(seed))
                         report.n_extracted += 1
                         report.n_frames += int(len(arrays["found"]))
