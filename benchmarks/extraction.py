@@ -46,6 +46,10 @@ from benchmarks.common import (ffpp_manifest, interleave, log, median, paired_ra
 
 NAME = "extraction"
 GOAL = 3.0
+#: Extra rows (not the headline): key suffix in ``times``, pipeline label, metric label.
+EXTRAS = (("threads1", "ours, torch.set_num_threads(1)", "ours with 1 torch thread"),
+          ("passive", "ours, child process with OMP_WAIT_POLICY=PASSIVE",
+           "ours with OMP_WAIT_POLICY=PASSIVE"))
 
 
 # ----------------------------------------------------------------------------- naive
@@ -338,6 +342,7 @@ def run(cfg: dict) -> dict:
     # two on a 2-core machine shared with other jobs (OpenMP threads wait for each other).
     extra_t1 = (not quick) and (not device.startswith("cuda")) and torch.get_num_threads() > 1
     times = {f"{who}_{prec}": [] for prec in variants for who in ("naive", "ours")}
+    n_faces = {k: 0 for k in times}  # the extras process the same clips as "ours"
     if extra_t1:
         times.update({f"ours_{prec}_threads1": [] for prec in variants})
     # Extra: ours with passive OpenMP waiting, in a child process (CPU only, fp32).
@@ -345,7 +350,6 @@ def run(cfg: dict) -> dict:
     if not quick and not device.startswith("cuda"):
         child = PassiveChild(device, len(manifest))
         times["ours_fp32_passive"] = []
-    n_faces = {k: 0 for k in times if "threads1" not in k and "passive" not in k}
     for r, chunk in enumerate(rounds):
         fns = {}
         for prec, v in variants.items():
@@ -468,32 +472,20 @@ def run(cfg: dict) -> dict:
                         "ratio": median(ratios), "goal": f">= {GOAL}x",
                         "met": median(ratios) >= GOAL,
                         "rounds": [round(x, 3) for x in ratios]})
-        if f"ours_{prec}_threads1" in times:
-            t1 = times[f"ours_{prec}_threads1"]
-            r1 = paired_ratios(tn, t1)
-            rows.append({"precision": prec, "pipeline": "ours, torch.set_num_threads(1)",
-                         "clips": len(manifest), "faces": n_faces[f"ours_{prec}"],
-                         "seconds": sum(t1), "clips/s": len(manifest) / sum(t1),
-                         "faces/s": n_faces[f"ours_{prec}"] / sum(t1),
-                         "speed-up (median of rounds)": median(r1)})
+        for suffix, pipeline, metric in EXTRAS:
+            tx = times.get(f"ours_{prec}_{suffix}")
+            if tx is None:
+                continue
+            rx = paired_ratios(tn, tx)
+            rows.append({"precision": prec, "pipeline": pipeline, "clips": len(manifest),
+                         "faces": n_faces[f"ours_{prec}"], "seconds": sum(tx),
+                         "clips/s": len(manifest) / sum(tx),
+                         "faces/s": n_faces[f"ours_{prec}"] / sum(tx),
+                         "speed-up (median of rounds)": median(rx)})
             summary.append({"benchmark": NAME,
-                            "metric": f"clips/s ours with 1 torch thread / naive ({prec}) "
-                                      f"[extra]", "ratio": median(r1), "goal": "(report)",
-                            "met": None, "rounds": [round(x, 3) for x in r1]})
-        if prec == "fp32" and "ours_fp32_passive" in times:
-            tp = times["ours_fp32_passive"]
-            rp = paired_ratios(tn, tp)
-            rows.append({"precision": prec,
-                         "pipeline": "ours, child process with OMP_WAIT_POLICY=PASSIVE",
-                         "clips": len(manifest), "faces": n_faces[f"ours_{prec}"],
-                         "seconds": sum(tp), "clips/s": len(manifest) / sum(tp),
-                         "faces/s": n_faces[f"ours_{prec}"] / sum(tp),
-                         "speed-up (median of rounds)": median(rp)})
-            summary.append({"benchmark": NAME,
-                            "metric": "clips/s ours with OMP_WAIT_POLICY=PASSIVE / naive "
-                                      "(fp32) [extra]", "ratio": median(rp),
-                            "goal": "(report)", "met": None,
-                            "rounds": [round(x, 3) for x in rp]})
+                            "metric": f"clips/s {metric} / naive ({prec}) [extra]",
+                            "ratio": median(rx), "goal": "(report)", "met": None,
+                            "rounds": [round(x, 3) for x in rx]})
     check_rows = [{"precision": p, **{k: c[k] for k in (
         "frames_identical", "matched_frames", "only_ours", "only_naive", "iou_min",
         "iou_median", "iou_gt_0.9", "box_corner_diff_px_median", "box_corner_diff_px_max",

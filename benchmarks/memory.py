@@ -87,10 +87,10 @@ def worker(p: dict) -> dict:
     th.join()
     samples.append((time.perf_counter() - t0, _rss_kb(), n_done()))
     rep = {key: sum(r[key] for r in reports) for key in ("n_faces", "n_frames", "n_failed")}
-    return {"clips": len(manifest) * passes, "passes": passes, "rss_start_kb": rss_start, "rss_models_kb": rss_models,
-            "samples": samples, "vmhwm_kb": peak_rss_kb(), "report": rep,
-            "seconds": time.perf_counter() - t0,
-            "sizes": [f"{w}x{h}" for w, h in zip(manifest["width"], manifest["height"])] * passes}
+    sizes = [f"{w}x{h}" for w, h in zip(manifest["width"], manifest["height"])]
+    return {"clips": len(manifest) * passes, "passes": passes, "rss_start_kb": rss_start,
+            "rss_models_kb": rss_models, "samples": samples, "vmhwm_kb": peak_rss_kb(),
+            "report": rep, "seconds": time.perf_counter() - t0, "sizes": sizes * passes}
 
 
 def run(cfg: dict) -> dict:
