@@ -6,12 +6,15 @@ change what it computes, in interleaved rounds (order rotated each round):
 
 * ``default``: ``FaceDetector()`` as the library builds it;
 * ``threads=1``: the same detector under ``torch.set_num_threads(1)``;
-* ``channels_last nets``: P-/R-/O-Net weights converted to ``torch.channels_last``;
+* ``NumPy batch (before)``: the frames handed to MTCNN as one stacked NumPy array, as
+  before the default switched to an NCHW-laid-out tensor (``deepmetric.faces._nchw_backed``);
+* ``contiguous nets``: ``FaceDetector(channels_last=False)``, P-/R-/O-Net weights left
+  contiguous (the default converts them to ``torch.channels_last``);
 * ``batch_size=8``: MTCNN calls over 8 frames instead of 32;
 * ``max_side=480``: detection on a smaller copy — this one *changes the output* (faces
   found, boxes: IoU against the default is shown).
 
-Ratios are ``t(default) / t(variant)`` per round (median shown); boxes of the first four
+Ratios are ``t(default) / t(variant)`` per round (median shown); boxes of all but the last
 must stay equal (max abs difference reported).
 
 A micro-benchmark then times what facenet-pytorch's ``detect_face`` does once per
@@ -44,32 +47,37 @@ def run(cfg: dict) -> dict:
     log(f"[detector] {len(clips)} clips decoded: "
         f"{[f'{c[0].shape[1]}x{c[0].shape[0]}' for c in clips]}")
 
-    dets = {"default": FaceDetector(device=device),
-            "channels_last nets": FaceDetector(device=device),
-            "batch_size=8": FaceDetector(device=device, batch_size=8),
-            "max_side=480 (changes output)": FaceDetector(device=device, max_side=480)}
-    m = dets["channels_last nets"].mtcnn
-    for net in (m.pnet, m.rnet, m.onet):
-        net.to(memory_format=torch.channels_last)
-    outs: dict[str, list] = {}
+    import deepmetric.faces as faces_mod
 
-    def make(det, threads=None, key=None):
+    default = FaceDetector(device=device)
+    variants = {  # name: (detector, torch threads, hand MTCNN a plain NumPy batch)
+        "default": (default, None, False),
+        "threads=1": (default, 1, False),
+        "NumPy batch (before)": (default, None, True),
+        "contiguous nets": (FaceDetector(device=device, channels_last=False), None, False),
+        "batch_size=8": (FaceDetector(device=device, batch_size=8), None, False),
+        "max_side=480 (changes output)": (FaceDetector(device=device, max_side=480), None,
+                                          False)}
+    outs: dict[str, list] = {}
+    nchw_backed = faces_mod._nchw_backed
+
+    def make(key):
+        det, threads, numpy_batch = variants[key]
+
         def fn():
             prev = torch.get_num_threads()
             if threads:
                 torch.set_num_threads(threads)
+            if numpy_batch:
+                faces_mod._nchw_backed = np.stack
             try:
                 outs[key] = [det.detect(c) for c in clips]
             finally:
                 torch.set_num_threads(prev)
+                faces_mod._nchw_backed = nchw_backed
         return fn
 
-    fns = {"default": make(dets["default"], key="default"),
-           "threads=1": make(dets["default"], 1, key="threads=1"),
-           "channels_last nets": make(dets["channels_last nets"], key="channels_last nets"),
-           "batch_size=8": make(dets["batch_size=8"], key="batch_size=8"),
-           "max_side=480 (changes output)": make(dets["max_side=480 (changes output)"],
-                                                 key="max_side=480 (changes output)")}
+    fns = {k: make(k) for k in variants}
     for f in fns.values():  # warm-up
         f()
     times = interleave(fns, reps, log=log)
@@ -92,7 +100,7 @@ def run(cfg: dict) -> dict:
             summary.append({"benchmark": NAME, "metric": f"detect {k} / default",
                             "ratio": median(r), "goal": "(evidence)", "met": None,
                             "reps": [round(x, 3) for x in r]})
-    micro = _resample_micro(clips, dets["default"], reps)
+    micro = _resample_micro(clips, default, reps)
     tables = [table(rows, title=f"FaceDetector.detect variants: {len(clips)} clips, "
                                 f"{n_frames} frames, {reps} interleaved reps, {device}"),
               table(micro, title="Per-box crop resampling before R-Net (24x24) / O-Net (48x48): "

@@ -68,6 +68,28 @@ def test_channels_last_nets_find_the_same_faces(ffpp_dir):
     assert np.abs(a.crops.astype(int) - b.crops).max() <= 1
 
 
+def test_nchw_backed_batch_finds_the_same_faces(ffpp_dir, detector):
+    """The NCHW-laid-out batch handed to MTCNN gives what a plain NumPy batch gives."""
+    import cv2
+
+    from deepmetric.faces import _nchw_backed
+
+    f = read_frames(ffpp_dir / "manipulated_sequences" / "Face2Face" / "c23" / "videos"
+                    / "044_945.mp4", 6)
+    small = [cv2.resize(im, (im.shape[1] // 2, im.shape[0] // 2), interpolation=cv2.INTER_AREA)
+             for im in f.images]
+    t = _nchw_backed(small)
+    assert t.shape == (6, *small[0].shape) and t.permute(0, 3, 1, 2).is_contiguous()
+    np.testing.assert_array_equal(t.numpy(), np.stack(small))
+    b1, p1, l1 = detector.mtcnn.detect(np.stack(small), landmarks=True)
+    b2, p2, l2 = detector.mtcnn.detect(t, landmarks=True)
+    assert all(b is not None for b in b1)
+    for x, y in zip(b1, b2):
+        np.testing.assert_allclose(np.asarray(x, float), np.asarray(y, float), atol=1e-3)
+    for x, y in zip(l1, l2):
+        np.testing.assert_allclose(np.asarray(x, float), np.asarray(y, float), atol=1e-3)
+
+
 def test_no_face_is_recorded_not_dropped(detector):
     rng = np.random.default_rng(0)
     blank = [np.full((240, 320, 3), 127, np.uint8),
