@@ -3,7 +3,12 @@
 Besides the embedding, the embedder can tap any named block of the backbone and return its
 activations mean- and std-pooled over space (``layers=["repeat_3", ...]``): a block with C
 channels gives 2C features (mean then std); a block whose output is already 1×1 (e.g.
-``avgpool_1a``, the 1792-d pre-bottleneck pool) gives its C values.
+``avgpool_1a``, the 1792-d pre-bottleneck pool) gives its C values. ``"repeat_2@2x2"`` pools
+the same block over a 2×2 grid of cells instead (4·2C features: the cells' means, then their
+stds), which keeps where on the face an activation is.
+
+``flip_average=True`` embeds every crop and its mirror image and averages each output (the
+embedding is re-normalised), at twice the FaceNet cost.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import numpy as np
 
 from deepmetric.faces import resolve_device
 
-__all__ = ["FaceEmbedder", "standardize_crops", "EMBEDDING"]
+__all__ = ["FaceEmbedder", "standardize_crops", "parse_tap", "pool_activations", "EMBEDDING"]
 
 #: Name of the 512-d L2-normalised embedding in the dict :meth:`FaceEmbedder.embed` returns.
 EMBEDDING = "embedding"
@@ -28,6 +33,70 @@ def standardize_crops(crops: np.ndarray):
 
     x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
     return (x - 127.5) / 128.0
+
+
+def parse_tap(spec: str) -> tuple[str, int]:
+    """Split a tapped-layer spec into the module name and the pooling grid.
+
+    Parameters
+    ----------
+    spec : str
+        ``"<module>"`` (mean+std over the whole map) or ``"<module>@<g>x<g>"`` (over a g×g
+        grid of cells), e.g. ``"repeat_2@2x2"``.
+
+    Returns
+    -------
+    tuple of (str, int)
+        The module name of ``InceptionResnetV1`` and the grid size g (1 for the whole map).
+
+    Raises
+    ------
+    ValueError
+        A malformed grid suffix.
+    """
+    name, sep, grid = str(spec).partition("@")
+    if not sep:
+        return name, 1
+    a, x, b = grid.partition("x")
+    if not (name and x and a.isdigit() and a == b and int(a) >= 1):
+        raise ValueError(f"bad embedder layer {spec!r}: expected '<block>' or "
+                         f"'<block>@<g>x<g>' with a square grid, e.g. 'repeat_2@2x2'")
+    return name, int(a)
+
+
+def pool_activations(x, grid: int = 1):
+    """Pool a block's output into a feature vector (differentiable; float32).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        (N, C, H, W) activations (or an already flat (N, C, 1, 1) / (N, C) output).
+    grid : int
+        1: per-channel mean then (biased) std over the map, (N, 2C); a 1×1 map gives its C
+        values. g > 1: the mean and std of every cell of a g×g grid (adaptive average
+        pooling), (N, 2·C·g²): all cell means (channel-major), then all cell stds.
+
+    Returns
+    -------
+    torch.Tensor
+        float32 (N, F).
+    """
+    import torch
+
+    x = x.float()
+    spatial = x.ndim == 4 and x.shape[-1] * x.shape[-2] > 1
+    if grid == 1:
+        if not spatial:
+            return x.flatten(1)
+        flat = x.flatten(2)
+        return torch.cat([flat.mean(-1), flat.std(-1, unbiased=False)], dim=1)
+    if not spatial:
+        raise ValueError(f"grid pooling ({grid}x{grid}) needs a spatial (N, C, H, W) map, "
+                         f"got shape {tuple(x.shape)}")
+    pool = torch.nn.functional.adaptive_avg_pool2d
+    mean = pool(x, grid)
+    var = (pool(x * x, grid) - mean * mean).clamp_min(0)
+    return torch.cat([mean.flatten(1), var.sqrt().flatten(1)], dim=1)
 
 
 class FaceEmbedder:
@@ -43,20 +112,25 @@ class FaceEmbedder:
         An explicit state-dict file; wins over every other source.
     layers : sequence of str
         Extra backbone blocks to tap (module names of ``InceptionResnetV1``, e.g.
-        ``"repeat_1"``, ``"mixed_7a"``, ``"avgpool_1a"``).
+        ``"repeat_1"``, ``"mixed_7a"``, ``"avgpool_1a"``), each optionally with a pooling grid
+        (``"repeat_2@2x2"``; see :func:`parse_tap`).
     batch_size : int
-        Faces per forward pass.
+        Faces per forward pass (with ``flip_average`` the pass also holds their mirrors).
     device : str
         ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda[:i]"``.
     autocast : bool
         bfloat16 autocast on CUDA (ignored on CPU); outputs stay float32.
     channels_last : bool
         Use the channels-last memory format (faster convolutions on most back ends).
+    flip_average : bool
+        Embed each crop and its horizontal mirror and average every output (test-time
+        augmentation; twice the FaceNet cost). Part of the cache key when set.
     """
 
     def __init__(self, pretrained: str = "casia-webface", weights_path: str | None = None,
                  layers: Sequence[str] = (), batch_size: int = 64, device: str = "auto",
-                 autocast: bool = False, channels_last: bool = True):
+                 autocast: bool = False, channels_last: bool = True,
+                 flip_average: bool = False):
         self.pretrained = pretrained
         self.weights_path = weights_path
         self.layers = layers
@@ -64,13 +138,17 @@ class FaceEmbedder:
         self.device = device
         self.autocast = autocast
         self.channels_last = channels_last
+        self.flip_average = flip_average
         self._model = None
 
     def settings(self) -> dict:
         """Everything that changes the output (used in cache keys)."""
         w = os.path.abspath(self.weights_path) if self.weights_path else None
-        return {"embedder": "facenet_pytorch.InceptionResnetV1", "pretrained": self.pretrained,
-                "weights_path": w, "layers": sorted(self.layers)}
+        out = {"embedder": "facenet_pytorch.InceptionResnetV1", "pretrained": self.pretrained,
+               "weights_path": w, "layers": sorted(self.layers)}
+        if self.flip_average:
+            out["flip_average"] = True
+        return out
 
     @property
     def model(self):
@@ -86,12 +164,13 @@ class FaceEmbedder:
             model = model.to(resolve_device(self.device)).eval()
             if self.channels_last:
                 model = model.to(memory_format=torch.channels_last)
-            for name in self.layers:
+            for spec in self.layers:
+                name, _ = parse_tap(spec)
                 try:
                     model.get_submodule(name)
                 except AttributeError:
                     names = [n for n, _ in model.named_children()]
-                    raise ValueError(f"unknown embedder layer {name!r}; "
+                    raise ValueError(f"unknown embedder layer {spec!r}; "
                                      f"top-level blocks are {names}") from None
             self._model = model
         return self._model
@@ -131,40 +210,36 @@ class FaceEmbedder:
         dev = next(model.parameters()).device
         taps: dict[str, list] = {n: [] for n in names}
         current: dict[str, torch.Tensor] = {}
-        hooks = [model.get_submodule(n).register_forward_hook(_pool_hook(n, current))
-                 for n in names if n != EMBEDDING]
+        hooks = [model.get_submodule(parse_tap(n)[0]).register_forward_hook(
+                     _pool_hook(n, current)) for n in names if n != EMBEDDING]
         amp = (torch.autocast("cuda", dtype=torch.bfloat16)
                if self.autocast and dev.type == "cuda" else nullcontext())
         try:
             with torch.inference_mode(), amp:
                 for i in range(0, len(crops), self.batch_size):
-                    x = standardize_crops(crops[i:i + self.batch_size]).to(dev)
+                    c = crops[i:i + self.batch_size]
+                    if self.flip_average:
+                        c = np.concatenate([c, c[:, :, ::-1]])
+                    x = standardize_crops(c).to(dev)
                     if self.channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
-                    emb = model(x).float()
-                    emb = torch.nn.functional.normalize(emb, p=2, dim=1)
-                    taps[EMBEDDING].append(emb.cpu().numpy())
-                    for n in names[1:]:
-                        taps[n].append(current.pop(n).float().cpu().numpy())
+                    outs = {EMBEDDING: model(x).float()}
+                    outs.update((n, current.pop(n).float()) for n in names[1:])
+                    if self.flip_average:
+                        half = len(c) // 2
+                        outs = {n: (v[:half] + v[half:]) / 2 for n, v in outs.items()}
+                    outs[EMBEDDING] = torch.nn.functional.normalize(outs[EMBEDDING], p=2, dim=1)
+                    for n, v in outs.items():
+                        taps[n].append(v.cpu().numpy())
         finally:
             for h in hooks:
                 h.remove()
         return {n: np.concatenate(v).astype(np.float32, copy=False) for n, v in taps.items()}
 
 
-def _pool_hook(name: str, store: dict):
+def _pool_hook(spec: str, store: dict):
+    grid = parse_tap(spec)[1]
+
     def hook(module, inputs, output):
-        x = output.float()
-        if x.ndim == 4 and x.shape[-1] * x.shape[-2] > 1:
-            flat = x.flatten(2)
-            store[name] = _mean_std(flat)
-        else:
-            store[name] = x.flatten(1)
+        store[spec] = pool_activations(output, grid)
     return hook
-
-
-def _mean_std(flat):
-    """(N, C, L) → (N, 2C): per-channel mean then (biased) std over L."""
-    import torch
-
-    return torch.cat([flat.mean(-1), flat.std(-1, unbiased=False)], dim=1)

@@ -51,8 +51,10 @@ verdict's class. With plain Grad-CAM the two maps are complementary (``relu(±ca
 
 Feature blocks
 --------------
-``embedding`` and tapped backbone layers (mean/std pooled, as :mod:`deepmetric.embedder`
-computes them) are differentiable through hooks; ``spectrum`` (the crop's radial power
+``embedding`` and tapped backbone layers (mean/std pooled over the map or a grid, as
+:mod:`deepmetric.embedder` computes them) are differentiable through hooks. When the
+embedder averages each crop with its mirror (``flip_average``), so does the scorer, and a
+Grad-CAM map is the sum of the two views' maps, the mirror's flipped back. ``spectrum`` (the crop's radial power
 spectrum) is computed by NumPy and held **constant**: no gradient flows through it, which
 the result says in ``constant_blocks``. Any other block raises ``NotImplementedError``.
 
@@ -79,7 +81,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from deepmetric.embedder import EMBEDDING, standardize_crops
+from deepmetric.embedder import EMBEDDING, parse_tap, pool_activations, standardize_crops
 
 __all__ = ["METHODS", "DEFAULT_LAYER", "FakeScorer", "fake_scorer", "explain_crops",
            "explain_arrays", "explain_item", "overlay", "randomized_copy"]
@@ -126,13 +128,15 @@ class FakeScorer(torch.nn.Module):
     """
 
     def __init__(self, facenet: torch.nn.Module, blocks: Sequence[str],
-                 transforms: list, head: _Head, spectrum_bins: int = 0):
+                 transforms: list, head: _Head, spectrum_bins: int = 0,
+                 flip_average: bool = False):
         super().__init__()
         self.facenet = facenet
         self.blocks = list(blocks)
         self.transforms = transforms
         self.head = head
         self.spectrum_bins = int(spectrum_bins)
+        self.flip_average = bool(flip_average)
         self.target = "pipeline" if head.kind == "linear" else "prototype-surrogate"
         self.prototypes_from = head.prototypes_from
         self.constant_blocks = [b for b in self.blocks if b == SPECTRUM]
@@ -149,9 +153,21 @@ class FakeScorer(torch.nn.Module):
 
     def features(self, x: torch.Tensor, spectrum: torch.Tensor | None = None,
                  capture: Sequence[str] = ()) -> tuple[torch.Tensor, dict]:
-        """The model's feature vector (float64 (N, D), blocks in order) and captured maps."""
-        acts = self._forward(x, list(dict.fromkeys([*self.taps, *capture])))
-        emb = acts.pop(EMBEDDING)
+        """The model's feature vector (float64 (N, D), blocks in order) and captured maps.
+
+        With ``flip_average`` the crops and their mirrors go through FaceNet together, each
+        pooled block and the raw embedding are averaged over the two views (as
+        :class:`~deepmetric.embedder.FaceEmbedder` does), and a captured map holds both
+        views: (2N, C, H, W), mirrors second.
+        """
+        n = len(x)
+        modules = [parse_tap(b)[0] for b in self.taps]
+        acts = self._forward(x, list(dict.fromkeys([*modules, *capture])))
+
+        def views(v: torch.Tensor) -> torch.Tensor:
+            return (v[:n] + v[n:]) / 2 if self.flip_average else v
+
+        emb = F.normalize(views(acts[EMBEDDING]), p=2, dim=1)
         parts = []
         for b in self.blocks:
             if b == EMBEDDING:
@@ -162,7 +178,8 @@ class FakeScorer(torch.nn.Module):
                                      "scorer.constants(crops)")
                 parts.append(spectrum.to(emb.device, torch.float64))
             else:
-                parts.append(_pool(acts[b]).double())
+                name, grid = parse_tap(b)
+                parts.append(views(pool_activations(acts[name], grid)).double())
         return torch.cat(parts, dim=1), {k: acts[k] for k in capture}
 
     def head_input(self, feats: torch.Tensor) -> torch.Tensor:
@@ -227,22 +244,14 @@ class FakeScorer(torch.nn.Module):
                 top = [n for n, _ in self.facenet.named_children()]
                 raise ValueError(f"unknown FaceNet layer in {names}; top-level blocks are "
                                  f"{top}") from None
+            if self.flip_average:
+                x = torch.cat([x, x.flip(-1)])
             try:
-                emb = self.facenet(x).float()
+                store[EMBEDDING] = self.facenet(x).float()
             finally:
                 for h in hooks:
                     h.remove()
-        store[EMBEDDING] = F.normalize(emb, p=2, dim=1)
         return store
-
-
-def _pool(x: torch.Tensor) -> torch.Tensor:
-    """As :func:`deepmetric.embedder._pool_hook`: mean/std over space, or flatten a 1×1 map."""
-    x = x.float()
-    if x.ndim == 4 and x.shape[-1] * x.shape[-2] > 1:
-        flat = x.flatten(2)
-        return torch.cat([flat.mean(-1), flat.std(-1, unbiased=False)], dim=1)
-    return x.flatten(1)
 
 
 def _steps(pipeline: Any) -> list[tuple[str, Any]]:
@@ -340,12 +349,13 @@ def fake_scorer(model: Any, reference: Any = None, probe_features: np.ndarray | 
     sign = 1.0 if classes[1] == 1 else -1.0
     embedder = model.extractor.embedder
     facenet = embedder.model
+    flip = bool(getattr(embedder, "flip_average", False))
     blocks = list(model.blocks)
     for b in blocks:
         if b not in (EMBEDDING, SPECTRUM):
             try:
-                facenet.get_submodule(b)
-            except AttributeError:
+                facenet.get_submodule(parse_tap(b)[0])
+            except (AttributeError, ValueError):
                 raise NotImplementedError(
                     f"feature block {b!r} is neither 'embedding', 'spectrum' nor a FaceNet "
                     f"layer: cannot differentiate through it") from None
@@ -367,7 +377,7 @@ def fake_scorer(model: Any, reference: Any = None, probe_features: np.ndarray | 
         w = torch.as_tensor(np.asarray(head.coef_, np.float64).reshape(-1) * sign)
         b = torch.as_tensor(float(np.asarray(head.intercept_).reshape(-1)[0]) * sign,
                             dtype=torch.float64)
-        return FakeScorer(facenet, blocks, fns, _Head("linear", w, b, link), bins)
+        return FakeScorer(facenet, blocks, fns, _Head("linear", w, b, link), bins, flip)
 
     protos, source = _prototypes(model, trans, head, reference, probe_features, fns,
                                  random_state)
@@ -375,7 +385,7 @@ def fake_scorer(model: Any, reference: Any = None, probe_features: np.ndarray | 
                torch.zeros((), dtype=torch.float64), "sigmoid",
                {k: torch.as_tensor(np.asarray(v, np.float64)) for k, v in protos.items()},
                source)
-    return FakeScorer(facenet, blocks, fns, hd, bins)
+    return FakeScorer(facenet, blocks, fns, hd, bins, flip)
 
 
 def _transform_np(trans: list, X: np.ndarray) -> np.ndarray:
@@ -465,6 +475,8 @@ def _cam(scorer: FakeScorer, x: torch.Tensor, spec, sign: torch.Tensor, layer: s
     else:
         w = g.mean((2, 3), keepdim=True)
     cam = F.relu((w * a).sum(1, keepdim=True))
+    if scorer.flip_average:  # the mirror views' maps, mirrored back onto the crop
+        cam = cam[:len(x)] + cam[len(x):].flip(-1)
     cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     return _normalize(cam), d.detach().cpu().numpy()
 

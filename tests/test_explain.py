@@ -141,6 +141,40 @@ def test_reproduction_matches_the_pipeline(case, demo_features, linear_model, al
             got, model.pipeline.predict_proba(_features(model, crops))[:, 1], atol=1e-4)
 
 
+@pytest.fixture(scope="session")
+def flip_grid_model(demo_features, detector):
+    """``+exp=deepmetric``'s kind of model: flip-averaged embedder, grid-pooled taps."""
+    from deepmetric.embedder import FaceEmbedder
+    from deepmetric.extract import Extractor
+
+    _, _, items = demo_features
+    emb = FaceEmbedder(layers=["repeat_2@2x2", "repeat_3"], flip_average=True, device="cpu")
+    ex = Extractor(detector, emb, n_frames=8, cache_dir=default_cache_dir() / "features",
+                   spectrum_bins=32, progress=False)
+    assert not ex.run(items).failures
+    blocks = ["repeat_2@2x2", "repeat_3", "spectrum"]
+    feats = ex.features(items, blocks)
+    pipe = Pipeline([("scaler", StandardScaler()),
+                     ("classifier", LogisticRegression(C=0.1, max_iter=1000))])
+    return DeepfakeModel(ex, pipe.fit(feats.X, feats.y), blocks)
+
+
+def test_flip_averaged_grid_model_is_reproduced_and_its_maps_are_mirror_consistent(
+        flip_grid_model, aligned_crops, photo_crops):
+    crops = np.concatenate([aligned_crops, photo_crops])
+    scorer = explain.fake_scorer(flip_grid_model)
+    assert scorer.flip_average and scorer.target == "pipeline"
+    expected = frame_scores(flip_grid_model.pipeline, _features(flip_grid_model, crops))
+    np.testing.assert_allclose(scorer.proba(crops), expected, atol=1e-4)
+    assert 0.02 < expected.std()
+    mirrored = np.ascontiguousarray(crops[:, :, ::-1])
+    a = explain.explain_crops(flip_grid_model, crops, "gradcam")
+    b = explain.explain_crops(flip_grid_model, mirrored, "gradcam")
+    np.testing.assert_allclose(b["decision"], a["decision"], atol=1e-4)
+    np.testing.assert_allclose(b["heatmaps"], a["heatmaps"][:, :, ::-1], atol=1e-3)
+    assert np.abs(a["heatmaps"] - a["heatmaps"][:, :, ::-1]).max() > 0.05  # not symmetric
+
+
 def test_non_differentiable_heads_explain_a_named_surrogate(demo_features, forest_model,
                                                            photo_crops):
     ex, feats, _ = demo_features

@@ -67,8 +67,16 @@ def test_detector_embedder_extractor_instantiate(tmp_path):
     cfg = _compose([f"paths.cache_dir={tmp_path}"])
     ex = instantiate(cfg.extractor, _convert_="all")
     assert ex.n_frames == 25 and ex.embedder.layers == ["avgpool_1a", "repeat_1", "repeat_2",
-                                                         "repeat_3"]
+                                                         "repeat_3", "repeat_2@2x2"]
+    assert not ex.embedder.flip_average
     assert str(ex.cache.dir).startswith(str(tmp_path))
+
+
+def test_deepmetric_exp_uses_its_flip_averaged_grid_features(tmp_path):
+    cfg = _compose(["+exp=deepmetric", f"paths.cache_dir={tmp_path}"])
+    ex = instantiate(cfg.extractor, _convert_="all")
+    assert ex.embedder.flip_average and "repeat_2@2x2" in ex.embedder.layers
+    assert set(cfg.features) - {"spectrum"} <= set(ex.embedder.layers)
 
 
 def test_wrong_key_is_a_clear_error():
