@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import os
 from contextlib import nullcontext
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from deepmetric.faces import resolve_device
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["FaceEmbedder", "standardize_crops", "parse_tap", "pool_activations", "EMBEDDING"]
 
@@ -64,7 +67,7 @@ def parse_tap(spec: str) -> tuple[str, int]:
     return name, int(a)
 
 
-def pool_activations(x, grid: int = 1):
+def pool_activations(x: torch.Tensor, grid: int = 1) -> torch.Tensor:
     """Pool a block's output into a feature vector (differentiable; float32).
 
     Parameters
@@ -126,6 +129,8 @@ class FaceEmbedder:
         Embed each crop and its horizontal mirror and average every output (test-time
         augmentation; twice the FaceNet cost). Part of the cache key when set.
     """
+
+    flip_average = False  # class default: embedders pickled before the option existed
 
     def __init__(self, pretrained: str = "casia-webface", weights_path: str | None = None,
                  layers: Sequence[str] = (), batch_size: int = 64, device: str = "auto",
