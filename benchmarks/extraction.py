@@ -48,6 +48,7 @@ NAME = "extraction"
 GOAL = 3.0
 #: Extra rows (not the headline): key suffix in ``times``, pipeline label, metric label.
 EXTRAS = (("threads1", "ours, torch.set_num_threads(1)", "ours with 1 torch thread"),
+          ("notrim", "ours, Extractor(trim_memory=False)", "ours without malloc_trim"),
           ("passive", "ours, child process with OMP_WAIT_POLICY=PASSIVE",
            "ours with OMP_WAIT_POLICY=PASSIVE"))
 
@@ -345,6 +346,10 @@ def run(cfg: dict) -> dict:
     n_faces = {k: 0 for k in times}  # the extras process the same clips as "ours"
     if extra_t1:
         times.update({f"ours_{prec}_threads1": [] for prec in variants})
+    # Extra: ours without handing freed heap memory back after each clip (its price).
+    extra_notrim = not quick
+    if extra_notrim:
+        times.update({f"ours_{prec}_notrim": [] for prec in variants})
     # Extra: ours with passive OpenMP waiting, in a child process (CPU only, fp32).
     child = None
     if not quick and not device.startswith("cuda"):
@@ -353,10 +358,10 @@ def run(cfg: dict) -> dict:
     for r, chunk in enumerate(rounds):
         fns = {}
         for prec, v in variants.items():
-            def ours(prec=prec, v=v, chunk=chunk, r=r, threads=None):
+            def ours(prec=prec, v=v, chunk=chunk, r=r, threads=None, trim=True):
                 ex = Extractor(v["detector"], v["embedder"], n_frames=n_frames,
-                               cache_dir=Path(tmp_root.name) / f"{prec}-{r}-{threads}",
-                               progress=False)
+                               cache_dir=Path(tmp_root.name) / f"{prec}-{r}-{threads}-{trim}",
+                               progress=False, trim_memory=trim)
                 prev = torch.get_num_threads()
                 if threads:
                     torch.set_num_threads(threads)
@@ -367,7 +372,7 @@ def run(cfg: dict) -> dict:
                 if rep.n_failed:
                     raise RuntimeError(f"extraction failed: {rep.failures}")
                 sync(device)
-                if threads is None:
+                if threads is None and trim:
                     for path in chunk["path"]:
                         results[prec]["ours"][path] = ex.cache.load(path)
 
@@ -379,6 +384,8 @@ def run(cfg: dict) -> dict:
             fns[f"ours_{prec}"] = ours
             if extra_t1:
                 fns[f"ours_{prec}_threads1"] = (lambda ours=ours: ours(threads=1))
+            if extra_notrim:
+                fns[f"ours_{prec}_notrim"] = (lambda ours=ours: ours(trim=False))
         if child is not None:
             fns["ours_fp32_passive"] = (lambda chunk=chunk, r=r: child.run(
                 list(chunk["path"]), n_frames, str(Path(tmp_root.name) / f"passive-{r}")))
