@@ -24,7 +24,8 @@ from deepmetric.faces import resolve_device
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["FaceEmbedder", "standardize_crops", "parse_tap", "pool_activations", "EMBEDDING"]
+__all__ = ["FaceEmbedder", "standardize_crops", "parse_tap", "pool_activations", "with_mirrors",
+           "mean_of_views", "EMBEDDING"]
 
 #: Name of the 512-d L2-normalised embedding in the dict :meth:`FaceEmbedder.embed` returns.
 EMBEDDING = "embedding"
@@ -36,6 +37,19 @@ def standardize_crops(crops: np.ndarray):
 
     x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
     return (x - 127.5) / 128.0
+
+
+def with_mirrors(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) crops → (2N, C, H, W): the crops, then their horizontal mirrors."""
+    import torch
+
+    return torch.cat([x, x.flip(-1)])
+
+
+def mean_of_views(v: torch.Tensor) -> torch.Tensor:
+    """(2N, ...) outputs of a :func:`with_mirrors` batch → (N, ...): the two views averaged."""
+    n = len(v) // 2
+    return (v[:n] + v[n:]) / 2
 
 
 def parse_tap(spec: str) -> tuple[str, int]:
@@ -222,17 +236,15 @@ class FaceEmbedder:
         try:
             with torch.inference_mode(), amp:
                 for i in range(0, len(crops), self.batch_size):
-                    c = crops[i:i + self.batch_size]
+                    x = standardize_crops(crops[i:i + self.batch_size]).to(dev)
                     if self.flip_average:
-                        c = np.concatenate([c, c[:, :, ::-1]])
-                    x = standardize_crops(c).to(dev)
+                        x = with_mirrors(x)
                     if self.channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
                     outs = {EMBEDDING: model(x).float()}
-                    outs.update((n, current.pop(n).float()) for n in names[1:])
+                    outs.update((n, current.pop(n)) for n in names[1:])
                     if self.flip_average:
-                        half = len(c) // 2
-                        outs = {n: (v[:half] + v[half:]) / 2 for n, v in outs.items()}
+                        outs = {n: mean_of_views(v) for n, v in outs.items()}
                     outs[EMBEDDING] = torch.nn.functional.normalize(outs[EMBEDDING], p=2, dim=1)
                     for n, v in outs.items():
                         taps[n].append(v.cpu().numpy())

@@ -54,9 +54,10 @@ Feature blocks
 ``embedding`` and tapped backbone layers (mean/std pooled over the map or a grid, as
 :mod:`deepmetric.embedder` computes them) are differentiable through hooks. When the
 embedder averages each crop with its mirror (``flip_average``), so does the scorer, and a
-Grad-CAM map is the sum of the two views' maps, the mirror's flipped back. ``spectrum`` (the crop's radial power
-spectrum) is computed by NumPy and held **constant**: no gradient flows through it, which
-the result says in ``constant_blocks``. Any other block raises ``NotImplementedError``.
+Grad-CAM map is the sum of the two views' maps, the mirror's flipped back. ``spectrum``
+(the crop's radial power spectrum) is computed by NumPy and held **constant**: no gradient
+flows through it, which the result says in ``constant_blocks``. Any other block raises
+``NotImplementedError``.
 
 Methods
 -------
@@ -81,7 +82,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from deepmetric.embedder import EMBEDDING, parse_tap, pool_activations, standardize_crops
+from deepmetric.embedder import (EMBEDDING, mean_of_views, parse_tap, pool_activations,
+                                 standardize_crops, with_mirrors)
 
 __all__ = ["METHODS", "DEFAULT_LAYER", "FakeScorer", "fake_scorer", "explain_crops",
            "explain_arrays", "explain_item", "overlay", "randomized_copy"]
@@ -160,12 +162,11 @@ class FakeScorer(torch.nn.Module):
         :class:`~deepmetric.embedder.FaceEmbedder` does), and a captured map holds both
         views: (2N, C, H, W), mirrors second.
         """
-        n = len(x)
         modules = [parse_tap(b)[0] for b in self.taps]
         acts = self._forward(x, list(dict.fromkeys([*modules, *capture])))
 
         def views(v: torch.Tensor) -> torch.Tensor:
-            return (v[:n] + v[n:]) / 2 if self.flip_average else v
+            return mean_of_views(v) if self.flip_average else v
 
         emb = F.normalize(views(acts[EMBEDDING]), p=2, dim=1)
         parts = []
@@ -245,7 +246,7 @@ class FakeScorer(torch.nn.Module):
                 raise ValueError(f"unknown FaceNet layer in {names}; top-level blocks are "
                                  f"{top}") from None
             if self.flip_average:
-                x = torch.cat([x, x.flip(-1)])
+                x = with_mirrors(x)
             try:
                 store[EMBEDDING] = self.facenet(x).float()
             finally:
