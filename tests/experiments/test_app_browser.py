@@ -118,7 +118,10 @@ def test_upload_verdict_report_in_chromium(server, model_path, faces_dir):
             page = browser.new_page(viewport={"width": 1150, "height": 900})
             page.goto(url, wait_until="domcontentloaded")
             page.locator("#upload input[type=file]").set_input_files(str(image))
-            expect(page.locator("#upload")).to_contain_text("1.jpg", timeout=20_000)
+            # the uploaded file's row, by its accessible name: Gradio renders the stem and
+            # the extension in separate spans, so the block's text may read "1 .jpg"
+            expect(page.locator("#upload").get_by_role("cell", name="1.jpg", exact=True)
+                   ).to_be_visible(timeout=20_000)
             page.locator("#analyze").click()
             verdict = page.locator("#verdict")
             expect(verdict).to_contain_text("P(fake) =", timeout=90_000)
