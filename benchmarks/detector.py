@@ -8,6 +8,9 @@ change what it computes, in interleaved rounds (order rotated each round):
 * ``threads=1``: the same detector under ``torch.set_num_threads(1)``;
 * ``NumPy batch (before)``: the frames handed to MTCNN as one stacked NumPy array, as
   before the default switched to an NCHW-laid-out tensor (``deepmetric.faces._nchw_backed``);
+* ``per-box crops (before)``: ``FaceDetector(batched_crops=False)``, facenet-pytorch's own
+  ``MTCNN.detect``, which resizes each candidate box for R-/O-Net in its own call (the default
+  resizes them all at once, exactly, ``deepmetric.mtcnn``);
 * ``contiguous nets``: ``FaceDetector(channels_last=False)``, P-/R-/O-Net weights left
   contiguous (the default converts them to ``torch.channels_last``);
 * ``batch_size=8``: MTCNN calls over 8 frames instead of 32;
@@ -19,8 +22,9 @@ must stay equal (max abs difference reported).
 
 A micro-benchmark then times what facenet-pytorch's ``detect_face`` does once per
 candidate box before R-Net and O-Net (``imresample``: ``interpolate(mode="area")`` of one
-crop) against ``cv2.resize(INTER_AREA)`` of the same crop and against one batched
-``torchvision.ops.roi_align`` call for all boxes.
+crop) against ``cv2.resize(INTER_AREA)`` of the same crop, against one batched
+``torchvision.ops.roi_align`` call for all boxes, and against ``deepmetric.mtcnn``'s exact
+batched resize (summed-area table of the frame, then one gather for all boxes).
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ def run(cfg: dict) -> dict:
         "default": (default, None, False),
         "threads=1": (default, 1, False),
         "NumPy batch (before)": (default, None, True),
+        "per-box crops (before)": (FaceDetector(device=device, batched_crops=False), None,
+                                   False),
         "contiguous nets": (FaceDetector(device=device, channels_last=False), None, False),
         "batch_size=8": (FaceDetector(device=device, batch_size=8), None, False),
         "max_side=480 (changes output)": (FaceDetector(device=device, max_side=480), None,
@@ -117,6 +123,8 @@ def _resample_micro(clips, det, reps: int) -> list[dict]:
     from facenet_pytorch.models.utils.detect_face import imresample
     from torchvision.ops import roi_align
 
+    from deepmetric.mtcnn import resample_boxes, summed_area_table
+
     frame = clips[0][0]
     h, w = frame.shape[:2]
     img = torch.as_tensor(frame).permute(2, 0, 1).unsqueeze(0).float()
@@ -142,9 +150,20 @@ def _resample_micro(clips, det, reps: int) -> list[dict]:
             return roi_align(img, rois, (out, out), spatial_scale=1.0, sampling_ratio=2,
                              aligned=True)
 
+        frame8 = torch.as_tensor(frame)[None]
+        y0 = torch.tensor([b[1] for b in boxes])
+        x0 = torch.tensor([b[0] for b in boxes])
+        hk = torch.tensor([b[3] - b[1] for b in boxes])
+        wk = torch.tensor([b[2] - b[0] for b in boxes])
+        inds = torch.zeros(n_boxes, dtype=torch.int64)
+
+        def batched_exact():
+            return resample_boxes(summed_area_table(frame8), inds, y0, x0, hk, wk, out)
+
         fns = {"imresample per box (facenet-pytorch)": per_box_torch,
                "cv2.resize INTER_AREA per box": per_box_cv2,
-               "roi_align, one batched call": batched_roi_align}
+               "roi_align, one batched call": batched_roi_align,
+               "summed-area table + one gather (deepmetric.mtcnn)": batched_exact}
         for f in fns.values():
             f()
         t = interleave(fns, max(3, reps))
@@ -153,7 +172,9 @@ def _resample_micro(clips, det, reps: int) -> list[dict]:
         ra = batched_roi_align()
         errs = {"imresample per box (facenet-pytorch)": 0.0,
                 "cv2.resize INTER_AREA per box": float((cv - ref).abs().mean()),
-                "roi_align, one batched call": float((ra - ref).abs().mean())}
+                "roi_align, one batched call": float((ra - ref).abs().mean()),
+                "summed-area table + one gather (deepmetric.mtcnn)":
+                    float((batched_exact() - ref).abs().mean())}
         base = median(t["imresample per box (facenet-pytorch)"])
         for k, ts in t.items():
             rows.append({"crop": f"{out}x{out}", "boxes": n_boxes, "method": k,

@@ -14,10 +14,13 @@ The clips are split into rounds of 2 clips (so the prefetch thread still overlap
 with compute inside a round, while rounds stay short enough for both pipelines of a round
 to see the same load on a shared machine); in each round every pipeline processes the same
 clips, the order rotating from round to round, and the per-round speed-up
-``t_naive / t_ours`` is recorded; the headline is the median over rounds. Both produce faces that are then compared: boxes (IoU) on frames
-where both found a face, and embeddings of the *same* (naive) crops through both embedders.
+``t_naive / t_ours`` is recorded; the headline is the median over rounds. Both produce
+faces that are then compared: boxes (IoU) on frames where both found a face, and embeddings
+of the *same* (naive) crops through both embedders.
 
-Extra rows (not the headline): ours with one torch thread, and ours in a child process
+Extra rows (not the headline): ours with one torch thread; ours with facenet-pytorch's own
+MTCNN cascade, one resize call per candidate box (``FaceDetector(batched_crops=False)``, the
+price of not batching them); and ours in a child process
 started with ``OMP_WAIT_POLICY=PASSIVE`` (OpenMP reads it only at start-up, so it needs its
 own process; the child loads the models once and waits on stdin between rounds). With the
 default policy torch's idle OpenMP threads spin, taking CPU from the decode-prefetch thread;
@@ -48,7 +51,8 @@ NAME = "extraction"
 GOAL = 3.0
 #: Extra rows (not the headline): key suffix in ``times``, pipeline label, metric label.
 EXTRAS = (("threads1", "ours, torch.set_num_threads(1)", "ours with 1 torch thread"),
-          ("notrim", "ours, Extractor(trim_memory=False)", "ours without malloc_trim"),
+          ("perbox", "ours, FaceDetector(batched_crops=False)",
+           "ours with facenet-pytorch's per-box crops"),
           ("passive", "ours, child process with OMP_WAIT_POLICY=PASSIVE",
            "ours with OMP_WAIT_POLICY=PASSIVE"))
 
@@ -236,12 +240,19 @@ def _mtcnn_split(stats: pstats.Stats) -> dict[str, tuple[float, int]]:
     for cls in ("PNet", "RNet", "ONet"):
         line = inspect.getsourcelines(getattr(m, cls).forward)[1]
         out[f"{cls}.forward"] = _cum(stats, "mtcnn.py", "forward", line)
-    out["imresample (pyramid levels + one call per 24/48 box)"] = _cum(
+    out["imresample (pyramid levels; facenet-pytorch: + one call per 24/48 box)"] = _cum(
         stats, "detect_face.py", "imresample")
+    sat = _cum(stats, "deepmetric/mtcnn.py", "summed_area_table")
+    boxes = _cum(stats, "deepmetric/mtcnn.py", "resample_boxes")
+    out["24/48 boxes batched (deepmetric.mtcnn: summed-area table + gathers)"] = (
+        sat[0] + boxes[0], sat[1] + boxes[1])
     out["batched_nms (torchvision)"] = _cum(stats, "boxes.py", "batched_nms")
     out["batched_nms_numpy (O-net)"] = _cum(stats, "detect_face.py", "batched_nms_numpy")
     out["generateBoundingBox"] = _cum(stats, "detect_face.py", "generateBoundingBox")
-    out["detect_face total"] = _cum(stats, "detect_face.py", "detect_face")
+    fp_total = _cum(stats, "detect_face.py", "detect_face")
+    ours_total = _cum(stats, "deepmetric/mtcnn.py", "detect_faces")
+    out["cascade total (detect_face / deepmetric.mtcnn.detect_faces)"] = (
+        fp_total[0] + ours_total[0], fp_total[1] + ours_total[1])
     return out
 
 
@@ -346,10 +357,15 @@ def run(cfg: dict) -> dict:
     n_faces = {k: 0 for k in times}  # the extras process the same clips as "ours"
     if extra_t1:
         times.update({f"ours_{prec}_threads1": [] for prec in variants})
-    # Extra: ours without handing freed heap memory back after each clip (its price).
-    extra_notrim = not quick
-    if extra_notrim:
-        times.update({f"ours_{prec}_notrim": [] for prec in variants})
+    # Extra: ours with facenet-pytorch's own cascade (one resize call per candidate box),
+    # i.e. without deepmetric.mtcnn's batched crops (their gain).
+    extra_perbox = not quick
+    if extra_perbox:
+        times.update({f"ours_{prec}_perbox": [] for prec in variants})
+        for v in variants.values():
+            d = v["detector"]
+            v["perbox"] = FaceDetector(device=device, batched_crops=False)
+            v["perbox"]._mtcnn = d.mtcnn  # the same networks
     # Extra: ours with passive OpenMP waiting, in a child process (CPU only, fp32).
     child = None
     if not quick and not device.startswith("cuda"):
@@ -358,10 +374,11 @@ def run(cfg: dict) -> dict:
     for r, chunk in enumerate(rounds):
         fns = {}
         for prec, v in variants.items():
-            def ours(prec=prec, v=v, chunk=chunk, r=r, threads=None, trim=True):
-                ex = Extractor(v["detector"], v["embedder"], n_frames=n_frames,
-                               cache_dir=Path(tmp_root.name) / f"{prec}-{r}-{threads}-{trim}",
-                               progress=False, trim_memory=trim)
+            def ours(prec=prec, v=v, chunk=chunk, r=r, threads=None, detector="detector"):
+                ex = Extractor(v[detector], v["embedder"], n_frames=n_frames,
+                               cache_dir=Path(tmp_root.name) / f"{prec}-{r}-{threads}-"
+                                                                f"{detector}",
+                               progress=False)
                 prev = torch.get_num_threads()
                 if threads:
                     torch.set_num_threads(threads)
@@ -372,7 +389,7 @@ def run(cfg: dict) -> dict:
                 if rep.n_failed:
                     raise RuntimeError(f"extraction failed: {rep.failures}")
                 sync(device)
-                if threads is None and trim:
+                if threads is None and detector == "detector":
                     for path in chunk["path"]:
                         results[prec]["ours"][path] = ex.cache.load(path)
 
@@ -384,8 +401,8 @@ def run(cfg: dict) -> dict:
             fns[f"ours_{prec}"] = ours
             if extra_t1:
                 fns[f"ours_{prec}_threads1"] = (lambda ours=ours: ours(threads=1))
-            if extra_notrim:
-                fns[f"ours_{prec}_notrim"] = (lambda ours=ours: ours(trim=False))
+            if extra_perbox:
+                fns[f"ours_{prec}_perbox"] = (lambda ours=ours: ours(detector="perbox"))
         if child is not None:
             fns["ours_fp32_passive"] = (lambda chunk=chunk, r=r: child.run(
                 list(chunk["path"]), n_frames, str(Path(tmp_root.name) / f"passive-{r}")))
