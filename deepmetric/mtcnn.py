@@ -1,39 +1,40 @@
-"""MTCNN's cascade with every candidate box resized in one batched step (same output).
+"""MTCNN's cascade with every resize read off one summed-area table (same output).
 
 facenet-pytorch's ``detect_face`` resizes each candidate box for R-Net (24×24) and O-Net
 (48×48) in its own ``interpolate(mode="area")`` call: about 1,700 calls per 25-frame clip,
 the largest part of detection time on a CPU and thousands of tiny kernel launches on a GPU.
 An area resize is a mean over rectangular windows, and for integer-valued pixels (uint8
-frames) a summed-area table gives every window's sum exactly, for all boxes at once
-(:func:`resample_boxes`). :func:`detect_faces` is ``detect_face``'s cascade with its two
-per-box loops replaced by that step; the networks, thresholds, image pyramid, NMS, box
-regression and helpers are facenet-pytorch's own. Boxes, scores and landmarks are the ones
-facenet-pytorch computes (``tests/test_mtcnn.py`` checks this on real frames).
+frames) a summed-area table gives every window's sum exactly. :func:`detect_faces` is
+``detect_face``'s cascade with its resizes (the P-Net image pyramid,
+:func:`resample_images`, and the two per-box loops, :func:`resample_boxes`) read off one
+table per batch; the networks, thresholds, NMS, box regression and helpers are
+facenet-pytorch's own. Boxes, scores and landmarks are the ones facenet-pytorch computes,
+bit for bit (``tests/test_mtcnn.py`` checks this on real frames).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["detect_faces", "resample_boxes", "summed_area_table"]
+__all__ = ["detect_faces", "resample_boxes", "resample_images", "summed_area_table"]
 
-#: Boxes resized per gather (bounds the temporary memory of :func:`resample_boxes`).
-CHUNK = 1024
+#: Table entries gathered at once (bounds the temporary memory of the resizes).
+CHUNK = 1 << 22
 
 
 def summed_area_table(images):
-    """Integral image of uint8 images, channels last.
+    """Integral image of uint8 images, one plane per channel.
 
     Parameters
     ----------
     images : torch.Tensor
-        uint8 (N, H, W, C).
+        uint8 (N, H, W, C); fastest when its permuted (N, C, H, W) form is contiguous.
 
     Returns
     -------
     torch.Tensor
-        int32 (int64 when a plane's sum could overflow int32) (N, H + 1, W + 1, C),
-        contiguous, with ``S[n, i, j, c] = images[n, :i, :j, c].sum()``; on the CPU from
+        int32 (int64 when a plane's sum could overflow int32) (N, C, H + 1, W + 1),
+        contiguous, with ``S[n, c, i, j] = images[n, :i, :j, c].sum()``; on the CPU from
         OpenCV's ``cv2.integral``, elsewhere from ``torch.cumsum``.
     """
     import torch
@@ -43,13 +44,16 @@ def summed_area_table(images):
                         f"{tuple(images.shape)}")
     n, h, w, c = images.shape
     small = 255 * h * w < 2**31
-    if images.device.type == "cpu" and small and c <= 4:
-        import cv2
+    if images.device.type != "cpu" or not small:
+        return _cumsum_table(images, torch.int32 if small else torch.int64)
+    import cv2
 
-        return torch.from_numpy(np.stack([cv2.integral(np.ascontiguousarray(im))
-                                          .reshape(h + 1, w + 1, c)
-                                          for im in images.numpy()]))
-    return _cumsum_table(images, torch.int32 if small else torch.int64)
+    sat = np.empty((n, c, h + 1, w + 1), np.int32)
+    planes = images.permute(0, 3, 1, 2).numpy()
+    for i in range(n):
+        for j in range(c):
+            cv2.integral(np.ascontiguousarray(planes[i, j]), sum=sat[i, j])
+    return torch.from_numpy(sat)
 
 
 def _cumsum_table(images, dtype):
@@ -57,8 +61,8 @@ def _cumsum_table(images, dtype):
     import torch
 
     n, h, w, c = images.shape
-    sat = torch.zeros((n, h + 1, w + 1, c), dtype=dtype, device=images.device)
-    sat[:, 1:, 1:] = images.cumsum(1, dtype=dtype).cumsum(2, dtype=dtype)
+    sat = torch.zeros((n, c, h + 1, w + 1), dtype=dtype, device=images.device)
+    sat[:, :, 1:, 1:] = images.permute(0, 3, 1, 2).cumsum(2, dtype=dtype).cumsum(3, dtype=dtype)
     return sat
 
 
@@ -74,7 +78,7 @@ def resample_boxes(sat, inds, y0, x0, hk, wk, size: int, dtype=None):
     Parameters
     ----------
     sat : torch.Tensor
-        (N, H + 1, W + 1, C) contiguous integer summed-area table
+        (N, C, H + 1, W + 1) contiguous integer summed-area table
         (:func:`summed_area_table`).
     inds : torch.Tensor
         int64 (K,) image index of each window.
@@ -92,40 +96,77 @@ def resample_boxes(sat, inds, y0, x0, hk, wk, size: int, dtype=None):
     torch.Tensor
         (K, C, size, size) window means.
     """
+    ya, yb = _edges(y0, hk, size)
+    xa, xb = _edges(x0, wk, size)
+    return _window_means(sat, inds, ya, yb, xa, xb, dtype)
+
+
+def resample_images(sat, height: int, width: int, dtype=None):
+    """Area-resize whole images (``interpolate(..., mode="area")``), exactly, from the table.
+
+    Parameters
+    ----------
+    sat : torch.Tensor
+        (N, C, H + 1, W + 1) contiguous integer summed-area table.
+    height, width : int
+        Output size.
+    dtype : torch.dtype, optional
+        Output dtype (default float32).
+
+    Returns
+    -------
+    torch.Tensor
+        (N, C, height, width).
+    """
     import torch
 
     dtype = dtype or torch.float32
-    _, hp, wp, c = sat.shape
-    flat = sat.view(-1, c)
-    k = len(inds)
-    out = torch.empty((k, c, size, size), dtype=dtype, device=sat.device)
-    a = torch.arange(size, device=sat.device)
-    for s in range(0, k, CHUNK):
-        sl = slice(s, s + CHUNK)
-        ya, yb = _edges(y0[sl], hk[sl], a, size)
-        xa, xb = _edges(x0[sl], wk[sl], a, size)
-        rows = inds[sl][:, None, None] * hp
-        m = len(ya)
-
-        def at(r, col):  # (m, size, size, C): table entries at rows r x columns col
-            idx = ((rows + r[:, :, None]) * wp + col[:, None, :]).reshape(-1)
-            return flat.index_select(0, idx).view(m, size, size, c)
-
-        tot = at(yb, xb) - at(ya, xb) - at(yb, xa) + at(ya, xa)
-        kh = (yb - ya).to(dtype)[:, None, :, None]
-        kw = (xb - xa).to(dtype)[:, None, None, :]
-        out[sl] = tot.permute(0, 3, 1, 2).to(dtype) / kh / kw
-    return out
+    n, _, hp, wp = sat.shape
+    one = torch.zeros(1, dtype=torch.int64, device=sat.device)
+    ya, yb = (e[0] for e in _edges(one, one + hp - 1, height))
+    xa, xb = (e[0] for e in _edges(one, one + wp - 1, width))
+    # the windows form a grid: difference the table's rows, then its columns
+    rows = sat.index_select(2, yb) - sat.index_select(2, ya)
+    tot = rows.index_select(3, xb) - rows.index_select(3, xa)
+    return tot.to(dtype) / (yb - ya).to(dtype)[:, None] / (xb - xa).to(dtype)
 
 
-def _edges(start, length, a, size: int):
-    """Window cell edges: ``start + floor(a·L/size)``, ``start + ceil((a+1)·L/size)``."""
+def _edges(start, length, size: int):
+    """(K, size) window cell edges: ``start + floor(a·L/size)``, ``start +
+    ceil((a+1)·L/size)`` for ``a = 0 .. size-1``."""
     import torch
 
+    a = torch.arange(size, device=start.device)
     lo = start[:, None] + torch.div(a * length[:, None], size, rounding_mode="floor")
     hi = start[:, None] + torch.div((a + 1) * length[:, None] + size - 1, size,
                                     rounding_mode="floor")
     return lo, hi
+
+
+def _window_means(sat, inds, ya, yb, xa, xb, dtype=None):
+    """(K, C, oh, ow) means of the windows rows ``ya..yb`` x columns ``xa..xb`` (exclusive
+    ends; (K, oh) and (K, ow)) of images ``inds``, as ``sum / kh / kw``."""
+    import torch
+
+    dtype = dtype or torch.float32
+    n, c, hp, wp = sat.shape
+    flat = sat.view(-1)
+    k, oh, ow = len(inds), ya.shape[1], xa.shape[1]
+    out = torch.empty((k, c, oh, ow), dtype=dtype, device=sat.device)
+    chan = (torch.arange(c, device=sat.device) * (hp * wp))[None, :, None, None]
+    step = max(1, CHUNK // (c * oh * ow))
+    for s in range(0, k, step):
+        sl = slice(s, s + step)
+        base = (inds[sl] * (c * hp * wp))[:, None, None, None] + chan
+
+        def at(r, col):  # table entries at rows r x columns col: (m, C, oh, ow)
+            return flat.take(base + (r * wp)[:, None, :, None] + col[:, None, None, :])
+
+        tot = at(yb[sl], xb[sl]) - at(ya[sl], xb[sl]) - at(yb[sl], xa[sl]) + at(ya[sl], xa[sl])
+        kh = (yb[sl] - ya[sl]).to(dtype)[:, None, :, None]
+        kw = (xb[sl] - xa[sl]).to(dtype)[:, None, None, :]
+        out[sl] = tot.to(dtype) / kh / kw
+    return out
 
 
 def detect_faces(mtcnn, images) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -159,10 +200,8 @@ def detect_faces(mtcnn, images) -> list[tuple[np.ndarray, np.ndarray, np.ndarray
     pnet, rnet, onet = mtcnn.pnet, mtcnn.rnet, mtcnn.onet
     threshold = mtcnn.thresholds
     dtype = next(pnet.parameters()).dtype
-    planes = imgs.permute(0, 3, 1, 2)
-    x = planes.type(dtype)
-    n_images, _, h, w = x.shape
-    sat = None
+    n_images, h, w, _ = imgs.shape
+    sat = summed_area_table(imgs)  # every resize below is read off this table
 
     with torch.no_grad():
         # Stage 1: P-Net over the image pyramid (as detect_face).
@@ -175,7 +214,7 @@ def detect_faces(mtcnn, images) -> list[tuple[np.ndarray, np.ndarray, np.ndarray
             minl *= mtcnn.factor
         boxes, image_inds, picks, offset = [], [], [], 0
         for scale in scales:
-            im = fp.imresample(x, (int(h * scale + 1), int(w * scale + 1)))
+            im = resample_images(sat, int(h * scale + 1), int(w * scale + 1), dtype)
             reg, probs = pnet((im - 127.5) * 0.0078125)
             b, i = fp.generateBoundingBox(reg, probs[:, 1], scale, threshold[0])
             boxes.append(b)
@@ -196,7 +235,6 @@ def detect_faces(mtcnn, images) -> list[tuple[np.ndarray, np.ndarray, np.ndarray
 
         # Stage 2: R-Net on 24x24 candidates.
         if len(boxes):
-            sat = summed_area_table(imgs)
             boxes, image_inds, im = _candidates(sat, boxes, image_inds, w, h, 24, dtype)
             out = fp.fixed_batch_process((im - 127.5) * 0.0078125, rnet)
             score = out[1][:, 1]

@@ -8,7 +8,8 @@ import torch
 
 from deepmetric.faces import FaceDetector, _nchw_backed
 from deepmetric.frames import read_frames, read_image
-from deepmetric.mtcnn import _cumsum_table, detect_faces, resample_boxes, summed_area_table
+from deepmetric.mtcnn import (_cumsum_table, detect_faces, resample_boxes, resample_images,
+                              summed_area_table)
 
 
 def _real_frame(ffpp_dir) -> np.ndarray:
@@ -45,13 +46,27 @@ def test_resample_boxes_is_bitwise_facenet_imresample(ffpp_dir, size):
     assert torch.equal(got, want)
 
 
+def test_resample_images_is_bitwise_the_pyramid_resize(ffpp_dir):
+    """MTCNN's image pyramid (``interpolate(mode="area")`` of whole frames), as P-Net gets it."""
+    from facenet_pytorch.models.utils.detect_face import imresample
+
+    frames = np.stack([_real_frame(ffpp_dir), _real_frame(ffpp_dir)[:, ::-1].copy()])
+    h, w = frames.shape[1:3]
+    sat = summed_area_table(torch.from_numpy(frames))
+    planes = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    for scale in (0.3, 0.3 * 0.709, 0.05, 1.7):  # pyramid levels, a tiny one, an upscale
+        size = (int(h * scale + 1), int(w * scale + 1))
+        assert torch.equal(resample_images(sat, *size), imresample(planes, size)), scale
+
+
 def test_summed_area_table_matches_cumsum_and_box_sums(ffpp_dir):
     frame = torch.from_numpy(_real_frame(ffpp_dir))[None]
     sat = summed_area_table(frame)  # OpenCV on the CPU
     h, w = frame.shape[1:3]
-    assert sat.dtype == torch.int32 and sat.shape == (1, h + 1, w + 1, 3)
+    assert sat.dtype == torch.int32 and sat.shape == (1, 3, h + 1, w + 1)
     assert torch.equal(sat, _cumsum_table(frame, torch.int32))  # the other devices' path
-    assert torch.equal(sat[0, 100, 200], frame[0, :100, :200].sum((0, 1), dtype=torch.int32))
+    assert torch.equal(sat[0, :, 100, 200], frame[0, :100, :200].sum((0, 1), dtype=torch.int32))
+    assert torch.equal(summed_area_table(_nchw_backed([frame[0].numpy()])), sat)
     with pytest.raises(TypeError, match="uint8"):
         summed_area_table(frame.float())
 
