@@ -3,7 +3,8 @@
 Stages (one module each): ``items`` (manifest) → ``frames`` → ``faces`` (MTCNN) →
 ``embedder`` (FaceNet) → ``cache``/``extract`` → ``projector`` (semi-hard triplet head,
 ``mining``) → scikit-learn heads → ``scoring`` (frame → video) → ``metrics``/``plots``;
-``splits`` and ``evaluation`` keep identities on one side of every split.
+``splits`` and ``evaluation`` keep identities on one side of every split; ``temporal``
+pools a clip's frame features into one video-level row.
 
 Importing the package is cheap: names below are imported on first use.
 """
@@ -29,10 +30,11 @@ _EXPORTS = {
     "frame_scores": "scoring", "aggregate_scores": "scoring",
     "binary_metrics": "metrics", "frame_and_video_metrics": "metrics",
     "grouped_kfold": "splits", "grouped_train_test_split": "splits",
+    "pool_frames": "temporal",
     "cross_validate": "evaluation", "fit_pipeline": "evaluation",
     "plot_roc": "plots", "plot_embedding_scatter": "plots",
     # fitted models
-    "DeepfakeModel": "model", "NoFaceError": "model",
+    "DeepfakeModel": "model", "NoFaceError": "model", "TooFewFramesError": "model",
     # self-blended images
     "self_blend": "blend",
 }
@@ -68,10 +70,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from deepmetric.items import ManifestError, manifest_from_paths, validate_manifest  # noqa
     from deepmetric.metrics import binary_metrics, frame_and_video_metrics  # noqa: F401
     from deepmetric.mining import SemiHardTripletLoss  # noqa: F401
-    from deepmetric.model import DeepfakeModel, NoFaceError  # noqa: F401
+    from deepmetric.model import DeepfakeModel, NoFaceError, TooFewFramesError  # noqa: F401
     from deepmetric.plots import plot_embedding_scatter, plot_roc  # noqa: F401
     from deepmetric.projector import TripletProjector  # noqa: F401
     from deepmetric.scoring import aggregate_scores, frame_scores  # noqa: F401
     from deepmetric.spectrum import radial_spectrum  # noqa: F401
     from deepmetric.splits import grouped_kfold, grouped_train_test_split  # noqa: F401
+    from deepmetric.temporal import pool_frames  # noqa: F401
     from deepmetric.weights import load_facenet, resolve_weights  # noqa: F401

@@ -309,6 +309,13 @@ def _linear_link(head: Any) -> str | None:
     return None                     # e.g. Platt-calibrated: not reproduced
 
 
+def _require_frame_level(model: Any) -> None:
+    if getattr(model, "temporal", ()):
+        raise NotImplementedError(
+            f"the model scores whole clips from per-video statistics of their frames "
+            f"(temporal={list(model.temporal)}); heat maps need a frame-level model")
+
+
 def fake_scorer(model: Any, reference: Any = None, probe_features: np.ndarray | None = None,
                 random_state: int = 0) -> FakeScorer:
     """Build the differentiable score of a fitted model (see the module docstring).
@@ -340,6 +347,7 @@ def fake_scorer(model: Any, reference: Any = None, probe_features: np.ndarray | 
     """
     from sklearn.utils.validation import check_is_fitted
 
+    _require_frame_level(model)
     steps = _steps(model.pipeline)
     *trans, (hname, head) = steps
     check_is_fitted(head)
@@ -626,6 +634,7 @@ def explain_arrays(model: Any, arrays: dict, n_frames: int = 3, method: str = "g
     """
     from deepmetric.model import NoFaceError
 
+    _require_frame_level(model)
     if "crops" not in arrays:
         raise ValueError(f"{name}: arrays have no 'crops'; extract with save_crops=True")
     scored = scored if scored is not None else model.score_arrays(arrays, name)

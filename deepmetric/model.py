@@ -17,12 +17,17 @@ import pandas as pd
 
 from deepmetric.extract import Extractor
 from deepmetric.scoring import aggregate_scores, frame_scores
+from deepmetric.temporal import pool_frames
 
-__all__ = ["DeepfakeModel", "NoFaceError"]
+__all__ = ["DeepfakeModel", "NoFaceError", "TooFewFramesError"]
 
 
 class NoFaceError(ValueError):
     """No face was found in any sampled frame of the file (named in the message)."""
+
+
+class TooFewFramesError(ValueError):
+    """A video-level (temporal) model got too few frames with a face (e.g. an image)."""
 
 
 class DeepfakeModel:
@@ -35,7 +40,7 @@ class DeepfakeModel:
         predicting single files).
     pipeline : sklearn estimator
         Fitted frame-level pipeline (projector + head) with ``predict_proba`` or
-        ``decision_function``.
+        ``decision_function``; a video-level one when ``temporal`` is given.
     blocks : sequence of str
         Feature blocks the pipeline was fitted on, in order.
     how : {"mean", "median", "topk"}
@@ -44,20 +49,29 @@ class DeepfakeModel:
         For ``how="topk"``.
     threshold : float
         Video score at or above which the verdict is "fake".
+    temporal : sequence of str
+        Empty: frame-level pipeline, video score aggregated by ``how``. Else the statistics
+        the pipeline's video-level rows were pooled with (:func:`deepmetric.temporal.
+        pool_frames`): the clip's frames are pooled the same way and scored once; there are
+        no per-frame scores (``frame_scores["score"]`` is NaN).
     info : dict, optional
         Free-form provenance (training data, config, metrics, version).
     """
 
     def __init__(self, extractor: Extractor, pipeline: Any,
                  blocks: Sequence[str] = ("embedding",), how: str = "mean", k: int = 5,
-                 threshold: float = 0.5, info: dict | None = None):
+                 threshold: float = 0.5, temporal: Sequence[str] = (),
+                 info: dict | None = None):
         self.extractor = extractor
         self.pipeline = pipeline
         self.blocks = list(blocks)
         self.how = how
         self.k = k
         self.threshold = threshold
+        self.temporal = list(temporal)
         self.info = dict(info or {})
+
+    temporal: Sequence[str] = ()  # class default: models pickled before the option existed
 
     @property
     def version(self) -> str:
@@ -76,10 +90,21 @@ class DeepfakeModel:
             raise NoFaceError(f"{name}: no face found in any of the "
                               f"{len(arrays['found'])} sampled frame(s)")
         X, idx = self.features_of(arrays)
-        s = frame_scores(self.pipeline, X)
-        video = aggregate_scores(s, np.zeros(len(s), np.int64), how=self.how,  # type: ignore
-                                 k=self.k)
-        score = float(video["score"].iloc[0])
+        if self.temporal and len(X) < 2:
+            raise TooFewFramesError(
+                f"{name}: this model scores clips by how their frames vary "
+                f"(temporal={list(self.temporal)}) and needs faces in at least 2 frames; "
+                f"found {len(X)}. Single images need a frame-level model.")
+        if self.temporal:
+            V, _ = pool_frames(X, pd.DataFrame({"video_id": np.zeros(len(X), np.int64)}),
+                               self.temporal)
+            score = float(frame_scores(self.pipeline, V)[0])
+            s = np.full(len(X), np.nan)
+        else:
+            s = frame_scores(self.pipeline, X)
+            video = aggregate_scores(s, np.zeros(len(s), np.int64),  # type: ignore[arg-type]
+                                     how=self.how, k=self.k)
+            score = float(video["score"].iloc[0])
         found = arrays["found"].astype(bool)
         return {"score": score, "verdict": "fake" if score >= self.threshold else "real",
                 "n_frames": int(len(found)), "n_faces": int(found.sum()),

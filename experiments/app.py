@@ -82,7 +82,8 @@ class Analysis:
     frame_scores: Any = None          # pandas.DataFrame: frame_index, score, prob
     frames: list = field(default_factory=list)
     explanation: dict = field(default_factory=dict)
-    error: str | None = None          # "too_large", "unsupported", "unreadable", "no_face"
+    error: str | None = None          # "too_large", "unsupported", "unreadable", "no_face",
+                                      # "too_few_frames"
 
 
 class DetectorApp:
@@ -138,7 +139,7 @@ class DetectorApp:
 
         from deepmetric.explain import explain_arrays
         from deepmetric.frames import MediaError
-        from deepmetric.model import NoFaceError
+        from deepmetric.model import NoFaceError, TooFewFramesError
         from deepmetric.reports import file_sha256
 
         t0 = time.perf_counter()
@@ -186,6 +187,11 @@ class DetectorApp:
                                        f"image or clip where a face is clearly visible "
                                        f"(frontal, at least about 40 pixels wide).", name,
                                 sha256=sha, n_frames=n, error="no_face")
+            except TooFewFramesError as exc:
+                why = str(exc).replace(str(path), name)
+                return Analysis(False, f"**Cannot score {shown} with this model**: {_md(why)}",
+                                name, sha256=sha, n_frames=int(len(arrays["found"])),
+                                error="too_few_frames")
             except Exception as exc:  # noqa: BLE001 — shown to the user, logged in full
                 log.exception("analysis of %s failed", sha[:12])
                 return Analysis(False, f"**Unexpected error** while analysing {shown} "

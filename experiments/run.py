@@ -32,6 +32,7 @@ from deepmetric.extract import FrameFeatures
 from deepmetric.items import add_self_blended
 from deepmetric.metrics import frame_and_video_metrics
 from deepmetric.model import DeepfakeModel
+from deepmetric.temporal import pool_frames
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,10 @@ def run(cfg: DictConfig) -> dict:
         items = add_self_blended(items, int(sbi.get("copies", 0)), only=bool(sbi.get("only")))
     feats, rep = _features(extractor, items, blocks, out, "data")
     X, frames = feats.X, feats.frames
+    n_frames = len(frames)
+    temporal = [str(s) for s in (cfg.get("temporal") or {}).get("stats") or []]
+    if temporal:  # a video-level model: one row of frame statistics per clip
+        X, frames = pool_frames(X, frames, temporal)
     pipelines = pipeline_specs(cfg)
     how, k = str(cfg.aggregate.how), int(cfg.aggregate.k)
 
@@ -140,6 +145,9 @@ def run(cfg: DictConfig) -> dict:
             res = {"protocol": f"identity-grouped {cfg.cv.n_splits}-fold CV (mean over folds)",
                    "test": mean, "test_std": std, "folds": cv.folds,
                    "per_method": cv.per_method}
+        if temporal:
+            res["protocol"] += f"; video-level model on per-clip {temporal} of frame features"
+            _no_frame_level(res)
         res["seconds"] = round(time.perf_counter() - tp, 2)
         results[name] = res
         scored[name] = (fdf.assign(pipeline=name), vdf.assign(pipeline=name))
@@ -148,6 +156,7 @@ def run(cfg: DictConfig) -> dict:
 
     # Fit every pipeline on all of `data` for the saved model and cross-dataset evaluation.
     cross: dict[str, dict] = {}
+    cross_skipped = None
     fitted: dict[str, Any] = {}
     eval_items = None
     if cfg.get("eval_data") or cfg.save_model:
@@ -157,11 +166,25 @@ def run(cfg: DictConfig) -> dict:
     if cfg.get("eval_data"):
         eval_items = _load_items(cfg.eval_data, "eval_data")
         efeats, erep = _features(extractor, eval_items, blocks, out, "eval")
-        for name, est in fitted.items():
-            fdf, vdf = score_frames(est, efeats.X, efeats.frames, how=how, k=k)
+        eX, eframes = efeats.X, efeats.frames
+        if temporal:  # clips only: an item with one face (an image) has no temporal spread
+            eX, eframes = pool_frames(eX, eframes, temporal)
+            keep = eframes["n_frames"].to_numpy() >= 2
+            if not keep.all():
+                log.warning("eval_data: %d of %d items have fewer than 2 frames with a face; "
+                            "a video-level model does not score them", int((~keep).sum()),
+                            len(keep))
+            eX, eframes = eX[keep], eframes[keep]
+            if not len(eframes):
+                cross_skipped = (f"all {len(keep)} eval_data items have fewer than 2 frames "
+                                 "with a face (images?); a video-level model scores clips")
+        for name, est in (fitted.items() if len(eframes) else ()):
+            fdf, vdf = score_frames(est, eX, eframes, how=how, k=k)
             m = frame_and_video_metrics(fdf["label"], fdf["score"], fdf["video_id"], how=how,
                                         k=k, threshold=float(cfg.threshold))
             m["per_method"] = per_method_metrics(vdf)
+            if temporal:
+                _no_frame_level(m)
             cross[name] = m
             fdf.assign(pipeline=name).to_csv(out / f"cross_frame_scores_{name}.csv",
                                              index=False)
@@ -173,10 +196,12 @@ def run(cfg: DictConfig) -> dict:
         "test": results[first]["test"], "test_std": results[first].get("test_std"),
         "per_method": results[first]["per_method"],
         **({"cross": cross[first]} if cross else {}),
+        **({"cross_skipped": cross_skipped} if cross_skipped else {}),
         "pipelines": {n: {**r, **({"cross": cross[n]} if n in cross else {})}
                       for n, r in results.items()},
         "data": {"n_videos": int(len(items)), "n_scored_videos": int(frames.video_id.nunique()),
-                 "n_frames": int(len(frames)), "features": blocks, "dim": int(X.shape[1])},
+                 "n_frames": int(n_frames), "features": blocks, "dim": int(X.shape[1]),
+                 "temporal": temporal},
         "extraction": {k: rep[k] for k in ("n_items", "n_extracted", "n_cached", "n_failed",
                                            "failures", "no_face", "missing")},
         "deepmetric_version": deepmetric.__version__,
@@ -189,7 +214,7 @@ def run(cfg: DictConfig) -> dict:
         _plots(out, scored, pipelines, X, frames, cfg)
     if cfg.save_model:
         DeepfakeModel(extractor, fitted[first], blocks, how=how, k=k,
-                      threshold=float(cfg.threshold),
+                      threshold=float(cfg.threshold), temporal=temporal,
                       info={"version": f"{cfg.name}-{first}-{time.strftime('%Y%m%d%H%M%S')}",
                             "config": OmegaConf.to_container(cfg, resolve=False),
                             "test": metrics["test"]}).save(out / "model.joblib")
@@ -197,6 +222,23 @@ def run(cfg: DictConfig) -> dict:
     (out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1))
     log.info("results in %s\n%s", out, (out / "results.md").read_text())
     return metrics
+
+
+def _no_frame_level(metrics: dict) -> None:
+    """Blank the frame-level entries (NaN) of a video-level model's metrics, in place.
+
+    Its rows are whole clips, so the "frame" metrics computed over them would only repeat
+    the video ones under a frame-level label.
+    """
+    for key, value in metrics.items():
+        if key == "frame" and isinstance(value, dict):
+            metrics[key] = {m: math.nan for m in value}
+        elif isinstance(value, dict):
+            _no_frame_level(value)
+        elif isinstance(value, list):
+            for v in value:
+                if isinstance(v, dict):
+                    _no_frame_level(v)
 
 
 def _plots(out: Path, scored: dict, pipelines: dict, X: np.ndarray, frames: pd.DataFrame,
@@ -236,7 +278,12 @@ def results_markdown(metrics: dict, cfg: DictConfig) -> str:
              f"Data: {metrics['data']['n_scored_videos']} videos, {metrics['data']['n_frames']}"
              f" frames; features {metrics['data']['features']} ({metrics['data']['dim']}-d). "
              f"Protocol: {metrics['protocol']}.", ""]
+    temporal = metrics["data"].get("temporal")
     for level in ("video", "frame"):
+        if level == "frame" and temporal:
+            lines += ["## frame level", "", f"None: a video-level model (per-clip {temporal} "
+                      "of the frame features) scores whole clips.", ""]
+            continue
         lines += [f"## {level} level", "", "| metric | " + " | ".join(pipes) + " |",
                   "|---|" + "---|" * len(pipes)]
         for row in TABLE_ROWS:
@@ -265,6 +312,8 @@ def results_markdown(metrics: dict, cfg: DictConfig) -> str:
                     _fmt(r.get("cross", {}).get(level, {}).get(row, math.nan))
                     for r in pipes.values()) + " |")
         lines.append("")
+    if metrics.get("cross_skipped"):
+        lines += ["## cross-dataset", "", f"Not scored: {metrics['cross_skipped']}.", ""]
     ex = metrics["extraction"]
     lines.append(f"Extraction: {ex['n_items']} items, {ex['n_failed']} failed, "
                  f"{len(ex['no_face'])} without a face.")

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
-from deepmetric.model import DeepfakeModel
+from deepmetric.model import DeepfakeModel, TooFewFramesError
 from experiments.run import run
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -112,3 +112,38 @@ def test_run_with_self_blended_training_and_fine_tuning(slice_csv, tmp_path):
     assert m2["extraction"]["n_cached"] == len(items) + n_real  # same cache, other features
     assert set(pd.read_csv(tmp_path / "only" / "video_scores.csv")["video_id"]) == \
         set(items["path"])
+
+
+def test_run_video_level_model_on_per_clip_spreads(slice_csv, dfdc_dir, tmp_path):
+    """+exp=deepmetric: one row of frame-feature spreads per clip, scored once per clip."""
+    import math
+
+    from deepmetric.explain import explain_arrays
+
+    cache = tmp_path / "cache"
+    over = [f"data=manifest", f"data.path={slice_csv}", "eval_data=folder",
+            f"eval_data.root={dfdc_dir / 'prepared_dataset'}", f"paths.cache_dir={cache}",
+            "extractor.n_frames=3", "extractor.progress=false", "cv.n_splits=2",
+            "+exp=deepmetric"]
+    m = run(compose_run(over, tmp_path / "t"))
+    items = pd.read_csv(slice_csv)
+    assert m["data"]["temporal"] == ["std"] and m["data"]["n_frames"] == 3 * len(items)
+    assert "video-level model" in m["protocol"]
+    assert 0 <= m["test"]["video"]["auc"] <= 1 and m["test"]["video"]["n"] > 0
+    assert all(math.isnan(v) for v in m["test"]["frame"].values())  # no frame level
+    assert "cross" not in m and "22 eval_data items" in m["cross_skipped"]  # single crops
+    videos = pd.read_csv(tmp_path / "t" / "video_scores.csv")
+    assert len(videos) == len(items) and videos["video_id"].is_unique
+    assert (videos["n_frames"] == 1).all()  # one pooled row per clip
+    table = (tmp_path / "t" / "results.md").read_text()
+    assert "None: a video-level model" in table and "Not scored: all 22" in table
+    model = DeepfakeModel.load(tmp_path / "t" / "model.joblib")
+    assert model.temporal == ["std"]
+    arrays = model.extractor.extract_item(items["path"].iloc[0])
+    pred = model.score_arrays(arrays)
+    assert 0 <= pred["score"] <= 1 and pred["frame_scores"]["score"].isna().all()
+    with pytest.raises(NotImplementedError, match="frame-level model"):
+        explain_arrays(model, arrays)
+    crop = next((dfdc_dir / "prepared_dataset").rglob("*.png"))
+    with pytest.raises(TooFewFramesError, match="at least 2 frames; found 1"):
+        model.predict(crop)

@@ -1,0 +1,66 @@
+"""Per-clip statistics of real FF++ frame features (video-level rows)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deepmetric import Extractor
+from deepmetric.temporal import pool_frames
+
+
+@pytest.fixture(scope="module")
+def ffpp_features(ffpp_manifest, detector, embedder, tmp_path_factory):
+    """4 frames of 6 FF++ clips (3 real, 3 fake), interleaved by frame as a shuffled
+    frames table would be."""
+    items = pd.concat([ffpp_manifest[ffpp_manifest["label"] == 0].head(3),
+                       ffpp_manifest[ffpp_manifest["label"] == 1].head(3)])
+    ex = Extractor(detector, embedder, n_frames=4, spectrum_bins=16, progress=False,
+                   cache_dir=tmp_path_factory.mktemp("cache"))
+    ex.run(items)
+    feats = ex.features(items, ["embedding", "spectrum"])
+    order = np.argsort(feats.frames.groupby("video_id").cumcount().to_numpy(), kind="stable")
+    return feats.X[order], feats.frames.iloc[order].reset_index(drop=True)
+
+
+def test_pool_frames_is_the_per_video_mean_and_std(ffpp_features):
+    X, frames = ffpp_features
+    V, videos = pool_frames(X, frames, ["mean", "std"])
+    want = pd.DataFrame(X.astype(np.float64)).groupby(frames["video_id"].to_numpy(), sort=False)
+    assert list(videos["video_id"]) == list(frames["video_id"].drop_duplicates())
+    np.testing.assert_allclose(V[:, :X.shape[1]], want.mean().to_numpy(), atol=1e-6)
+    np.testing.assert_allclose(V[:, X.shape[1]:], want.std(ddof=0).to_numpy(), atol=1e-6)
+    assert V.dtype == np.float32 and V.shape == (6, 2 * X.shape[1])
+    assert (videos["n_frames"] == 4).all() and (videos["frame_index"] == -1).all()
+    assert videos[["video_id", "group", "label"]].equals(
+        frames.drop_duplicates("video_id")[["video_id", "group", "label"]]
+        .reset_index(drop=True))
+
+
+def test_std_leaves_out_what_is_constant_within_a_clip(ffpp_features):
+    """Adding a per-clip constant (say, an identity offset) changes the mean, not the std."""
+    X, frames = ffpp_features
+    codes = pd.factorize(frames["video_id"])[0]
+    offset = np.random.default_rng(0).normal(size=(codes.max() + 1, X.shape[1])) * 5
+    shifted = X + offset[codes].astype(np.float32)
+    s0, _ = pool_frames(X, frames, ["std"])
+    s1, _ = pool_frames(shifted, frames, ["std"])
+    m0, _ = pool_frames(X, frames, ["mean"])
+    m1, _ = pool_frames(shifted, frames, ["mean"])
+    np.testing.assert_allclose(s0, s1, atol=1e-4)
+    assert np.abs(m1 - m0).min() > 1e-3
+    assert s0.std() > 0  # real clips do vary over their frames
+
+
+def test_single_frame_items_and_bad_arguments(ffpp_features):
+    X, frames = ffpp_features
+    one = frames.drop_duplicates("video_id")
+    V, videos = pool_frames(X[one.index], one, ["std"])
+    assert (V == 0).all() and (videos["n_frames"] == 1).all()
+    with pytest.raises(ValueError, match="stats"):
+        pool_frames(X, frames, ["max"])
+    with pytest.raises(ValueError, match="stats"):
+        pool_frames(X, frames, ["std", "std"])
+    with pytest.raises(ValueError, match="len\\(frames\\)"):
+        pool_frames(X[:-1], frames)
