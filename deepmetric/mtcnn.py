@@ -19,7 +19,7 @@ import numpy as np
 __all__ = ["detect_faces", "resample_boxes", "resample_images", "summed_area_table"]
 
 #: Table entries gathered at once (bounds the temporary memory of the resizes).
-CHUNK = 1 << 22
+CHUNK = 1 << 20
 
 
 def summed_area_table(images):

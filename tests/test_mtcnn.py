@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from deepmetric import mtcnn
 from deepmetric.faces import FaceDetector, _nchw_backed
 from deepmetric.frames import read_frames, read_image
 from deepmetric.mtcnn import (_cumsum_table, detect_faces, resample_boxes, resample_images,
@@ -30,7 +31,7 @@ def _windows(h: int, w: int, n: int, seed: int = 0):
 
 
 @pytest.mark.parametrize("size", [24, 48])
-def test_resample_boxes_is_bitwise_facenet_imresample(ffpp_dir, size):
+def test_resample_boxes_is_bitwise_facenet_imresample(ffpp_dir, size, monkeypatch):
     from facenet_pytorch.models.utils.detect_face import imresample
 
     frames = np.stack([_real_frame(ffpp_dir), _real_frame(ffpp_dir)[::-1].copy()])
@@ -40,10 +41,12 @@ def test_resample_boxes_is_bitwise_facenet_imresample(ffpp_dir, size):
     planes = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
     want = torch.cat([imresample(planes[i:i + 1, :, y:y + a, x:x + b], (size, size))
                       for i, y, x, a, b in zip(inds, y0, x0, hk, wk)])
-    got = resample_boxes(summed_area_table(torch.from_numpy(frames)), inds, y0, x0, hk, wk,
-                         size)
+    sat = summed_area_table(torch.from_numpy(frames))
+    got = resample_boxes(sat, inds, y0, x0, hk, wk, size)
     assert got.shape == (120, 3, size, size) and got.dtype == torch.float32
     assert torch.equal(got, want)
+    monkeypatch.setattr(mtcnn, "CHUNK", 7 * 3 * size * size)  # 7 boxes per gather
+    assert torch.equal(resample_boxes(sat, inds, y0, x0, hk, wk, size), want)
 
 
 def test_resample_images_is_bitwise_the_pyramid_resize(ffpp_dir):
