@@ -64,3 +64,19 @@ def test_single_frame_items_and_bad_arguments(ffpp_features):
         pool_frames(X, frames, ["std", "std"])
     with pytest.raises(ValueError, match="len\\(frames\\)"):
         pool_frames(X[:-1], frames)
+
+
+def test_metric_learning_core_imports_no_video_or_face_code():
+    """The wall: the array-only modules load without frames, faces, OpenCV or Hydra."""
+    import subprocess
+    import sys
+
+    core = ["temporal", "scoring", "metrics", "mining", "projector", "splits", "evaluation",
+            "plots"]
+    code = ("import sys\n" + "".join(f"import deepmetric.{m}\n" for m in core)
+            + "print(','.join(m for m in ('cv2', 'facenet_pytorch', 'deepmetric.frames', "
+              "'deepmetric.faces', 'deepmetric.mtcnn', 'deepmetric.embedder', "
+              "'deepmetric.extract', 'hydra', 'experiments') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "", out.stdout
