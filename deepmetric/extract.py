@@ -380,6 +380,9 @@ class Extractor:
                              pd.DataFrame(missing, columns=["video_id", "reason"]))
 
 
+_MALLOC_TRIM = None  # glibc's malloc_trim, or False where there is none; looked up once
+
+
 def malloc_trim() -> bool:
     """Return freed heap memory to the OS (glibc ``malloc_trim(0)``).
 
@@ -399,9 +402,6 @@ def malloc_trim() -> bool:
         except (OSError, AttributeError):  # not glibc (macOS, Windows, musl)
             _MALLOC_TRIM = False
     return bool(_MALLOC_TRIM and _MALLOC_TRIM(0))
-
-
-_MALLOC_TRIM = None
 
 
 def _feature_keys(arrays: dict) -> list[str]:

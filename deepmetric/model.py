@@ -58,6 +58,8 @@ class DeepfakeModel:
         Free-form provenance (training data, config, metrics, version).
     """
 
+    temporal: Sequence[str] = ()  # class default: models pickled before the option existed
+
     def __init__(self, extractor: Extractor, pipeline: Any,
                  blocks: Sequence[str] = ("embedding",), how: str = "mean", k: int = 5,
                  threshold: float = 0.5, temporal: Sequence[str] = (),
@@ -70,8 +72,6 @@ class DeepfakeModel:
         self.threshold = threshold
         self.temporal = list(temporal)
         self.info = dict(info or {})
-
-    temporal: Sequence[str] = ()  # class default: models pickled before the option existed
 
     @property
     def version(self) -> str:
@@ -90,12 +90,12 @@ class DeepfakeModel:
             raise NoFaceError(f"{name}: no face found in any of the "
                               f"{len(arrays['found'])} sampled frame(s)")
         X, idx = self.features_of(arrays)
-        if self.temporal and len(X) < 2:
-            raise TooFewFramesError(
-                f"{name}: this model scores clips by how their frames vary "
-                f"(temporal={list(self.temporal)}) and needs faces in at least 2 frames; "
-                f"found {len(X)}. Single images need a frame-level model.")
         if self.temporal:
+            if len(X) < 2:
+                raise TooFewFramesError(
+                    f"{name}: this model scores clips by how their frames vary "
+                    f"(temporal={list(self.temporal)}) and needs faces in at least 2 frames; "
+                    f"found {len(X)}. Single images need a frame-level model.")
             V, _ = pool_frames(X, pd.DataFrame({"video_id": np.zeros(len(X), np.int64)}),
                                self.temporal)
             score = float(frame_scores(self.pipeline, V)[0])

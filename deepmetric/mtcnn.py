@@ -121,10 +121,10 @@ def resample_images(sat, height: int, width: int, dtype=None):
     import torch
 
     dtype = dtype or torch.float32
-    n, _, hp, wp = sat.shape
-    one = torch.zeros(1, dtype=torch.int64, device=sat.device)
-    ya, yb = (e[0] for e in _edges(one, one + hp - 1, height))
-    xa, xb = (e[0] for e in _edges(one, one + wp - 1, width))
+    hp, wp = sat.shape[2:]
+    zero = torch.zeros(1, dtype=torch.int64, device=sat.device)
+    ya, yb = (e[0] for e in _edges(zero, zero + hp - 1, height))
+    xa, xb = (e[0] for e in _edges(zero, zero + wp - 1, width))
     # the windows form a grid: difference the table's rows, then its columns
     rows = sat.index_select(2, yb) - sat.index_select(2, ya)
     tot = rows.index_select(3, xb) - rows.index_select(3, xa)
@@ -149,7 +149,7 @@ def _window_means(sat, inds, ya, yb, xa, xb, dtype=None):
     import torch
 
     dtype = dtype or torch.float32
-    n, c, hp, wp = sat.shape
+    _, c, hp, wp = sat.shape
     flat = sat.view(-1)
     k, oh, ow = len(inds), ya.shape[1], xa.shape[1]
     out = torch.empty((k, c, oh, ow), dtype=dtype, device=sat.device)

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from deepmetric.evaluation import video_table
+
 __all__ = ["STATS", "pool_frames"]
 
 #: Per-feature statistics over a clip's frames, in the order they can be requested.
@@ -31,7 +33,8 @@ def pool_frames(X: np.ndarray, frames: pd.DataFrame,
         float (F, D) frame features.
     frames : pandas.DataFrame
         F rows with ``video_id`` (and whatever per-video columns it carries: ``group``,
-        ``label``, ``method``, ``split``, ``role``).
+        ``label``, ``method``, ``split``, ``role``; see
+        :func:`deepmetric.evaluation.video_table`).
     stats : sequence of {"mean", "std"}
         Statistics over each video's frames, concatenated in this order; ``"std"`` is the
         population standard deviation (0 for a single-frame item, such as an image).
@@ -73,9 +76,7 @@ def pool_frames(X: np.ndarray, frames: pd.DataFrame,
         dev = Xs - np.repeat(mean, n, axis=0)
         parts["std"] = np.sqrt(np.add.reduceat(dev * dev, starts, axis=0) / n[:, None])
     V = np.concatenate([parts[s] for s in stats], axis=1).astype(np.float32)
-    per_video = [c for c in ("video_id", "group", "label", "method", "split", "role", "path")
-                 if c in frames]
-    videos = frames[per_video].drop_duplicates("video_id").reset_index(drop=True)
+    videos = video_table(frames)
     videos["n_frames"] = n.astype(np.int64)
     videos["frame_index"] = np.int64(-1)
     return V, videos
