@@ -20,8 +20,8 @@ from deepmetric.metrics import binary_metrics, frame_and_video_metrics, summariz
 from deepmetric.scoring import aggregate_scores, frame_scores
 from deepmetric.splits import check_group_disjoint, grouped_kfold, split_from_column
 
-__all__ = ["CVResult", "role_masks", "fit_pipeline", "score_frames", "cross_validate", "train_test_evaluate",
-           "per_method_metrics", "video_table"]
+__all__ = ["CVResult", "role_masks", "fit_pipeline", "score_frames", "cross_validate",
+           "train_test_evaluate", "per_method_metrics", "video_table"]
 
 
 @dataclass

@@ -332,6 +332,9 @@ class Extractor:
         Returns
         -------
         FrameFeatures
+            Items with a ``clip`` (see :mod:`deepmetric.items`) are the frames of one
+            video: their rows carry the clip id as ``video_id``, their own id as ``item_id``,
+            and ``frame_index`` counts on over the clip's items in manifest order.
         """
         if isinstance(blocks, str):
             blocks = [blocks]
@@ -342,6 +345,7 @@ class Extractor:
         xs, metas, missing = [], [], []
         extra = [c for c in ("method", "split", "kind", "role") if c in manifest.columns]
         slices: dict = {}
+        next_index: dict[str, int] = {}  # clip id -> its next frame index
         for row, seed in zip(manifest.itertuples(index=False), _seeds(manifest)):
             arrays = cache.load(row.path, _variant(seed))
             if arrays is None:
@@ -367,6 +371,12 @@ class Extractor:
             meta = {"video_id": row.video_id, "group": row.group, "label": row.label,
                     "frame_index": arrays["frame_index"][found],
                     "prob": arrays["prob"][found]}
+            clip = getattr(row, "clip", "")
+            if clip:  # a frame of a video stored as separate files
+                start = next_index.get(clip, 0)
+                meta.update(video_id=clip, item_id=row.video_id,
+                            frame_index=start + np.arange(int(found.sum()), dtype=np.int64))
+                next_index[clip] = start + int(found.sum())
             meta.update({c: getattr(row, c) for c in extra})
             metas.append(pd.DataFrame(meta))
         if not xs:

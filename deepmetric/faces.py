@@ -302,8 +302,9 @@ def _nchw_backed(images: list[np.ndarray]):
 
     h, w = images[0].shape[:2]
     buf = torch.empty((len(images), 3, h, w), dtype=torch.uint8)
+    planes = buf.numpy()  # NumPy copies read-only frames too (torch.from_numpy warns on them)
     for i, im in enumerate(images):
-        buf[i].copy_(torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1))
+        planes[i] = im.transpose(2, 0, 1)
     return buf.permute(0, 2, 3, 1)
 
 

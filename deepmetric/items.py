@@ -13,6 +13,12 @@ Optional columns kept as they are: ``split`` (``"train"``/``"test"``/...), ``met
 (manipulation method, ``"real"`` for real items) and ``kind`` (``"video"``/``"image"``,
 filled from the file extension when absent).
 
+``clip`` (optional, str) joins items that are frames of one video stored as separate files,
+e.g. face crops named ``<video>-<frame>-<face>.png``: items with the same non-empty ``clip``
+become the frames of one video whose ``video_id`` is the clip id (see
+:meth:`deepmetric.Extractor.features`), so that they are scored, split and pooled as one
+clip. They must share their label and group; an empty cell leaves an item on its own.
+
 Self-blended training (:func:`add_self_blended`) adds two more: ``blend_seed`` (which
 self-blended copy of ``path`` a row is; empty for the clip itself) and ``role``
 (``"both"``; ``"train"``: only ever trained on, e.g. the pseudo-fakes; ``"test"``: only
@@ -116,13 +122,15 @@ def validate_manifest(
     -------
     pandas.DataFrame
         A copy with absolute ``path`` (str), ``label`` (int64), ``video_id`` and
-        ``group`` (str), ``kind`` (str) and a fresh RangeIndex.
+        ``group`` (str), ``kind`` (str), ``clip`` (str, ``""`` for an item on its own; only
+        when given) and a fresh RangeIndex.
 
     Raises
     ------
     ManifestError
-        On a missing column, unknown label, missing file, empty or duplicate id. The
-        message names the row (1-based, as in the file) and the offending value.
+        On a missing column, unknown label, missing file, empty or duplicate id, or a
+        ``clip`` whose items differ in label or group. The message names the row (1-based,
+        as in the file) and the offending value.
     """
     if not isinstance(df, pd.DataFrame):
         raise ManifestError(f"{source}: expected a pandas DataFrame, got {type(df).__name__}")
@@ -174,7 +182,27 @@ def validate_manifest(
                     for g, v in zip(out["group"], out["video_id"])]
     if "kind" not in out.columns:
         out["kind"] = [media_kind(p) for p in paths]
+    if "clip" in out.columns:
+        out["clip"] = ["" if not isinstance(c, str) and pd.isna(c) else str(c).strip()
+                       for c in out["clip"]]
+        _check_clips(out, source)
     return out
+
+
+def _check_clips(df: pd.DataFrame, source: str) -> None:
+    """A clip's items share label and group, and a clip id is not another item's id."""
+    joined = df[df["clip"] != ""]
+    own = set(df.loc[df["clip"] == "", "video_id"])
+    for clip, rows in joined.groupby("clip", sort=False):
+        where = f"{source} row {rows.index[0] + 1}: clip {clip!r}"
+        for col in ("label", "group"):
+            if rows[col].nunique() > 1:
+                other = rows.index[(rows[col] != rows[col].iloc[0]).to_numpy()][0]
+                raise ManifestError(f"{where} joins items of different {col}s "
+                                    f"({rows[col].iloc[0]!r} here, {rows.at[other, col]!r} "
+                                    f"in row {other + 1}); the frames of one video share both")
+        if clip in own:
+            raise ManifestError(f"{where} is also the video_id of an item outside it")
 
 
 def _relative_id(path: str, base: Path) -> str:
@@ -221,8 +249,9 @@ def add_self_blended(manifest: pd.DataFrame, copies: int = 1, *, only: bool = Fa
     """Add self-blended pseudo-fakes of the real items, for training only.
 
     Each real row gets ``copies`` new rows with the same ``path`` and ``group``, label 1,
-    ``method``, ``video_id`` ``"<video_id>#sbi<j>"``, ``blend_seed`` ``j`` and role
-    ``"train"``: :class:`deepmetric.Extractor` blends the clip's faces (see
+    ``method``, ``video_id`` ``"<video_id>#sbi<j>"`` (and ``clip`` ``"<clip>#sbi<j>"``),
+    ``blend_seed`` ``j`` and role ``"train"``:
+    :class:`deepmetric.Extractor` blends the clip's faces (see
     :func:`deepmetric.extract.self_blended_faces`) and the evaluation never tests on them.
     Because a copy shares its source's group, it is on the same side of every split.
 
@@ -261,6 +290,8 @@ def add_self_blended(manifest: pd.DataFrame, copies: int = 1, *, only: bool = Fa
     for j in range(int(copies)):
         part = real.copy()
         part["video_id"] = part["video_id"].astype(str) + f"#sbi{j}"
+        if "clip" in part.columns:  # the blended frames of a clip form a clip of their own
+            part["clip"] = [c + f"#sbi{j}" if c else "" for c in part["clip"]]
         part["label"] = np.int64(1)
         part["method"] = method
         part["blend_seed"] = pd.array([j] * len(part), dtype="Int64")

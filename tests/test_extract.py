@@ -88,6 +88,29 @@ def test_images_and_no_face_items(tmp_path, faces_dir, detector, embedder):
     assert feats.missing.set_index("video_id").loc["blank", "reason"] == "no face in any frame"
 
 
+
+def test_clip_items_become_the_frames_of_one_video(tmp_path, dfdc_dir, detector, embedder):
+    from deepmetric.datasets import folder
+    from deepmetric.temporal import pool_frames
+
+    crops = folder.load(dfdc_dir / "prepared_dataset", clip_regex=r"^([^-]+)-\d+-(\d+)$")
+    crops = crops[crops["clip"].isin(["abqwwspghj-00", "aapnvogymq-01"])].reset_index(drop=True)
+    ex = Extractor(detector, embedder, cache_dir=tmp_path, progress=False)
+    assert ex.run(crops).n_failed == 0
+    alone = ex.features(crops.drop(columns="clip"))
+    joined = ex.features(crops)
+    np.testing.assert_array_equal(joined.X, alone.X)  # same rows, only relabelled
+    f = joined.frames
+    assert f["item_id"].tolist() == alone.frames["video_id"].tolist()
+    assert f["video_id"].tolist() == [c for c, v in zip(crops["clip"], crops["video_id"])
+                                      if v in set(alone.frames["video_id"])]
+    for _, rows in f.groupby("video_id"):
+        assert rows["frame_index"].tolist() == list(range(len(rows)))
+    V, videos = pool_frames(joined.X, f)
+    assert videos["video_id"].tolist() == f["video_id"].unique().tolist()
+    assert videos["n_frames"].tolist() == f.groupby("video_id", sort=False).size().tolist()
+    assert (videos["n_frames"] >= 2).all() and (V > 0).any()
+
 SCRIPT = textwrap.dedent("""
     import sys, pandas as pd
     from deepmetric.extract import Extractor

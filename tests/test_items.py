@@ -45,3 +45,34 @@ def test_bad_requests(manifest):
         add_self_blended(add_self_blended(manifest, 1), 1)
     with pytest.raises(ManifestError, match="no real item"):
         add_self_blended(manifest[manifest["label"] == 1], 1)
+
+
+def _clip_manifest(tmp_path, **cols):
+    files = []
+    for name in ("v1-0.png", "v1-1.png", "v2-0.png", "w.png"):
+        (tmp_path / name).write_bytes(b"x")
+        files.append(str(tmp_path / name))
+    df = pd.DataFrame({"path": files, "label": [1, 1, 0, 0], "group": ["a", "a", "b", "c"],
+                       "clip": ["v1", "v1", "v2", None], **cols})
+    return validate_manifest(df, source="crops.csv")
+
+
+def test_clip_column_is_normalised_and_checked(tmp_path):
+    m = _clip_manifest(tmp_path)
+    assert m["clip"].tolist() == ["v1", "v1", "v2", ""]  # empty: an item on its own
+    with pytest.raises(ManifestError, match=r"crops.csv row 1: clip 'v1' joins items of "
+                                            r"different labels .*row 2"):
+        _clip_manifest(tmp_path, label=[1, 0, 0, 0])
+    with pytest.raises(ManifestError, match=r"row 1: clip 'v1' joins items of different "
+                                            r"groups \('a' here, 'z' in row 2\)"):
+        _clip_manifest(tmp_path, group=["a", "z", "b", "c"])
+    with pytest.raises(ManifestError, match=r"row 3: clip 'w' is also the video_id"):
+        _clip_manifest(tmp_path, clip=["v1", "v1", "w", ""], video_id=["p", "q", "r", "w"])
+
+
+def test_self_blended_copies_of_a_clip_form_their_own_clip(tmp_path):
+    out = add_self_blended(_clip_manifest(tmp_path), copies=1)
+    new = out[out["role"] == "train"]
+    assert new["clip"].tolist() == ["v2#sbi0", ""]
+    assert validate_manifest(out.drop(columns=["blend_seed", "role"]))["clip"].tolist()[-2:] \
+        == ["v2#sbi0", ""]

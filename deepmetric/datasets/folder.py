@@ -9,8 +9,8 @@ By default each file is its own group (``group`` = file stem), which is right fo
 independent clips but lets frames or face crops of one video land on both sides of a
 split. Pass ``group_regex`` to group files by a part of their name: it is searched
 (:func:`re.search`) in the file name *without extension*; the group is the named group
-``group`` if the pattern has one, else its first group, else the whole match. For DFDC-style
-crops named ``<videoid>-<frame>-<face>.png``::
+``group`` if the pattern has one, else its capture groups joined by ``"-"``, else the whole
+match. For DFDC-style crops named ``<videoid>-<frame>-<face>.png``::
 
     load(root, group_regex=r"^(?P<group>[^-]+)-\\d+-\\d+$")
 
@@ -19,6 +19,17 @@ A file that does not match is an error. Files with the same group key in ``real/
 ``fake/`` share a group. Note that crops of a fake video and of the real video it was made
 from carry different video ids, so only a manifest with the originals (e.g.
 :mod:`deepmetric.datasets.dfdc`) can join them.
+
+Clips of image files
+--------------------
+``clip_regex`` works the same way (named group ``clip``) and joins the files into clips:
+files with the same key are the frames of one video (the manifest's ``clip`` column, see
+:mod:`deepmetric.items`), scored as one clip, e.g. by a video-level model
+(``temporal.stats``). For the crops above, one clip per video and face::
+
+    load(root, clip_regex=r"^([^-]+)-\\d+-(\\d+)$")   # clip "abqwwspghj-00"
+
+Without ``group_regex`` the group of a file is then its clip.
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ def load(
     fake_dirs: Iterable[str] | str = ("fake",),
     extensions: Iterable[str] | str | None = None,
     group_regex: str | None = None,
+    clip_regex: str | None = None,
 ) -> pd.DataFrame:
     """List the media files under ``root``'s real and fake sub-folders (recursively).
 
@@ -56,7 +68,10 @@ def load(
         :data:`~deepmetric.items.VIDEO_EXTENSIONS`). Hidden files are always skipped.
     group_regex : str, optional
         Pattern giving the group from the file stem (see the module docstring); default
-        None: group = file stem.
+        None: group = file stem (or the clip, with ``clip_regex``).
+    clip_regex : str, optional
+        Pattern giving the clip a file is a frame of (see the module docstring); default
+        None: every file is an item on its own.
 
     Returns
     -------
@@ -64,14 +79,15 @@ def load(
         A validated manifest (real folders first, each sorted by path) with ``path``,
         ``label``, ``video_id`` (path relative to ``root``), ``group``, ``method``
         (``"real"`` for real folders, the folder name as given for fake ones, e.g.
-        ``"fake"`` or ``"Deepfakes"``) and
-        ``kind`` (``"image"``/``"video"`` from the extension).
+        ``"fake"`` or ``"Deepfakes"``), ``kind`` (``"image"``/``"video"`` from the
+        extension) and, with ``clip_regex``, ``clip``.
 
     Raises
     ------
     ManifestError
         On a missing root or sub-folder, a folder listed as both real and fake, an invalid
-        ``group_regex``, a file the regex does not match, or when no file is found.
+        ``group_regex`` or ``clip_regex``, a file a regex does not match, a clip whose files
+        lie in both real and fake folders, or when no file is found.
     """
     root = Path(root)
     if not root.is_dir():
@@ -84,12 +100,8 @@ def load(
         exts = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
     else:
         exts = frozenset("." + e.lower().lstrip(".") for e in _strings(extensions))
-    pattern = None
-    if group_regex is not None:
-        try:
-            pattern = re.compile(group_regex)
-        except re.error as e:
-            raise ManifestError(f"invalid group_regex {group_regex!r}: {e}") from None
+    patterns = {key: _compile(regex, key) for key, regex in
+                (("group", group_regex), ("clip", clip_regex)) if regex is not None}
 
     rows = []
     for label, dirs in ((0, real_dirs), (1, fake_dirs)):
@@ -102,10 +114,11 @@ def load(
                 if (f.suffix.lower() not in exts or not f.is_file()
                         or any(part.startswith(".") for part in f.relative_to(folder).parts)):
                     continue
+                keys = {key: _key(f, pattern, key) for key, pattern in patterns.items()}
+                keys.setdefault("group", keys.get("clip", f.stem))
                 rows.append(dict(path=str(f), label=label,
                                  video_id=f.relative_to(root).as_posix(),
-                                 group=_group(f, pattern, group_regex),
-                                 method="real" if label == 0 else d))
+                                 method="real" if label == 0 else d, **keys))
     if not rows:
         raise ManifestError(f"{root}: no file with extension in {sorted(exts)} under "
                             f"{real_dirs + fake_dirs}")
@@ -116,19 +129,25 @@ def _strings(value: Iterable[str] | str) -> list[str]:
     return [value] if isinstance(value, str) else [str(v) for v in value]
 
 
-def _group(path: Path, pattern: re.Pattern[str] | None, regex: str | None) -> str:
-    if pattern is None:
-        return path.stem
+def _compile(regex: str, key: str) -> re.Pattern[str]:
+    try:
+        return re.compile(regex)
+    except re.error as e:
+        raise ManifestError(f"invalid {key}_regex {regex!r}: {e}") from None
+
+
+def _key(path: Path, pattern: re.Pattern[str], key: str) -> str:
+    """The ``key`` ("group" or "clip") of a file from its stem."""
     m = pattern.search(path.stem)
     if m is None:
-        raise ManifestError(f"{path}: file stem {path.stem!r} does not match group_regex "
-                            f"{regex!r}")
-    if "group" in pattern.groupindex:
-        key = m["group"]
+        raise ManifestError(f"{path}: file stem {path.stem!r} does not match {key}_regex "
+                            f"{pattern.pattern!r}")
+    if key in pattern.groupindex:
+        value = m[key]
     elif pattern.groups:
-        key = m[1]
+        value = "-".join(g for g in m.groups() if g)
     else:
-        key = m[0]
-    if not key:
-        raise ManifestError(f"{path}: group_regex {regex!r} matched an empty group")
-    return key
+        value = m[0]
+    if not value:
+        raise ManifestError(f"{path}: {key}_regex {pattern.pattern!r} matched an empty {key}")
+    return value

@@ -66,3 +66,27 @@ def test_missing_and_empty(tmp_path: Path):
         folder.load(tmp_path)
     with pytest.raises(ManifestError, match="both real and fake"):
         folder.load(tmp_path, real_dirs=["real"], fake_dirs=["real"])
+
+
+def test_crops_joined_into_clips_per_video_and_face(dfdc_dir: Path):
+    m = folder.load(dfdc_dir / "prepared_dataset", clip_regex=r"^([^-]+)-\d+-(\d+)$")
+    assert m.groupby("clip").size().to_dict() == {
+        "abarnvbtwb-00": 11, "aagfhgtpmv-00": 1, "aapnvogymq-00": 2, "aapnvogymq-01": 3,
+        "abofeumbvv-00": 1, "abqwwspghj-00": 4}
+    assert (m["group"] == m["clip"]).all()  # no group_regex: a file's group is its clip
+    assert m["video_id"].is_unique  # the files stay items
+    both = folder.load(dfdc_dir / "prepared_dataset", group_regex=CROPS,
+                       clip_regex=r"^(?P<clip>[^-]+)-")
+    assert (both["group"] == both["clip"]).all() and both["clip"].nunique() == 5
+    with pytest.raises(ManifestError, match=r"does not match clip_regex"):
+        folder.load(dfdc_dir / "prepared_dataset", clip_regex=r"^x")
+    with pytest.raises(ManifestError, match="invalid clip_regex"):
+        folder.load(dfdc_dir / "prepared_dataset", clip_regex="(")
+
+
+def test_a_clip_across_real_and_fake_folders_is_an_error(tmp_path: Path):
+    for rel in ["real/v-0.png", "fake/v-1.png"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).touch()
+    with pytest.raises(ManifestError, match=r"clip 'v' joins items of different labels"):
+        folder.load(tmp_path, clip_regex=r"^(\w+)-")

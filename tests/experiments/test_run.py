@@ -147,3 +147,12 @@ def test_run_video_level_model_on_per_clip_spreads(slice_csv, dfdc_dir, tmp_path
     crop = next((dfdc_dir / "prepared_dataset").rglob("*.png"))
     with pytest.raises(TooFewFramesError, match="at least 2 frames; found 1"):
         model.predict(crop)
+    # the crops joined into clips (one per video and face): the clips of 2+ crops are scored
+    clips = run(compose_run(over + [r"eval_data.clip_regex='^([^-]+)-\d+-(\d+)$'",
+                                    "plots=false", "save_model=false"], tmp_path / "c"))
+    assert "cross_skipped" not in clips
+    scored = pd.read_csv(tmp_path / "c" / "cross_video_scores_deepmetric.csv")
+    assert sorted(scored["video_id"]) == ["aapnvogymq-00", "aapnvogymq-01", "abarnvbtwb-00",
+                                          "abqwwspghj-00"]  # 2, 3, 11 and 4 crops
+    assert scored["label"].tolist().count(0) == 1 and scored["score"].between(0, 1).all()
+    assert clips["cross"]["video"]["n"] == 4 and 0 <= clips["cross"]["video"]["auc"] <= 1
