@@ -73,3 +73,37 @@ def test_pool_output_and_bad_input(dfdc_crops):
         FaceNetFineTuner().fit(np.zeros((4, 7)), [0, 1, 0, 1])
     with pytest.raises(ValueError, match="two classes"):
         FaceNetFineTuner().fit(crops, np.zeros(len(crops), int))
+
+
+def test_whole_network_fine_tuning_moves_every_block(dfdc_crops):
+    crops, y = dfdc_crops
+    ft = FaceNetFineTuner(start="conv2d_1a", loss="bce", epochs=3, batch_size=22, lr=1e-4,
+                          hflip=False, device="cpu").fit(crops, y)
+    assert ft.history_[-1] < ft.history_[0]
+    blocks = {k.split(".")[0] for k in ft.state_dict_}
+    assert blocks == {"conv2d_1a", "conv2d_2a", "conv2d_2b", "conv2d_3b", "conv2d_4a",
+                      "conv2d_4b", "repeat_1", "mixed_6a", "repeat_2", "mixed_7a", "repeat_3",
+                      "block8", "last_linear", "last_bn"}  # maxpool_3a has no weights
+    from deepmetric.weights import load_facenet
+
+    before = load_facenet("casia-webface").state_dict()
+    moved = {k.split(".")[0] for k, v in ft.state_dict_.items()
+             if v.dtype.is_floating_point and not np.allclose(v.numpy(), before[k].numpy())}
+    assert {"conv2d_1a", "repeat_1", "block8"} <= moved
+    assert ft.transform(crops[:4]).shape == (4, 512)
+
+
+@pytest.mark.gpu
+def test_fine_tuning_on_cuda_matches_the_cpu_untrained_and_trains(dfdc_crops):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    crops, y = dfdc_crops
+    cpu = FaceNetFineTuner(start="conv2d_1a", epochs=0, device="cpu").fit(crops, y)
+    gpu = FaceNetFineTuner(start="conv2d_1a", epochs=0, device="cuda").fit(crops, y)
+    np.testing.assert_allclose(gpu.transform(crops), cpu.transform(crops), atol=1e-4)
+    ft = FaceNetFineTuner(start="conv2d_1a", loss="triplet", epochs=5, batch_size=22, lr=1e-4,
+                          device="cuda").fit(crops, y)
+    assert ft.history_[-1] < ft.history_[0]
+    assert all(v.device.type == "cpu" for v in ft.state_dict_.values())  # picklable anywhere
