@@ -54,15 +54,19 @@ class DeepfakeModel:
         the pipeline's video-level rows were pooled with (:func:`deepmetric.temporal.
         pool_frames`): the clip's frames are pooled the same way and scored once; there are
         no per-frame scores (``frame_scores["score"]`` is NaN).
+    ddof : int
+        The ``ddof`` of the ``"std"`` statistic (see :func:`~deepmetric.temporal.
+        pool_frames`); models pickled before the option existed used 0.
     info : dict, optional
         Free-form provenance (training data, config, metrics, version).
     """
 
-    temporal: Sequence[str] = ()  # class default: models pickled before the option existed
+    temporal: Sequence[str] = ()  # class defaults: models pickled before the options existed
+    ddof: int = 0
 
     def __init__(self, extractor: Extractor, pipeline: Any,
                  blocks: Sequence[str] = ("embedding",), how: str = "mean", k: int = 5,
-                 threshold: float = 0.5, temporal: Sequence[str] = (),
+                 threshold: float = 0.5, temporal: Sequence[str] = (), ddof: int = 1,
                  info: dict | None = None):
         self.extractor = extractor
         self.pipeline = pipeline
@@ -71,6 +75,7 @@ class DeepfakeModel:
         self.k = k
         self.threshold = threshold
         self.temporal = list(temporal)
+        self.ddof = int(ddof)
         self.info = dict(info or {})
 
     @property
@@ -97,7 +102,7 @@ class DeepfakeModel:
                     f"(temporal={list(self.temporal)}) and needs faces in at least 2 frames; "
                     f"found {len(X)}. Single images need a frame-level model.")
             V, _ = pool_frames(X, pd.DataFrame({"video_id": np.zeros(len(X), np.int64)}),
-                               self.temporal)
+                               self.temporal, ddof=self.ddof)
             score = float(frame_scores(self.pipeline, V)[0])
             s = np.full(len(X), np.nan)
         else:

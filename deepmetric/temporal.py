@@ -23,8 +23,8 @@ __all__ = ["STATS", "pool_frames"]
 STATS = ("mean", "std")
 
 
-def pool_frames(X: np.ndarray, frames: pd.DataFrame,
-                stats: Sequence[str] = ("std",)) -> tuple[np.ndarray, pd.DataFrame]:
+def pool_frames(X: np.ndarray, frames: pd.DataFrame, stats: Sequence[str] = ("std",),
+                ddof: int = 1) -> tuple[np.ndarray, pd.DataFrame]:
     """Pool frame features into one row per video.
 
     Parameters
@@ -36,8 +36,14 @@ def pool_frames(X: np.ndarray, frames: pd.DataFrame,
         ``label``, ``method``, ``split``, ``role``; see
         :func:`deepmetric.evaluation.video_table`).
     stats : sequence of {"mean", "std"}
-        Statistics over each video's frames, concatenated in this order; ``"std"`` is the
-        population standard deviation (0 for a single-frame item, such as an image).
+        Statistics over each video's frames, concatenated in this order. ``"std"`` is
+        ``sqrt(sum((x - mean)**2) / (n - ddof))`` over a video's ``n`` frames (0 for a
+        single-frame item, such as an image).
+    ddof : {1, 0}
+        1 (default): the sample standard deviation, whose variance is unbiased, so that
+        clips with few frames are not pulled toward low spread (with ``ddof=0`` the expected
+        variance of ``n`` frames is ``(n - 1) / n`` of the clip's, half of it for 2 frames);
+        0: the population standard deviation (what models saved before this option used).
 
     Returns
     -------
@@ -53,9 +59,12 @@ def pool_frames(X: np.ndarray, frames: pd.DataFrame,
     Raises
     ------
     ValueError
-        Unknown or repeated statistics, or ``X`` and ``frames`` of different lengths.
+        Unknown or repeated statistics, ``ddof`` not 0 or 1, or ``X`` and ``frames`` of
+        different lengths.
     """
     stats = list(stats)
+    if ddof not in (0, 1):
+        raise ValueError(f"ddof must be 0 or 1, got {ddof!r}")
     bad = [s for s in stats if s not in STATS]
     if bad or not stats or len(set(stats)) != len(stats):
         raise ValueError(f"stats must be distinct names from {STATS}, got {stats}")
@@ -74,7 +83,8 @@ def pool_frames(X: np.ndarray, frames: pd.DataFrame,
     parts = {"mean": mean}
     if "std" in stats:
         dev = Xs - np.repeat(mean, n, axis=0)
-        parts["std"] = np.sqrt(np.add.reduceat(dev * dev, starts, axis=0) / n[:, None])
+        dof = np.maximum(n - ddof, 1)[:, None]  # a single frame: 0 / 1
+        parts["std"] = np.sqrt(np.add.reduceat(dev * dev, starts, axis=0) / dof)
     V = np.concatenate([parts[s] for s in stats], axis=1).astype(np.float32)
     videos = video_table(frames)
     videos["n_frames"] = n.astype(np.int64)

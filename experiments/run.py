@@ -119,8 +119,9 @@ def run(cfg: DictConfig) -> dict:
     X, frames = feats.X, feats.frames
     n_frames = len(frames)
     temporal = [str(s) for s in (cfg.get("temporal") or {}).get("stats") or []]
+    ddof = int((cfg.get("temporal") or {}).get("ddof", 1))
     if temporal:  # a video-level model: one row of frame statistics per clip
-        X, frames = pool_frames(X, frames, temporal)
+        X, frames = pool_frames(X, frames, temporal, ddof=ddof)
     pipelines = pipeline_specs(cfg)
     how, k = str(cfg.aggregate.how), int(cfg.aggregate.k)
 
@@ -168,7 +169,7 @@ def run(cfg: DictConfig) -> dict:
         efeats, erep = _features(extractor, eval_items, blocks, out, "eval")
         eX, eframes = efeats.X, efeats.frames
         if temporal:  # clips only: an item with one face (an image) has no temporal spread
-            eX, eframes = pool_frames(eX, eframes, temporal)
+            eX, eframes = pool_frames(eX, eframes, temporal, ddof=ddof)
             keep = eframes["n_frames"].to_numpy() >= 2
             if not keep.all():
                 log.warning("eval_data: %d of %d items have fewer than 2 frames with a face; "
@@ -214,7 +215,7 @@ def run(cfg: DictConfig) -> dict:
         _plots(out, scored, pipelines, X, frames, cfg)
     if cfg.save_model:
         DeepfakeModel(extractor, fitted[first], blocks, how=how, k=k,
-                      threshold=float(cfg.threshold), temporal=temporal,
+                      threshold=float(cfg.threshold), temporal=temporal, ddof=ddof,
                       info={"version": f"{cfg.name}-{first}-{time.strftime('%Y%m%d%H%M%S')}",
                             "config": OmegaConf.to_container(cfg, resolve=False),
                             "test": metrics["test"]}).save(out / "model.joblib")

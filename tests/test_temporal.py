@@ -30,7 +30,9 @@ def test_pool_frames_is_the_per_video_mean_and_std(ffpp_features):
     want = pd.DataFrame(X.astype(np.float64)).groupby(frames["video_id"].to_numpy(), sort=False)
     assert list(videos["video_id"]) == list(frames["video_id"].drop_duplicates())
     np.testing.assert_allclose(V[:, :X.shape[1]], want.mean().to_numpy(), atol=1e-6)
-    np.testing.assert_allclose(V[:, X.shape[1]:], want.std(ddof=0).to_numpy(), atol=1e-6)
+    np.testing.assert_allclose(V[:, X.shape[1]:], want.std(ddof=1).to_numpy(), atol=1e-6)
+    population, _ = pool_frames(X, frames, ["std"], ddof=0)
+    np.testing.assert_allclose(population, want.std(ddof=0).to_numpy(), atol=1e-6)
     assert V.dtype == np.float32 and V.shape == (6, 2 * X.shape[1])
     assert (videos["n_frames"] == 4).all() and (videos["frame_index"] == -1).all()
     assert videos[["video_id", "group", "label"]].equals(
@@ -64,6 +66,24 @@ def test_single_frame_items_and_bad_arguments(ffpp_features):
         pool_frames(X, frames, ["std", "std"])
     with pytest.raises(ValueError, match="len\\(frames\\)"):
         pool_frames(X[:-1], frames)
+    with pytest.raises(ValueError, match="ddof must be 0 or 1"):
+        pool_frames(X, frames, ddof=2)
+
+
+def test_sample_std_does_not_shrink_with_fewer_frames(ffpp_features):
+    """Clips cut to 2 of their 4 frames: with ddof=1 their mean variance matches the full
+    clips' (unbiased); with ddof=0 it is half, which a model would read as a calmer clip."""
+    X, frames = ffpp_features
+    pairs = [np.flatnonzero(frames["video_id"].to_numpy() == v)[list(ij)]
+             for v in frames["video_id"].unique()
+             for ij in [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]]
+    cut = np.concatenate(pairs)
+    cut_frames = frames.iloc[cut].assign(video_id=np.repeat(np.arange(len(pairs)), 2))
+    for ddof, want in ((1, 1.0), (0, 0.5 * 4 / 3)):
+        full, _ = pool_frames(X, frames, ["std"], ddof=ddof)
+        part, _ = pool_frames(X[cut], cut_frames, ["std"], ddof=ddof)
+        ratio = (part.astype(np.float64) ** 2).mean() / (full.astype(np.float64) ** 2).mean()
+        assert ratio == pytest.approx(want, rel=1e-4), ddof
 
 
 def test_metric_learning_core_imports_no_video_or_face_code():

@@ -138,10 +138,12 @@ def test_run_video_level_model_on_per_clip_spreads(slice_csv, dfdc_dir, tmp_path
     table = (tmp_path / "t" / "results.md").read_text()
     assert "None: a video-level model" in table and "Not scored: all 22" in table
     model = DeepfakeModel.load(tmp_path / "t" / "model.joblib")
-    assert model.temporal == ["std"]
+    assert model.temporal == ["std"] and model.ddof == 1
     arrays = model.extractor.extract_item(items["path"].iloc[0])
     pred = model.score_arrays(arrays)
     assert 0 <= pred["score"] <= 1 and pred["frame_scores"]["score"].isna().all()
+    del model.__dict__["ddof"]  # a model pickled before the option pooled with ddof=0
+    assert model.ddof == 0 and model.score_arrays(arrays)["score"] != pred["score"]
     with pytest.raises(NotImplementedError, match="frame-level model"):
         explain_arrays(model, arrays)
     crop = next((dfdc_dir / "prepared_dataset").rglob("*.png"))
