@@ -192,17 +192,22 @@ def validate_manifest(
 def _check_clips(df: pd.DataFrame, source: str) -> None:
     """A clip's items share label and group, and a clip id is not another item's id."""
     joined = df[df["clip"] != ""]
-    own = set(df.loc[df["clip"] == "", "video_id"])
-    for clip, rows in joined.groupby("clip", sort=False):
-        where = f"{source} row {rows.index[0] + 1}: clip {clip!r}"
-        for col in ("label", "group"):
-            if rows[col].nunique() > 1:
-                other = rows.index[(rows[col] != rows[col].iloc[0]).to_numpy()][0]
-                raise ManifestError(f"{where} joins items of different {col}s "
-                                    f"({rows[col].iloc[0]!r} here, {rows.at[other, col]!r} "
-                                    f"in row {other + 1}); the frames of one video share both")
-        if clip in own:
-            raise ManifestError(f"{where} is also the video_id of an item outside it")
+    counts = joined.groupby("clip", sort=False)[["label", "group"]].nunique()
+    for col in ("label", "group"):
+        bad = counts.index[counts[col] > 1]
+        if len(bad):
+            rows = joined[joined["clip"] == bad[0]]
+            other = rows.index[(rows[col] != rows[col].iloc[0]).to_numpy()][0]
+            raise ManifestError(f"{source} row {rows.index[0] + 1}: clip {bad[0]!r} joins "
+                                f"items of different {col}s ({rows[col].iloc[0]!r} here, "
+                                f"{rows.at[other, col]!r} in row {other + 1}); the frames of "
+                                "one video share both")
+    clash = joined["clip"].isin(set(df.loc[df["clip"] == "", "video_id"]))
+    if clash.any():
+        i = int(np.flatnonzero(clash.to_numpy())[0])
+        raise ManifestError(f"{source} row {joined.index[i] + 1}: clip "
+                            f"{joined['clip'].iloc[i]!r} is also the video_id of an item "
+                            "outside it")
 
 
 def _relative_id(path: str, base: Path) -> str:
