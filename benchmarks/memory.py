@@ -59,8 +59,8 @@ def worker(p: dict) -> dict:
 
     manifest = ffpp_manifest(p["clips"])
     area = (manifest["width"].astype(int) * manifest["height"].astype(int)).to_numpy()
-    first = int(np.argmax(area))  # the largest frames first: the baseline sees the worst case
-    manifest = manifest.iloc[[first] + [i for i in range(len(manifest)) if i != first]]
+    big = int(np.argmax(area))  # the largest frames first: the baseline sees the worst case
+    manifest = manifest.iloc[[big] + [i for i in range(len(manifest)) if i != big]]
     manifest = manifest.reset_index(drop=True)
     rss_start = _rss_kb()
     det, emb = FaceDetector(device=p["device"]), FaceEmbedder(device=p["device"])
@@ -134,8 +134,9 @@ def run(cfg: dict) -> dict:
     slope = (float(np.polyfit(ks, [after[int(k)] for k in ks], 1)[0]) * 100
              if ks.size >= 3 else float("nan"))
     # each clip's own peak: the highest sample while clip k ran (k - 1 clips done)
-    peaks = {k: float(mib[done == k - 1].max()) for k in range(first + 1, o["clips"] + 1)
-             if (done == k - 1).any()}
+    own_peak = {k: float(mib[done == k - 1].max()) for k in range(1, o["clips"] + 1)
+                if (done == k - 1).any()}
+    peaks = {k: v for k, v in own_peak.items() if k > first}
     peak_slope = (float(np.polyfit(list(peaks), list(peaks.values()), 1)[0]) * 100
                   if len(peaks) >= 3 else float("nan"))
 
@@ -165,7 +166,7 @@ def run(cfg: dict) -> dict:
         n = o["clips"] // o["passes"]
         for j in range(o["passes"]):
             ks = range(j * n + 1, (j + 1) * n + 1)
-            own = [float(mib[done == k - 1].max()) for k in ks if (done == k - 1).any()]
+            own = [own_peak[k] for k in ks if k in own_peak]
             per_pass.append({"pass": j + 1, "median clip peak MiB": float(np.median(own)),
                              "median RSS after clip MiB": float(np.median(
                                  [after[k] for k in ks if k in after]))})

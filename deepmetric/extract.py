@@ -373,10 +373,10 @@ class Extractor:
                     "prob": arrays["prob"][found]}
             clip = getattr(row, "clip", "")
             if clip:  # a frame of a video stored as separate files
-                start = next_index.get(clip, 0)
+                start, n = next_index.get(clip, 0), len(meta["prob"])
                 meta.update(video_id=clip, item_id=row.video_id,
-                            frame_index=start + np.arange(int(found.sum()), dtype=np.int64))
-                next_index[clip] = start + int(found.sum())
+                            frame_index=np.arange(start, start + n, dtype=np.int64))
+                next_index[clip] = start + n
             meta.update({c: getattr(row, c) for c in extra})
             metas.append(pd.DataFrame(meta))
         if not xs:

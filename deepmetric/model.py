@@ -17,7 +17,7 @@ import pandas as pd
 
 from deepmetric.extract import Extractor
 from deepmetric.scoring import aggregate_scores, frame_scores
-from deepmetric.temporal import pool_frames
+from deepmetric.temporal import MIN_FRAMES, pool_frames
 
 __all__ = ["DeepfakeModel", "NoFaceError", "TooFewFramesError"]
 
@@ -96,11 +96,12 @@ class DeepfakeModel:
                               f"{len(arrays['found'])} sampled frame(s)")
         X, idx = self.features_of(arrays)
         if self.temporal:
-            if len(X) < 2:
+            if len(X) < MIN_FRAMES:
                 raise TooFewFramesError(
                     f"{name}: this model scores clips by how their frames vary "
-                    f"(temporal={list(self.temporal)}) and needs faces in at least 2 frames; "
-                    f"found {len(X)}. Single images need a frame-level model.")
+                    f"(temporal={list(self.temporal)}) and needs faces in at least "
+                    f"{MIN_FRAMES} frames; found {len(X)}. Single images need a frame-level "
+                    "model.")
             V, _ = pool_frames(X, pd.DataFrame({"video_id": np.zeros(len(X), np.int64)}),
                                self.temporal, ddof=self.ddof)
             score = float(frame_scores(self.pipeline, V)[0])

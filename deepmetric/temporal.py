@@ -17,10 +17,14 @@ import pandas as pd
 
 from deepmetric.evaluation import video_table
 
-__all__ = ["STATS", "pool_frames"]
+__all__ = ["STATS", "MIN_FRAMES", "pool_frames"]
 
 #: Per-feature statistics over a clip's frames, in the order they can be requested.
 STATS = ("mean", "std")
+
+#: Frames with a face a clip needs before a video-level model scores it (one frame has no
+#: spread: an image, or a clip where the face was found once).
+MIN_FRAMES = 2
 
 
 def pool_frames(X: np.ndarray, frames: pd.DataFrame, stats: Sequence[str] = ("std",),

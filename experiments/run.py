@@ -32,7 +32,7 @@ from deepmetric.extract import FrameFeatures
 from deepmetric.items import add_self_blended
 from deepmetric.metrics import frame_and_video_metrics
 from deepmetric.model import DeepfakeModel
-from deepmetric.temporal import pool_frames
+from deepmetric.temporal import MIN_FRAMES, pool_frames
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +118,9 @@ def run(cfg: DictConfig) -> dict:
     feats, rep = _features(extractor, items, blocks, out, "data")
     X, frames = feats.X, feats.frames
     n_frames = len(frames)
-    temporal = [str(s) for s in (cfg.get("temporal") or {}).get("stats") or []]
-    ddof = int((cfg.get("temporal") or {}).get("ddof", 1))
+    tcfg = cfg.get("temporal") or {}
+    temporal = [str(s) for s in tcfg.get("stats") or []]
+    ddof = int(tcfg.get("ddof", 1))
     if temporal:  # a video-level model: one row of frame statistics per clip
         X, frames = pool_frames(X, frames, temporal, ddof=ddof)
     pipelines = pipeline_specs(cfg)
@@ -170,15 +171,16 @@ def run(cfg: DictConfig) -> dict:
         eX, eframes = efeats.X, efeats.frames
         if temporal:  # clips only: an item with one face (an image) has no temporal spread
             eX, eframes = pool_frames(eX, eframes, temporal, ddof=ddof)
-            keep = eframes["n_frames"].to_numpy() >= 2
+            keep = eframes["n_frames"].to_numpy() >= MIN_FRAMES
             if not keep.all():
-                log.warning("eval_data: %d of %d items have fewer than 2 frames with a face; "
+                log.warning("eval_data: %d of %d items have fewer than %d frames with a face; "
                             "a video-level model does not score them", int((~keep).sum()),
-                            len(keep))
+                            len(keep), MIN_FRAMES)
             eX, eframes = eX[keep], eframes[keep]
             if not len(eframes):
-                cross_skipped = (f"all {len(keep)} eval_data items have fewer than 2 frames "
-                                 "with a face (images?); a video-level model scores clips")
+                cross_skipped = (f"all {len(keep)} eval_data items have fewer than "
+                                 f"{MIN_FRAMES} frames with a face (images?); a video-level "
+                                 "model scores clips")
         for name, est in (fitted.items() if len(eframes) else ()):
             fdf, vdf = score_frames(est, eX, eframes, how=how, k=k)
             m = frame_and_video_metrics(fdf["label"], fdf["score"], fdf["video_id"], how=how,
