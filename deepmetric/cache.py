@@ -2,10 +2,11 @@
 
 - The directory name is a hash of every setting that changes the output (detector,
   embedder, frame count, feature blocks), so stale results are never reused.
-- A clip's file name is its sanitised stem plus a fingerprint of its *content* (size and
-  the first and last 64 KiB), so an edited or replaced file is extracted again, while a
-  dataset that is copied, moved, re-mounted or staged to node-local scratch (new paths,
-  new modification times) keeps its cache.
+- A clip's file name is its sanitised stem plus a fingerprint of its *content* (a hash of
+  every byte), so a file edited anywhere, even in place with its size kept, is extracted
+  again, while a dataset that is copied, moved, re-mounted or staged to node-local scratch
+  (new paths, new modification times) keeps its cache. The hash is computed once per
+  file state (path, inode, size, modification time) in a process.
 - Writes are atomic (a unique temp file in the same directory, fsync, ``os.replace``): a run
   killed midway leaves either no file or a complete one, never a partial file under the
   final name. Files are written with fixed zip timestamps, so the same arrays give the same
@@ -91,17 +92,18 @@ def read_npz(path: Path, required: tuple[str, ...] = ()) -> dict[str, np.ndarray
     return arrays
 
 
-#: bytes read from each end of a file for its fingerprint
-FINGERPRINT_BYTES = 64 * 1024
+#: bytes hashed per read when fingerprinting a file
+_CHUNK = 1024 * 1024
 _fingerprints: dict[tuple, str] = {}
 
 
 def content_fingerprint(path: str | os.PathLike) -> str:
-    """A 16-hex-digit fingerprint of a file's content: its size, first and last 64 KiB.
+    """A 16-hex-digit fingerprint of a file's whole content (BLAKE2b over every byte).
 
-    Independent of the path and modification time. Memoised per (path, inode, size,
-    mtime) so repeated lookups in one process read the file once. A missing file gets a
-    fingerprint of its path (so a later real file never collides with it).
+    Independent of the path and modification time; any edit changes it, including one in
+    the middle of a file that keeps its size. Memoised per (path, inode, size, mtime), so
+    repeated lookups in one process read the file once. A missing file gets a fingerprint
+    of its path (so a later real file never collides with it).
     """
     p = os.path.abspath(path)
     try:
@@ -110,13 +112,11 @@ def content_fingerprint(path: str | os.PathLike) -> str:
         return hashlib.sha1(f"missing|{p}".encode("utf-8", "surrogateescape")).hexdigest()[:16]
     memo = (p, st.st_ino, st.st_size, st.st_mtime_ns)
     if memo not in _fingerprints:
-        h = hashlib.sha1(f"{st.st_size}|".encode())
+        h = hashlib.blake2b(f"{st.st_size}|".encode(), digest_size=8)
         with open(p, "rb") as fh:
-            h.update(fh.read(FINGERPRINT_BYTES))
-            if st.st_size > FINGERPRINT_BYTES:
-                fh.seek(max(FINGERPRINT_BYTES, st.st_size - FINGERPRINT_BYTES))
-                h.update(fh.read(FINGERPRINT_BYTES))
-        _fingerprints[memo] = h.hexdigest()[:16]
+            while chunk := fh.read(_CHUNK):
+                h.update(chunk)
+        _fingerprints[memo] = h.hexdigest()
     return _fingerprints[memo]
 
 

@@ -464,7 +464,8 @@ def self_blended_faces(images: Sequence[np.ndarray], faces: FaceCrops, seed: int
     rng = np.random.default_rng([int(seed), int(content_fingerprint(path), 16) % 2**63])
     params = sample_blend_params(rng)
     crops = faces.crops.copy()
-    for i in np.flatnonzero(faces.found):
+    # frames taken whole by the detector's fallback have no landmarks to blend along
+    for i in np.flatnonzero(faces.found & np.isfinite(faces.landmarks).all(axis=(1, 2))):
         blended, _ = apply_blend(images[i], faces.landmarks[i].astype(np.float64), params)
         crops[i] = crop_face(blended, faces.boxes[i], detector.image_size, detector.margin)
     return replace(faces, crops=crops)

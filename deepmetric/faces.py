@@ -141,18 +141,29 @@ class FaceDetector:
         all candidate boxes for R-/O-net in one exact batched step instead of one
         ``interpolate`` call per box (same boxes, ``tests/test_mtcnn.py``); ``False``
         calls facenet-pytorch's ``MTCNN.detect``.
+    fallback : {"none", "image"}
+        What to do with a frame where no face is found: ``"none"`` (default) records it as
+        faceless; ``"image"`` takes the whole image as the face (resized to
+        ``image_size``), for inputs known to be face crops (MTCNN misses about 1 in 400
+        of the 224-px DFDC crops; padding them first made it miss 17). Such frames have
+        ``found`` True, probability 0, the whole image as box, NaN landmarks and
+        ``n_faces`` 0.
     """
 
     #: class defaults so detectors pickled before these options existed still load
     retry_max_side = 0
     channels_last = False
     batched_crops = False
+    fallback = "none"
 
     def __init__(self, image_size: int = 160, margin: float = 32, min_prob: float = 0.9,
                  max_side: int = 640, retry_max_side: int = 0, min_face_size: int = 40,
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
                  factor: float = 0.709, batch_size: int = 32, device: str = "auto",
-                 channels_last: bool = True, batched_crops: bool = True):
+                 channels_last: bool = True, batched_crops: bool = True,
+                 fallback: str = "none"):
+        if fallback not in ("none", "image"):
+            raise ValueError(f"fallback must be 'none' or 'image', got {fallback!r}")
         self.image_size = image_size
         self.margin = margin
         self.min_prob = min_prob
@@ -165,6 +176,7 @@ class FaceDetector:
         self.device = device
         self.channels_last = channels_last
         self.batched_crops = batched_crops
+        self.fallback = fallback
         self._mtcnn = None
 
     def settings(self) -> dict:
@@ -175,6 +187,8 @@ class FaceDetector:
                "thresholds": [float(t) for t in self.thresholds], "factor": float(self.factor)}
         if self.retry_max_side:
             out["retry_max_side"] = self.retry_max_side
+        if self.fallback != "none":
+            out["fallback"] = self.fallback
         return out
 
     @property
@@ -236,6 +250,16 @@ class FaceDetector:
                     for name in ("crops", "found", "boxes", "probs", "landmarks", "n_faces"):
                         getattr(out, name)[i] = getattr(part, name)[j]
             start = stop
+        if self.fallback == "image":
+            import cv2
+
+            for i in np.flatnonzero(~out.found):
+                h, w = images[i].shape[:2]
+                out.crops[i] = cv2.resize(np.ascontiguousarray(images[i]), (s, s),
+                                          interpolation=cv2.INTER_AREA)
+                out.boxes[i] = (0, 0, w, h)
+                out.probs[i] = 0.0
+                out.found[i] = True
         return out
 
     def _detect_batch(self, images: list[np.ndarray], start: int, stop: int,

@@ -72,11 +72,28 @@ def _flat(summary: dict) -> tuple[dict, dict]:
 
 
 def _load_items(node: DictConfig, what: str) -> pd.DataFrame:
+    node = OmegaConf.masked_copy(node, [k for k in node if k != "detector"])
     try:
         return instantiate(node, _convert_="all")
     except Exception as exc:  # hydra wraps adapter errors; keep the adapter's message
         cause = exc.__cause__ or exc
         raise type(cause)(f"{what} ({node.get('_target_')}): {cause}") from exc
+
+
+def _extractor_for(extractor, node: DictConfig):
+    """The run's extractor, with the dataset's own ``detector`` overrides (e.g. tight crops)."""
+    over = OmegaConf.to_container(node.get("detector") or {}, resolve=True)
+    if not over:
+        return extractor
+    import copy
+
+    ex = copy.copy(extractor)
+    ex.detector = copy.copy(extractor.detector)
+    for key, value in over.items():
+        if not hasattr(ex.detector, key):
+            raise ValueError(f"unknown detector option {key!r} in the dataset config")
+        setattr(ex.detector, key, value)
+    return ex
 
 
 def _features(extractor, items: pd.DataFrame, blocks: list[str], out: Path,
@@ -115,7 +132,7 @@ def run(cfg: DictConfig) -> dict:
     sbi = cfg.get("self_blend") or {}
     if int(sbi.get("copies", 0)) or sbi.get("only", False):
         items = add_self_blended(items, int(sbi.get("copies", 0)), only=bool(sbi.get("only")))
-    feats, rep = _features(extractor, items, blocks, out, "data")
+    feats, rep = _features(_extractor_for(extractor, cfg.data), items, blocks, out, "data")
     X, frames = feats.X, feats.frames
     n_frames = len(frames)
     tcfg = cfg.get("temporal") or {}
@@ -167,7 +184,8 @@ def run(cfg: DictConfig) -> dict:
             fitted[name] = fit_pipeline(pipe, X[trainable], frames[trainable])
     if cfg.get("eval_data"):
         eval_items = _load_items(cfg.eval_data, "eval_data")
-        efeats, erep = _features(extractor, eval_items, blocks, out, "eval")
+        efeats, erep = _features(_extractor_for(extractor, cfg.eval_data), eval_items, blocks,
+                                 out, "eval")
         eX, eframes = efeats.X, efeats.frames
         if temporal:  # clips only: an item with one face (an image) has no temporal spread
             eX, eframes = pool_frames(eX, eframes, temporal, ddof=ddof)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepmetric.cache import FINGERPRINT_BYTES, FeatureCache, read_npz, settings_hash, write_npz
+from deepmetric.cache import FeatureCache, read_npz, settings_hash, write_npz
 
 
 def _arrays(seed=0):
@@ -64,13 +64,16 @@ def test_copied_or_touched_media_keeps_its_entry(tmp_path):
     assert cache.path_for(copy) == cache.path_for(media) and cache.load(copy) is not None
 
 
-def test_edit_in_the_tail_of_a_large_file_gets_a_new_key(tmp_path):
-    media = tmp_path / "clip.mp4"
-    data = bytearray(b"\0" * (5 * FINGERPRINT_BYTES))
+@pytest.mark.parametrize("where", [0, 1, 2])  # head, middle, tail of a 3 MiB file
+def test_edit_anywhere_in_a_file_gets_a_new_key(tmp_path, where):
+    media = tmp_path / "clip.bmp"
+    data = bytearray(b"\0" * (3 * 1024 * 1024))
     media.write_bytes(bytes(data))
     cache = FeatureCache(tmp_path / "c", {})
     k1 = cache.path_for(media)
-    data[-1] = 1  # same size, same head: an mp4 'moov' atom at the end changed
+    # same size, one byte changed: an uncompressed BMP/TIFF edited in place (issue #20),
+    # or an mp4 whose 'moov' atom at the end changed
+    data[[0, len(data) // 2, -1][where]] = 1
     media.write_bytes(bytes(data))
     os.utime(media, ns=(2, 2))  # the memo is per mtime; make sure this is a new one
     assert cache.path_for(media) != k1

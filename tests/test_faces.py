@@ -137,3 +137,18 @@ def test_models_bound_onednn_primitive_cache_unless_the_user_chose(user_value):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == (user_value or "64")
+
+
+def test_fallback_takes_a_face_crop_whole_where_mtcnn_misses(shared_dir):
+    """A real DFDC crop MTCNN finds no face in (1 of 400 sampled): kept with fallback='image'."""
+    im = read_image(shared_dir / "dfdc-faces" / "faces" / "obpseaabvi.jpg")
+    assert not FaceDetector().detect([im]).found[0]
+    out = FaceDetector(fallback="image").detect([im, im[::-1]])
+    assert out.found.all() and (out.probs == 0).all() and (out.n_faces == 0).all()
+    assert out.crops.shape == (2, 160, 160, 3) and np.isnan(out.landmarks).all()
+    np.testing.assert_array_equal(out.boxes[0], [0, 0, im.shape[1], im.shape[0]])
+    assert abs(float(out.crops[0].mean()) - float(im.mean())) < 2  # the whole image, resized
+    assert FaceDetector(fallback="image").settings()["fallback"] == "image"
+    assert "fallback" not in FaceDetector().settings()  # default keeps existing cache keys
+    with pytest.raises(ValueError, match="fallback"):
+        FaceDetector(fallback="pad")
