@@ -82,14 +82,14 @@ def _load_items(node: DictConfig, what: str) -> pd.DataFrame:
 
 def _extractor_for(extractor, node: DictConfig):
     """The run's extractor, with the dataset's own ``detector`` overrides (e.g. tight crops)."""
-    over = OmegaConf.to_container(node.get("detector") or {}, resolve=True)
+    over = node.get("detector")
     if not over:
         return extractor
     import copy
 
     ex = copy.copy(extractor)
     ex.detector = copy.copy(extractor.detector)
-    for key, value in over.items():
+    for key, value in OmegaConf.to_container(over, resolve=True).items():
         if not hasattr(ex.detector, key):
             raise ValueError(f"unknown detector option {key!r} in the dataset config")
         setattr(ex.detector, key, value)
