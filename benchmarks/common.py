@@ -42,7 +42,7 @@ def ffpp_manifest(n: int | None = None):
     import numpy as np
     import pandas as pd
 
-    from deepmetric.items import validate_manifest
+    from deepmetric.datasets.items import validate_manifest
 
     root = ffpp_dir()
     df = pd.read_csv(root / "labels.csv", dtype=str)
@@ -175,7 +175,10 @@ def peak_rss_kb() -> int:
 
 
 def run_json_subprocess(module: str, payload: dict, timeout: float | None = None) -> dict:
-    """Run ``python -m <module>`` with ``payload`` as JSON on stdin; its last stdout line is JSON."""
+    """Run ``python -m <module>`` with ``payload`` as JSON on stdin.
+
+    Its last stdout line is JSON, returned parsed.
+    """
     env = dict(os.environ)
     proc = subprocess.run([sys.executable, "-m", module], input=json.dumps(payload),
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout)

@@ -7,10 +7,10 @@ change what it computes, in interleaved rounds (order rotated each round):
 * ``default``: ``FaceDetector()`` as the library builds it;
 * ``threads=1``: the same detector under ``torch.set_num_threads(1)``;
 * ``NumPy batch (before)``: the frames handed to MTCNN as one stacked NumPy array, as
-  before the default switched to an NCHW-laid-out tensor (``deepmetric.faces._nchw_backed``);
+  before the default switched to an NCHW-laid-out tensor (``deepmetric.video.faces._nchw_backed``);
 * ``per-box crops (before)``: ``FaceDetector(batched_crops=False)``, facenet-pytorch's own
   ``MTCNN.detect``, which resizes each candidate box for R-/O-Net in its own call (the default
-  resizes them all at once, exactly, ``deepmetric.mtcnn``);
+  resizes them all at once, exactly, ``deepmetric.video.mtcnn``);
 * ``contiguous nets``: ``FaceDetector(channels_last=False)``, P-/R-/O-Net weights left
   contiguous (the default converts them to ``torch.channels_last``);
 * ``batch_size=8``: MTCNN calls over 8 frames instead of 32;
@@ -23,7 +23,7 @@ must stay equal (max abs difference reported).
 A micro-benchmark then times what facenet-pytorch's ``detect_face`` does once per
 candidate box before R-Net and O-Net (``imresample``: ``interpolate(mode="area")`` of one
 crop) against ``cv2.resize(INTER_AREA)`` of the same crop, against one batched
-``torchvision.ops.roi_align`` call for all boxes, and against ``deepmetric.mtcnn``'s exact
+``torchvision.ops.roi_align`` call for all boxes, and against ``deepmetric.video.mtcnn``'s exact
 batched resize (summed-area table of the frame, then one gather for all boxes).
 """
 
@@ -39,8 +39,8 @@ NAME = "detector"
 def run(cfg: dict) -> dict:
     import torch
 
-    from deepmetric.faces import FaceDetector
-    from deepmetric.frames import read_frames
+    from deepmetric.video.faces import FaceDetector
+    from deepmetric.video.frames import read_frames
 
     device = cfg["device"]
     quick = cfg["quick"]
@@ -51,7 +51,7 @@ def run(cfg: dict) -> dict:
     log(f"[detector] {len(clips)} clips decoded: "
         f"{[f'{c[0].shape[1]}x{c[0].shape[0]}' for c in clips]}")
 
-    import deepmetric.faces as faces_mod
+    import deepmetric.video.faces as faces_mod
 
     default = FaceDetector(device=device)
     variants = {  # name: (detector, torch threads, hand MTCNN a plain NumPy batch)
@@ -123,7 +123,7 @@ def _resample_micro(clips, det, reps: int) -> list[dict]:
     from facenet_pytorch.models.utils.detect_face import imresample
     from torchvision.ops import roi_align
 
-    from deepmetric.mtcnn import resample_boxes, summed_area_table
+    from deepmetric.video.mtcnn import resample_boxes, summed_area_table
 
     frame = clips[0][0]
     h, w = frame.shape[:2]
@@ -163,7 +163,7 @@ def _resample_micro(clips, det, reps: int) -> list[dict]:
         fns = {"imresample per box (facenet-pytorch)": per_box_torch,
                "cv2.resize INTER_AREA per box": per_box_cv2,
                "roi_align, one batched call": batched_roi_align,
-               "summed-area table + one gather (deepmetric.mtcnn)": batched_exact}
+               "summed-area table + one gather (deepmetric.video.mtcnn)": batched_exact}
         for f in fns.values():
             f()
         t = interleave(fns, max(3, reps))
@@ -173,7 +173,7 @@ def _resample_micro(clips, det, reps: int) -> list[dict]:
         errs = {"imresample per box (facenet-pytorch)": 0.0,
                 "cv2.resize INTER_AREA per box": float((cv - ref).abs().mean()),
                 "roi_align, one batched call": float((ra - ref).abs().mean()),
-                "summed-area table + one gather (deepmetric.mtcnn)":
+                "summed-area table + one gather (deepmetric.video.mtcnn)":
                     float((batched_exact() - ref).abs().mean())}
         base = median(t["imresample per box (facenet-pytorch)"])
         for k, ts in t.items():

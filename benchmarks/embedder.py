@@ -27,7 +27,7 @@ GOAL = 0.9
 def _load(device: str, channels_last: bool):
     import torch
 
-    from deepmetric.weights import load_facenet
+    from deepmetric.features.weights import load_facenet
 
     m = load_facenet().to(device).eval()
     if channels_last:
@@ -79,7 +79,7 @@ def run(cfg: dict) -> dict:
 
     import torch
 
-    from deepmetric.embedder import FaceEmbedder
+    from deepmetric.features.embedder import FaceEmbedder
 
     device = cfg["device"]
     quick = cfg["quick"]

@@ -63,7 +63,7 @@ def read_every_frame(path: str, n: int) -> list[np.ndarray]:
     the ``n`` sampled ones as RGB."""
     import cv2
 
-    from deepmetric.frames import sample_indices
+    from deepmetric.video.frames import sample_indices
 
     cap = cv2.VideoCapture(path)
     wanted = set(sample_indices(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), n).tolist())
@@ -86,7 +86,7 @@ class Naive:
         import torch
         from facenet_pytorch import MTCNN
 
-        from deepmetric.weights import load_facenet
+        from deepmetric.features.weights import load_facenet
 
         d = detector
         self.device = device
@@ -182,9 +182,9 @@ def _child() -> None:
     from benchmarks.common import ffpp_manifest, setup_env
 
     setup_env()
-    from deepmetric.embedder import FaceEmbedder
-    from deepmetric.extract import Extractor
-    from deepmetric.faces import FaceDetector
+    from deepmetric.features.embedder import FaceEmbedder
+    from deepmetric.features.extract import Extractor
+    from deepmetric.video.faces import FaceDetector
 
     def reply(msg: dict) -> None:
         print(_TAG + json.dumps(msg), flush=True)
@@ -242,23 +242,23 @@ def _mtcnn_split(stats: pstats.Stats) -> dict[str, tuple[float, int]]:
         out[f"{cls}.forward"] = _cum(stats, "mtcnn.py", "forward", line)
     out["imresample (pyramid levels; facenet-pytorch: + one call per 24/48 box)"] = _cum(
         stats, "detect_face.py", "imresample")
-    sat = _cum(stats, "deepmetric/mtcnn.py", "summed_area_table")
-    boxes = _cum(stats, "deepmetric/mtcnn.py", "resample_boxes")
-    out["24/48 boxes batched (deepmetric.mtcnn: summed-area table + gathers)"] = (
+    sat = _cum(stats, "deepmetric/video/mtcnn.py", "summed_area_table")
+    boxes = _cum(stats, "deepmetric/video/mtcnn.py", "resample_boxes")
+    out["24/48 boxes batched (deepmetric.video.mtcnn: summed-area table + gathers)"] = (
         sat[0] + boxes[0], sat[1] + boxes[1])
     out["batched_nms (torchvision)"] = _cum(stats, "boxes.py", "batched_nms")
     out["batched_nms_numpy (O-net)"] = _cum(stats, "detect_face.py", "batched_nms_numpy")
     out["generateBoundingBox"] = _cum(stats, "detect_face.py", "generateBoundingBox")
     fp_total = _cum(stats, "detect_face.py", "detect_face")
-    ours_total = _cum(stats, "deepmetric/mtcnn.py", "detect_faces")
-    out["cascade total (detect_face / deepmetric.mtcnn.detect_faces)"] = (
+    ours_total = _cum(stats, "deepmetric/video/mtcnn.py", "detect_faces")
+    out["cascade total (detect_face / deepmetric.video.mtcnn.detect_faces)"] = (
         fp_total[0] + ours_total[0], fp_total[1] + ours_total[1])
     return out
 
 
 def breakdown(manifest, n_frames: int, detector, embedder, naive: Naive) -> dict:
     """Stage times (s) of both pipelines on the same clips, sequential, with an MTCNN split."""
-    from deepmetric.frames import read_frames
+    from deepmetric.video.frames import read_frames
 
     ours = {"decode (grab/seek)": 0.0, "detect (batched MTCNN, max_side)": 0.0,
             "embed (batched)": 0.0}
@@ -318,9 +318,9 @@ def run(cfg: dict) -> dict:
     import pandas as pd
     import torch
 
-    from deepmetric.embedder import FaceEmbedder
-    from deepmetric.extract import Extractor
-    from deepmetric.faces import FaceDetector
+    from deepmetric.features.embedder import FaceEmbedder
+    from deepmetric.features.extract import Extractor
+    from deepmetric.video.faces import FaceDetector
 
     device = cfg["device"]
     quick = cfg["quick"]
@@ -358,7 +358,7 @@ def run(cfg: dict) -> dict:
     if extra_t1:
         times.update({f"ours_{prec}_threads1": [] for prec in variants})
     # Extra: ours with facenet-pytorch's own cascade (one resize call per candidate box),
-    # i.e. without deepmetric.mtcnn's batched crops (their gain).
+    # i.e. without deepmetric.video.mtcnn's batched crops (their gain).
     extra_perbox = not quick
     if extra_perbox:
         times.update({f"ours_{prec}_perbox": [] for prec in variants})
@@ -426,7 +426,7 @@ def run(cfg: dict) -> dict:
         child.close()
 
     # --------------------------------------------------------------- checks (untimed)
-    from deepmetric.frames import read_frames
+    from deepmetric.video.frames import read_frames
 
     checks = {}
     for prec, v in variants.items():

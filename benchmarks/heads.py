@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import importlib
 import time
-from pathlib import Path
 
-import numpy as np
 
 from benchmarks.common import REPO, log, median, table
 
@@ -46,7 +44,7 @@ def run(cfg: dict) -> dict:
     from sklearn.preprocessing import StandardScaler
 
     from benchmarks.triplet import synthetic
-    from deepmetric.projector import TripletProjector
+    from deepmetric.learn.projector import TripletProjector
 
     quick = cfg["quick"]
     device = cfg["device"]

@@ -53,9 +53,9 @@ def _rss_kb() -> int:
 
 def worker(p: dict) -> dict:
     from benchmarks.common import ffpp_manifest, peak_rss_kb
-    from deepmetric.embedder import FaceEmbedder
-    from deepmetric.extract import Extractor
-    from deepmetric.faces import FaceDetector
+    from deepmetric.features.embedder import FaceEmbedder
+    from deepmetric.features.extract import Extractor
+    from deepmetric.video.faces import FaceDetector
 
     manifest = ffpp_manifest(p["clips"])
     area = (manifest["width"].astype(int) * manifest["height"].astype(int)).to_numpy()

@@ -62,8 +62,8 @@ def worker(p: dict) -> dict:
     import torch
 
     from benchmarks.common import peak_rss_kb, proc_status_kb, reset_peak_rss
-    from deepmetric.mining import make_loss
-    from deepmetric.projector import _BalancedBatches, _build_trunk, _embed
+    from deepmetric.learn.mining import make_loss
+    from deepmetric.learn.projector import _BalancedBatches, _build_trunk, _embed
 
     device = torch.device(p["device"])
     cuda = device.type == "cuda"

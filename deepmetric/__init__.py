@@ -1,11 +1,21 @@
 """deepmetric: deepfake detection by metric learning on FaceNet face embeddings.
 
-Stages (one module each): ``items`` (manifest) → ``frames`` → ``faces`` (MTCNN) →
-``embedder`` (FaceNet) → ``cache``/``extract`` → ``projector`` (semi-hard triplet head,
-``mining``) → scikit-learn heads → ``scoring`` (frame → video) → ``metrics``/``plots``;
-``splits`` and ``evaluation`` keep identities on one side of every split; ``temporal``
-pools a clip's frame features into one video-level row.
+The package's folders are its layers; data flows one way through them:
 
+- ``datasets``: the manifest (``items``) and one adapter per dataset layout;
+- ``video``: frames (``frames``) → the largest face per frame (``faces``, ``mtcnn``);
+- ``features``: FaceNet embeddings and tapped layers (``embedder``, ``weights``), the
+  crop's spectrum, self-blended pseudo-fakes (``blend``), the per-clip ``cache`` and the
+  ``extract`` loop over a manifest, fine-tuning FaceNet itself (``finetune``);
+- ``learn``: the metric-learning core on arrays: losses and miners (``losses``,
+  ``mining``), the projection head (``projector``), per-clip pooling (``temporal``);
+- ``eval``: identity-grouped ``splits``, frame → video ``scoring``, ``metrics``, the
+  evaluation protocol (``evaluation``) and ``plots``;
+- on top: a fitted end-to-end detector (``model``), explanations (``explain``) and the
+  ``deepmetric`` command (``cli``). ``device`` and ``storage`` are shared by all layers.
+
+``learn`` and ``eval`` work on arrays and tables alone and never import ``datasets``,
+``video`` or ``features`` (``tests/test_architecture.py`` checks every import).
 Importing the package is cheap: names below are imported on first use.
 """
 
@@ -14,32 +24,35 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS = {
-    # manifest and data
-    "validate_manifest": "items", "manifest_from_paths": "items", "ManifestError": "items",
+    # data
     "datasets": None,
-    # face pipeline
-    "read_frames": "frames", "sample_indices": "frames", "MediaError": "frames",
-    "FaceDetector": "faces", "FaceEmbedder": "embedder", "load_facenet": "weights",
-    "resolve_weights": "weights", "Extractor": "extract", "FrameFeatures": "extract",
-    "FeatureCache": "cache", "radial_spectrum": "spectrum",
+    "validate_manifest": "datasets.items", "manifest_from_paths": "datasets.items",
+    "ManifestError": "datasets.items",
+    # video and faces
+    "read_frames": "video.frames", "sample_indices": "video.frames",
+    "MediaError": "video.frames", "FaceDetector": "video.faces",
+    # features
+    "FaceEmbedder": "features.embedder", "load_facenet": "features.weights",
+    "resolve_weights": "features.weights", "Extractor": "features.extract",
+    "FrameFeatures": "features.extract", "FeatureCache": "features.cache",
+    "radial_spectrum": "features.spectrum", "self_blend": "features.blend",
     # metric-learning core
-    "TripletProjector": "projector", "SemiHardTripletLoss": "mining",
-    "frame_scores": "scoring", "aggregate_scores": "scoring",
-    "binary_metrics": "metrics", "frame_and_video_metrics": "metrics",
-    "grouped_kfold": "splits", "grouped_train_test_split": "splits",
-    "pool_frames": "temporal",
-    "cross_validate": "evaluation", "fit_pipeline": "evaluation",
-    "plot_roc": "plots", "plot_embedding_scatter": "plots",
+    "TripletProjector": "learn.projector", "SemiHardTripletLoss": "learn.mining",
+    "pool_frames": "learn.temporal",
+    # evaluation
+    "frame_scores": "eval.scoring", "aggregate_scores": "eval.scoring",
+    "binary_metrics": "eval.metrics", "frame_and_video_metrics": "eval.metrics",
+    "grouped_kfold": "eval.splits", "grouped_train_test_split": "eval.splits",
+    "cross_validate": "eval.evaluation", "fit_pipeline": "eval.evaluation",
+    "plot_roc": "eval.plots", "plot_embedding_scatter": "eval.plots",
     # fitted models
     "DeepfakeModel": "model", "NoFaceError": "model", "TooFewFramesError": "model",
-    # self-blended images
-    "self_blend": "blend",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = [*sorted(_EXPORTS), "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -60,21 +73,22 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from deepmetric import datasets  # noqa: F401
-    from deepmetric.blend import self_blend  # noqa: F401
-    from deepmetric.cache import FeatureCache  # noqa: F401
-    from deepmetric.embedder import FaceEmbedder  # noqa: F401
-    from deepmetric.evaluation import cross_validate, fit_pipeline  # noqa: F401
-    from deepmetric.extract import Extractor, FrameFeatures  # noqa: F401
-    from deepmetric.faces import FaceDetector  # noqa: F401
-    from deepmetric.frames import MediaError, read_frames, sample_indices  # noqa: F401
-    from deepmetric.items import ManifestError, manifest_from_paths, validate_manifest  # noqa
-    from deepmetric.metrics import binary_metrics, frame_and_video_metrics  # noqa: F401
-    from deepmetric.mining import SemiHardTripletLoss  # noqa: F401
+    from deepmetric.datasets.items import (ManifestError, manifest_from_paths,  # noqa: F401
+                                           validate_manifest)
+    from deepmetric.eval.evaluation import cross_validate, fit_pipeline  # noqa: F401
+    from deepmetric.eval.metrics import binary_metrics, frame_and_video_metrics  # noqa: F401
+    from deepmetric.eval.plots import plot_embedding_scatter, plot_roc  # noqa: F401
+    from deepmetric.eval.scoring import aggregate_scores, frame_scores  # noqa: F401
+    from deepmetric.eval.splits import grouped_kfold, grouped_train_test_split  # noqa: F401
+    from deepmetric.features.blend import self_blend  # noqa: F401
+    from deepmetric.features.cache import FeatureCache  # noqa: F401
+    from deepmetric.features.embedder import FaceEmbedder  # noqa: F401
+    from deepmetric.features.extract import Extractor, FrameFeatures  # noqa: F401
+    from deepmetric.features.spectrum import radial_spectrum  # noqa: F401
+    from deepmetric.features.weights import load_facenet, resolve_weights  # noqa: F401
+    from deepmetric.learn.mining import SemiHardTripletLoss  # noqa: F401
+    from deepmetric.learn.projector import TripletProjector  # noqa: F401
+    from deepmetric.learn.temporal import pool_frames  # noqa: F401
     from deepmetric.model import DeepfakeModel, NoFaceError, TooFewFramesError  # noqa: F401
-    from deepmetric.plots import plot_embedding_scatter, plot_roc  # noqa: F401
-    from deepmetric.projector import TripletProjector  # noqa: F401
-    from deepmetric.scoring import aggregate_scores, frame_scores  # noqa: F401
-    from deepmetric.spectrum import radial_spectrum  # noqa: F401
-    from deepmetric.splits import grouped_kfold, grouped_train_test_split  # noqa: F401
-    from deepmetric.temporal import pool_frames  # noqa: F401
-    from deepmetric.weights import load_facenet, resolve_weights  # noqa: F401
+    from deepmetric.video.faces import FaceDetector  # noqa: F401
+    from deepmetric.video.frames import MediaError, read_frames, sample_indices  # noqa: F401

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from deepmetric.items import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from deepmetric.datasets.items import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 __all__ = ["main", "media_files"]
 
@@ -32,7 +32,7 @@ def media_files(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from deepmetric.frames import MediaError
+    from deepmetric.video.frames import MediaError
     from deepmetric.model import DeepfakeModel, NoFaceError
 
     model = DeepfakeModel.load(args.model)

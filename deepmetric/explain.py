@@ -15,7 +15,7 @@ that chain in torch.
     ``StandardScaler`` (or none) and a *linear* binary head whose frame score is
     ``sigmoid(decision)`` (``LogisticRegression``, ``SGDClassifier(loss="log_loss")``, a
     linear head without ``predict_proba`` such as ``LinearSVC``/``SVC(kernel="linear")``/
-    hinge ``SGDClassifier``, for which :func:`deepmetric.scoring.frame_scores` uses
+    hinge ``SGDClassifier``, for which :func:`deepmetric.eval.scoring.frame_scores` uses
     ``sigmoid(decision)``) or ``(clip(decision, -1, 1) + 1) / 2`` (``SGDClassifier(loss=
     "modified_huber")``). :meth:`FakeScorer.proba` then equals the pipeline's frame score
     (checked against it for every explained frame: ``max_abs_error`` in the result).
@@ -52,7 +52,7 @@ verdict's class. With plain Grad-CAM the two maps are complementary (``relu(±ca
 Feature blocks
 --------------
 ``embedding`` and tapped backbone layers (mean/std pooled over the map or a grid, as
-:mod:`deepmetric.embedder` computes them) are differentiable through hooks. When the
+:mod:`deepmetric.features.embedder` computes them) are differentiable through hooks. When the
 embedder averages each crop with its mirror (``flip_average``), so does the scorer, and a
 Grad-CAM map is the sum of the two views' maps, the mirror's flipped back. ``spectrum``
 (the crop's radial power spectrum) is computed by NumPy and held **constant**: no gradient
@@ -82,7 +82,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from deepmetric.embedder import (EMBEDDING, mean_of_views, parse_tap, pool_activations,
+from deepmetric.features.spectrum import SPECTRUM
+from deepmetric.features.embedder import (EMBEDDING, mean_of_views, parse_tap, pool_activations,
                                  standardize_crops, with_mirrors)
 
 __all__ = ["METHODS", "DEFAULT_LAYER", "FakeScorer", "fake_scorer", "explain_crops",
@@ -92,7 +93,6 @@ __all__ = ["METHODS", "DEFAULT_LAYER", "FakeScorer", "fake_scorer", "explain_cro
 METHODS = ("gradcam", "gradcam++", "ig")
 #: Default FaceNet block for Grad-CAM / Grad-CAM++.
 DEFAULT_LAYER = "repeat_3"
-SPECTRUM = "spectrum"
 CROP = 160
 
 # Hooks are registered on the shared FaceNet module for the duration of one forward pass;
@@ -149,7 +149,7 @@ class FakeScorer(torch.nn.Module):
         """The constant blocks of uint8 crops (N, 160, 160, 3): float64 (N, bins) or None."""
         if not self.constant_blocks:
             return None
-        from deepmetric.spectrum import radial_spectrum
+        from deepmetric.features.spectrum import radial_spectrum
 
         return torch.from_numpy(radial_spectrum(crops, self.spectrum_bins).astype(np.float64))
 
@@ -159,7 +159,7 @@ class FakeScorer(torch.nn.Module):
 
         With ``flip_average`` the crops and their mirrors go through FaceNet together, each
         pooled block and the raw embedding are averaged over the two views (as
-        :class:`~deepmetric.embedder.FaceEmbedder` does), and a captured map holds both
+        :class:`~deepmetric.features.embedder.FaceEmbedder` does), and a captured map holds both
         views: (2N, C, H, W), mirrors second.
         """
         modules = [parse_tap(b)[0] for b in self.taps]
@@ -216,12 +216,12 @@ class FakeScorer(torch.nn.Module):
         For ``target="pipeline"`` this is the pipeline's frame score (P(fake)); for the
         surrogate it is ``sigmoid`` of the prototype decision.
         """
-        x = self._input(crops)
+        x = self.input(crops)
         with torch.no_grad():
             return self.link(self(x, self.constants(crops))).cpu().numpy()
 
     # -- internals ------------------------------------------------------------------------
-    def _input(self, crops: np.ndarray) -> torch.Tensor:
+    def input(self, crops: np.ndarray) -> torch.Tensor:
         crops = np.asarray(crops)
         if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8:
             raise ValueError(f"crops must be uint8 (N, H, W, 3), got {crops.dtype} "
@@ -264,7 +264,7 @@ def _transform_fn(name: str, step: Any):
     """A torch function reproducing one fitted transformer, or None if unsupported."""
     from sklearn.preprocessing import StandardScaler
 
-    from deepmetric.projector import TripletProjector
+    from deepmetric.learn.projector import TripletProjector
 
     if isinstance(step, TripletProjector):
         net = step.build_network("cpu")
@@ -443,7 +443,7 @@ def _prototypes(model, trans, head, reference, probe_features, fns, seed):
             P /= np.linalg.norm(P, axis=1, keepdims=True)
         probes.append(P)
     P = np.concatenate(probes)
-    from deepmetric.scoring import frame_scores
+    from deepmetric.eval.scoring import frame_scores
 
     p = frame_scores(head, P.astype(np.float32))
     wf, wr = p, 1.0 - p
@@ -572,7 +572,7 @@ def explain_crops(model: Any, crops: np.ndarray, method: str = "gradcam",
                                       | {"found": np.ones(n, bool),
                                          "frame_index": np.arange(n)})[0]
         scorer = fake_scorer(model, reference=reference, probe_features=probe)
-    x = scorer._input(crops)
+    x = scorer.input(crops)
     spec = scorer.constants(crops)
     sign = torch.tensor([1.0 if c == "fake" else -1.0 for c in classes], dtype=torch.float64,
                         device=x.device)
@@ -593,7 +593,7 @@ def explain_crops(model: Any, crops: np.ndarray, method: str = "gradcam",
 def _spectrum_block(model, crops) -> dict:
     if SPECTRUM not in model.blocks:
         return {}
-    from deepmetric.spectrum import radial_spectrum
+    from deepmetric.features.spectrum import radial_spectrum
 
     return {SPECTRUM: radial_spectrum(crops, int(model.extractor.spectrum_bins))}
 
@@ -619,7 +619,7 @@ def explain_arrays(model: Any, arrays: dict, n_frames: int = 3, method: str = "g
     ----------
     model : DeepfakeModel
     arrays : dict
-        Output of :meth:`deepmetric.extract.Extractor.extract_item` with ``crops``.
+        Output of :meth:`deepmetric.features.extract.Extractor.extract_item` with ``crops``.
     n_frames, method, layer, reference, out_dir, ig_steps, target_class
         As in :func:`explain_item`.
     name : str
@@ -734,7 +734,7 @@ def explain_item(model: Any, path: str | os.PathLike, n_frames: int = 3,
 
     Raises
     ------
-    deepmetric.frames.MediaError, deepmetric.model.NoFaceError
+    deepmetric.video.frames.MediaError, deepmetric.model.NoFaceError
         As :meth:`DeepfakeModel.predict`.
     """
     ex = copy.copy(model.extractor)
@@ -757,7 +757,6 @@ def randomized_copy(model: Any, seed: int = 0) -> Any:
     """
     m = copy.copy(model)
     m.extractor = copy.copy(model.extractor)
-    emb = copy.copy(model.extractor.embedder)
     net = copy.deepcopy(model.extractor.embedder.model)
     gen = torch.Generator().manual_seed(int(seed))
     with torch.no_grad():
@@ -765,6 +764,5 @@ def randomized_copy(model: Any, seed: int = 0) -> Any:
             mean = p.mean()
             std = p.std() if p.numel() > 1 else p.abs().clamp_min(1e-3)
             p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * std + mean)
-    emb._model = net.eval()
-    m.extractor.embedder = emb
+    m.extractor.embedder = model.extractor.embedder.with_model(net.eval())
     return m

@@ -7,6 +7,7 @@ code when loaded). :meth:`DeepfakeModel.load` only ever opens the path it is giv
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -15,9 +16,9 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from deepmetric.extract import Extractor
-from deepmetric.scoring import aggregate_scores, frame_scores
-from deepmetric.temporal import MIN_FRAMES, pool_frames
+from deepmetric.features.extract import Extractor
+from deepmetric.eval.scoring import aggregate_scores, frame_scores
+from deepmetric.learn.temporal import MIN_FRAMES, pool_frames
 
 __all__ = ["DeepfakeModel", "NoFaceError", "TooFewFramesError"]
 
@@ -51,11 +52,11 @@ class DeepfakeModel:
         Video score at or above which the verdict is "fake".
     temporal : sequence of str
         Empty: frame-level pipeline, video score aggregated by ``how``. Else the statistics
-        the pipeline's video-level rows were pooled with (:func:`deepmetric.temporal.
+        the pipeline's video-level rows were pooled with (:func:`deepmetric.learn.temporal.
         pool_frames`): the clip's frames are pooled the same way and scored once; there are
         no per-frame scores (``frame_scores["score"]`` is NaN).
     ddof : int
-        The ``ddof`` of the ``"std"`` statistic (see :func:`~deepmetric.temporal.
+        The ``ddof`` of the ``"std"`` statistic (see :func:`~deepmetric.learn.temporal.
         pool_frames`); models pickled before the option existed used 0.
     info : dict, optional
         Free-form provenance (training data, config, metrics, version).
@@ -128,7 +129,7 @@ class DeepfakeModel:
 
         Raises
         ------
-        deepmetric.frames.MediaError
+        deepmetric.video.frames.MediaError
             Unreadable, empty or unsupported file.
         NoFaceError
             No face in any sampled frame.
@@ -152,13 +153,50 @@ class DeepfakeModel:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "DeepfakeModel":
-        """Load a model saved by :meth:`save`. Only load files you trust."""
+        """Load a model saved by :meth:`save`. Only load files you trust.
+
+        Models saved before the package was split into layer folders (0.1.x, classes under
+        ``deepmetric.extract``, ``deepmetric.projector``, ...) load too.
+        """
         import joblib
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: model file not found")
-        obj = joblib.load(path)
+        with _legacy_module_names():
+            obj = joblib.load(path)
         if not isinstance(obj, cls):
             raise TypeError(f"{path}: not a deepmetric model (got {type(obj).__name__})")
         return obj
+
+
+#: Where the modules of deepmetric 0.1.x (a flat package) live now; pickles name them.
+LEGACY_MODULES = {
+    "items": "datasets.items", "frames": "video.frames", "faces": "video.faces",
+    "mtcnn": "video.mtcnn", "embedder": "features.embedder", "weights": "features.weights",
+    "spectrum": "features.spectrum", "cache": "features.cache",
+    "extract": "features.extract", "blend": "features.blend",
+    "finetune": "features.finetune", "mining": "learn.mining",
+    "projector": "learn.projector", "temporal": "learn.temporal", "splits": "eval.splits",
+    "scoring": "eval.scoring", "metrics": "eval.metrics",
+    "evaluation": "eval.evaluation", "plots": "eval.plots",
+}
+
+
+@contextlib.contextmanager
+def _legacy_module_names():
+    """Let unpickling find 0.1.x module names (``deepmetric.extract``, ...) for a while."""
+    import importlib
+    import sys
+
+    added = []
+    for old, new in LEGACY_MODULES.items():
+        name = f"deepmetric.{old}"
+        if name not in sys.modules:
+            sys.modules[name] = importlib.import_module(f"deepmetric.{new}")
+            added.append(name)
+    try:
+        yield
+    finally:
+        for name in added:
+            sys.modules.pop(name, None)

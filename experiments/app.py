@@ -45,7 +45,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from deepmetric.items import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from deepmetric.datasets.items import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 log = logging.getLogger("deepmetric.app")
 
@@ -92,7 +92,7 @@ class DetectorApp:
     Parameters
     ----------
     model : DeepfakeModel
-    store : deepmetric.reports.ReportStore
+    store : experiments.reports.ReportStore
     max_mb : float
         Largest file accepted, in MiB.
     keep_uploads : path-like, optional
@@ -138,9 +138,9 @@ class DetectorApp:
         import copy
 
         from deepmetric.explain import explain_arrays
-        from deepmetric.frames import MediaError
+        from deepmetric.video.frames import MediaError
         from deepmetric.model import NoFaceError, TooFewFramesError
-        from deepmetric.reports import file_sha256
+        from experiments.reports import file_sha256
 
         t0 = time.perf_counter()
         if path is None:
@@ -455,7 +455,7 @@ def parse_args(argv: Sequence[str]) -> dict:
 def make_app(opts: dict) -> DetectorApp:
     """Load the model and open the report store named by ``opts`` (see :func:`parse_args`)."""
     from deepmetric.model import DeepfakeModel
-    from deepmetric.reports import ReportStore
+    from experiments.reports import ReportStore
 
     model = DeepfakeModel.load(opts["model"])
     store = ReportStore(opts["db"])

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import builtins
 import csv
-import hashlib
 import os
 import re
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from deepmetric.storage import file_sha256
 
 __all__ = ["LABELS", "MAX_COMMENT", "Report", "ReportStore", "file_sha256", "database_url"]
 
@@ -77,15 +77,6 @@ class Report:
         d = asdict(self)
         d["created_at"] = self.created_at.isoformat()
         return d
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Lower-case hex SHA-256 of a file's bytes (read in ``chunk``-byte blocks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def database_url(db: str | os.PathLike) -> str:

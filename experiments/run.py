@@ -26,13 +26,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import deepmetric
-from deepmetric.evaluation import (cross_validate, fit_pipeline, per_method_metrics, role_masks,
-                                   score_frames, split_masks, video_table)
-from deepmetric.extract import FrameFeatures
-from deepmetric.items import add_self_blended
-from deepmetric.metrics import frame_and_video_metrics
+from deepmetric.eval.evaluation import (cross_validate, fit_pipeline, per_method_metrics,
+                                        role_masks, score_frames, split_masks)
+from deepmetric.learn.temporal import video_table
+from deepmetric.features.extract import FrameFeatures
+from deepmetric.datasets.items import add_self_blended
+from deepmetric.eval.metrics import frame_and_video_metrics
 from deepmetric.model import DeepfakeModel
-from deepmetric.temporal import MIN_FRAMES, pool_frames
+from deepmetric.learn.temporal import MIN_FRAMES, pool_frames
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +73,10 @@ def _flat(summary: dict) -> tuple[dict, dict]:
 
 
 def _load_items(node: DictConfig, what: str) -> pd.DataFrame:
-    node = OmegaConf.masked_copy(node, [k for k in node if k != "detector"])
+    spec = OmegaConf.to_container(node, resolve=True)
+    spec.pop("detector", None)  # the dataset's detector overrides: see _extractor_for
     try:
-        return instantiate(node, _convert_="all")
+        return instantiate(spec, _convert_="all")
     except Exception as exc:  # hydra wraps adapter errors; keep the adapter's message
         cause = exc.__cause__ or exc
         raise type(cause)(f"{what} ({node.get('_target_')}): {cause}") from exc
@@ -264,13 +266,13 @@ def _no_frame_level(metrics: dict) -> None:
 
 def _plots(out: Path, scored: dict, pipelines: dict, X: np.ndarray, frames: pd.DataFrame,
            cfg: DictConfig) -> None:
-    from deepmetric.plots import plot_embedding_scatter, plot_roc
+    from deepmetric.eval.plots import plot_embedding_scatter, plot_roc
 
     curves = {f"{n} (video)": (v["label"].to_numpy(), v["score"].to_numpy())
               for n, (_, v) in scored.items()}
     plot_roc(curves, out / "roc.png")
     # Before/after triplet training on a held-out group split (as on the poster).
-    from deepmetric.splits import grouped_train_test_split
+    from deepmetric.eval.splits import grouped_train_test_split
 
     proj_name = next((n for n, p in pipelines.items() if "projector" in p.named_steps), None)
     if proj_name is None:

@@ -19,7 +19,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 def _require(path: Path) -> Path:
     if not path.exists():
         if os.environ.get("CI"):
-            raise FileNotFoundError(f"{path} is missing: CI must run with ../shared beside the repo")
+            raise FileNotFoundError(f"{path} is missing: CI must run with ../shared beside "
+                                    "the repo")
         pytest.skip(f"{path} not found (../shared is absent on this machine)")
     return path
 
@@ -47,14 +48,14 @@ def dfdc_dir(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def embedder():
     """The real CASIA-WebFace FaceNet (converted offline on first use)."""
-    from deepmetric.embedder import FaceEmbedder
+    from deepmetric.features.embedder import FaceEmbedder
 
     return FaceEmbedder(batch_size=32, device="cpu")
 
 
 @pytest.fixture(scope="session")
 def detector():
-    from deepmetric.faces import FaceDetector
+    from deepmetric.video.faces import FaceDetector
 
     return FaceDetector(device="cpu")
 
@@ -64,7 +65,7 @@ def ffpp_manifest(ffpp_dir: Path):
     """The FF++ clips as a manifest built from labels.csv (independent of the adapter)."""
     import pandas as pd
 
-    from deepmetric.items import validate_manifest
+    from deepmetric.datasets.items import validate_manifest
 
     df = pd.read_csv(ffpp_dir / "labels.csv", dtype=str)
     df["video_id"] = df["path"]

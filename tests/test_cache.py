@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepmetric.cache import FeatureCache, read_npz, settings_hash, write_npz
+from deepmetric.features.cache import FeatureCache, read_npz, settings_hash, write_npz
 
 
 def _arrays(seed=0):

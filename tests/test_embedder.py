@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepmetric.embedder import FaceEmbedder
-from deepmetric.frames import read_image
+from deepmetric.features.embedder import FaceEmbedder
+from deepmetric.video.frames import read_image
 
 NAMES = ["angelina_jolie", "bradley_cooper", "kate_siegel", "paul_rudd", "shea_whigham"]
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from deepmetric.evaluation import cross_validate, role_masks, split_masks
+from deepmetric.eval.evaluation import cross_validate, role_masks, split_masks
 
 
 def _table(rng):

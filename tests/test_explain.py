@@ -20,10 +20,10 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from deepmetric import explain
-from deepmetric.cache import default_cache_dir
+from deepmetric.storage import cache_root
 from deepmetric.model import DeepfakeModel
-from deepmetric.projector import TripletProjector
-from deepmetric.scoring import frame_scores
+from deepmetric.learn.projector import TripletProjector
+from deepmetric.eval.scoring import frame_scores
 
 LAYERS = ["avgpool_1a", "repeat_1", "repeat_2", "repeat_3"]   # conf/embedder/facenet.yaml
 
@@ -32,10 +32,10 @@ LAYERS = ["avgpool_1a", "repeat_1", "repeat_2", "repeat_3"]   # conf/embedder/fa
 def demo_features(detector, embedder):
     """(extractor, FrameFeatures) of a small demo set, with every block the config caches."""
     from deepmetric.datasets import demo
-    from deepmetric.embedder import FaceEmbedder
-    from deepmetric.extract import Extractor
+    from deepmetric.features.embedder import FaceEmbedder
+    from deepmetric.features.extract import Extractor
 
-    cache = default_cache_dir()
+    cache = cache_root()
     items = demo.load(root=cache / "demo", n_clips=4, frames=8)
     emb = FaceEmbedder(layers=LAYERS, batch_size=32, device="cpu")
     ex = Extractor(detector, emb, n_frames=8, cache_dir=cache / "features", spectrum_bins=32,
@@ -98,7 +98,7 @@ def photo_crops(faces_dir, demo_features):
 
 def _features(model, crops):
     """The model's feature matrix of crops, as the extractor computes it."""
-    from deepmetric.spectrum import radial_spectrum
+    from deepmetric.features.spectrum import radial_spectrum
 
     arrays = model.extractor.embedder.embed(crops)
     arrays["spectrum"] = radial_spectrum(crops, model.extractor.spectrum_bins)
@@ -144,12 +144,12 @@ def test_reproduction_matches_the_pipeline(case, demo_features, linear_model, al
 @pytest.fixture(scope="session")
 def flip_grid_model(demo_features, detector):
     """``+exp=deepmetric``'s kind of model: flip-averaged embedder, grid-pooled taps."""
-    from deepmetric.embedder import FaceEmbedder
-    from deepmetric.extract import Extractor
+    from deepmetric.features.embedder import FaceEmbedder
+    from deepmetric.features.extract import Extractor
 
     _, _, items = demo_features
     emb = FaceEmbedder(layers=["repeat_2@2x2", "repeat_3"], flip_average=True, device="cpu")
-    ex = Extractor(detector, emb, n_frames=8, cache_dir=default_cache_dir() / "features",
+    ex = Extractor(detector, emb, n_frames=8, cache_dir=cache_root() / "features",
                    spectrum_bins=32, progress=False)
     assert not ex.run(items).failures
     blocks = ["repeat_2@2x2", "repeat_3", "spectrum"]

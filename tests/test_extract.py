@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepmetric.extract import ExtractionError, Extractor
-from deepmetric.items import validate_manifest
+from deepmetric.features.extract import ExtractionError, Extractor
+from deepmetric.datasets.items import validate_manifest
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_images_and_no_face_items(tmp_path, faces_dir, detector, embedder):
 
 def test_clip_items_become_the_frames_of_one_video(tmp_path, dfdc_dir, detector, embedder):
     from deepmetric.datasets import folder
-    from deepmetric.temporal import pool_frames
+    from deepmetric.learn.temporal import pool_frames
 
     crops = folder.load(dfdc_dir / "prepared_dataset", clip_regex=r"^([^-]+)-\d+-(\d+)$")
     crops = crops[crops["clip"].isin(["abqwwspghj-00", "aapnvogymq-01"])].reset_index(drop=True)
@@ -113,9 +113,9 @@ def test_clip_items_become_the_frames_of_one_video(tmp_path, dfdc_dir, detector,
 
 SCRIPT = textwrap.dedent("""
     import sys, pandas as pd
-    from deepmetric.extract import Extractor
-    from deepmetric.faces import FaceDetector
-    from deepmetric.embedder import FaceEmbedder
+    from deepmetric.features.extract import Extractor
+    from deepmetric.video.faces import FaceDetector
+    from deepmetric.features.embedder import FaceEmbedder
     items = pd.read_pickle(sys.argv[1])
     Extractor(FaceDetector(device="cpu"), FaceEmbedder(device="cpu"), n_frames=2,
               cache_dir=sys.argv[2], progress=False).run(items)
@@ -156,7 +156,7 @@ def test_killed_run_resumes_to_identical_cache(tmp_path, ffpp_manifest):
 
 def test_self_blended_copies_share_the_detection_and_differ_in_the_face(
         tmp_path, small_manifest, detector, embedder):
-    from deepmetric.items import add_self_blended
+    from deepmetric.datasets.items import add_self_blended
 
     items = add_self_blended(small_manifest, copies=2)
     assert len(items) == 3 + 2 and items["role"].tolist() == ["both"] * 3 + ["train"] * 2
@@ -209,7 +209,7 @@ def test_crops_are_added_on_demand_and_serve_requests_without_them(
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc_trim")
 def test_malloc_trim_returns_fragmented_heap_memory():
     """What Extractor(trim_memory=True) calls after each clip hands freed heap pages back."""
-    from deepmetric.extract import malloc_trim
+    from deepmetric.features.extract import malloc_trim
 
     def rss_mib() -> float:
         with open("/proc/self/status") as f:

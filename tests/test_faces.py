@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepmetric.faces import FaceDetector, crop_face
-from deepmetric.frames import read_frames, read_image
+from deepmetric.video.faces import FaceDetector, crop_face
+from deepmetric.video.frames import read_frames, read_image
 
 
 def test_one_face_in_each_fixture_photo(detector, faces_dir):
@@ -72,7 +72,7 @@ def test_nchw_backed_batch_finds_the_same_faces(ffpp_dir, detector):
     """The NCHW-laid-out batch handed to MTCNN gives what a plain NumPy batch gives."""
     import cv2
 
-    from deepmetric.faces import _nchw_backed
+    from deepmetric.video.faces import _nchw_backed
 
     f = read_frames(ffpp_dir / "manipulated_sequences" / "Face2Face" / "c23" / "videos"
                     / "044_945.mp4", 6)
@@ -132,7 +132,7 @@ def test_models_bound_onednn_primitive_cache_unless_the_user_chose(user_value):
     env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
     if user_value:
         env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = user_value
-    code = ("import os; from deepmetric.faces import FaceDetector; FaceDetector(device='cpu')"
+    code = ("import os; from deepmetric.video.faces import FaceDetector; FaceDetector(device='cpu')"
             ".mtcnn; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.strip()

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deepmetric import frames as fr
-from deepmetric.frames import MediaError, read_frames, read_image, sample_indices
+from deepmetric.video import frames as fr
+from deepmetric.video.frames import MediaError, read_frames, read_image, sample_indices
 
 
 @given(n_total=st.integers(0, 100_000), n=st.integers(1, 500))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from deepmetric.items import ManifestError, add_self_blended, validate_manifest
+from deepmetric.datasets.items import ManifestError, add_self_blended, validate_manifest
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from deepmetric.metrics import (
+from deepmetric.eval.metrics import (
     METRIC_KEYS,
     binary_metrics,
     frame_and_video_metrics,

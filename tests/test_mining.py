@@ -9,7 +9,7 @@ import pytest
 import torch
 from pytorch_metric_learning import losses, miners
 
-from deepmetric.mining import (
+from deepmetric.learn.mining import (
     PMLSemiHardTripletLoss,
     SemiHardTripletLoss,
     _chunk_rows,

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from deepmetric import mtcnn
-from deepmetric.faces import FaceDetector, _nchw_backed, _plain
-from deepmetric.frames import read_frames, read_image
-from deepmetric.mtcnn import (_cumsum_table, detect_faces, resample_boxes, resample_images,
+from deepmetric.video import mtcnn
+from deepmetric.video.faces import FaceDetector, _nchw_backed, _plain
+from deepmetric.video.frames import read_frames, read_image
+from deepmetric.video.mtcnn import (_cumsum_table, detect_faces, resample_boxes, resample_images,
                               summed_area_table)
 
 

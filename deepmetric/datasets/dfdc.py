@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from deepmetric.items import ManifestError, parse_label, validate_manifest
+from deepmetric.datasets.items import ManifestError, parse_label, validate_manifest
 
 __all__ = ["METADATA", "load"]
 

@@ -24,7 +24,7 @@ from typing import Iterable
 import pandas as pd
 
 from deepmetric.datasets import connected_groups
-from deepmetric.items import VIDEO_EXTENSIONS, ManifestError, validate_manifest
+from deepmetric.datasets.items import VIDEO_EXTENSIONS, ManifestError, validate_manifest
 
 __all__ = ["METHODS", "load"]
 
@@ -57,7 +57,7 @@ def load(
     include_real : bool
         Include ``original_sequences/youtube`` (required to exist when True).
     check_files : bool
-        Passed to :func:`deepmetric.items.validate_manifest`.
+        Passed to :func:`deepmetric.datasets.items.validate_manifest`.
 
     Returns
     -------

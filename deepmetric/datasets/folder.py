@@ -24,7 +24,7 @@ Clips of image files
 --------------------
 ``clip_regex`` works the same way (named group ``clip``) and joins the files into clips:
 files with the same key are the frames of one video (the manifest's ``clip`` column, see
-:mod:`deepmetric.items`), scored as one clip, e.g. by a video-level model
+:mod:`deepmetric.datasets.items`), scored as one clip, e.g. by a video-level model
 (``temporal.stats``). For the crops above, one clip per video and face::
 
     load(root, clip_regex=r"^([^-]+)-\\d+-(\\d+)$")   # clip "abqwwspghj-00"
@@ -41,7 +41,8 @@ from typing import Iterable
 
 import pandas as pd
 
-from deepmetric.items import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, ManifestError, validate_manifest
+from deepmetric.datasets.items import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, ManifestError,
+                                       validate_manifest)
 
 __all__ = ["load"]
 
@@ -64,8 +65,8 @@ def load(
         Sub-folders (relative to ``root``) holding real / fake items. Each must exist.
     extensions : iterable of str or str, optional
         File extensions to keep (``".png"`` or ``"png"``, any case). Default: every known
-        image and video extension (:data:`deepmetric.items.IMAGE_EXTENSIONS`,
-        :data:`~deepmetric.items.VIDEO_EXTENSIONS`). Hidden files are always skipped.
+        image and video extension (:data:`deepmetric.datasets.items.IMAGE_EXTENSIONS`,
+        :data:`~deepmetric.datasets.items.VIDEO_EXTENSIONS`). Hidden files are always skipped.
     group_regex : str, optional
         Pattern giving the group from the file stem (see the module docstring); default
         None: group = file stem (or the clip, with ``clip_regex``).

@@ -257,7 +257,7 @@ def add_self_blended(manifest: pd.DataFrame, copies: int = 1, *, only: bool = Fa
     ``method``, ``video_id`` ``"<video_id>#sbi<j>"`` (and ``clip`` ``"<clip>#sbi<j>"``),
     ``blend_seed`` ``j`` and role ``"train"``:
     :class:`deepmetric.Extractor` blends the clip's faces (see
-    :func:`deepmetric.extract.self_blended_faces`) and the evaluation never tests on them.
+    :func:`deepmetric.features.extract.self_blended_faces`) and the evaluation never tests on them.
     Because a copy shares its source's group, it is on the same side of every split.
 
     Parameters

@@ -5,7 +5,7 @@
     clips/a_swapped.mp4,fake,a
 
 ``path`` and ``label`` are required. Labels are ``0``/``1`` or ``real``/``fake`` (any case;
-the synonyms of :func:`deepmetric.items.parse_label` also work). Relative paths are read
+the synonyms of :func:`deepmetric.datasets.items.parse_label` also work). Relative paths are read
 from the CSV's folder. ``video_id`` defaults to the path as written in the CSV, ``group`` to
 the ``video_id`` (an empty ``group`` cell too). Other columns are kept as text.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepmetric.items import ManifestError, parse_label, validate_manifest
+from deepmetric.datasets.items import ManifestError, parse_label, validate_manifest
 
 __all__ = ["REQUIRED", "OPTIONAL", "load"]
 
@@ -42,7 +42,7 @@ def load(path: str | os.PathLike, check_files: bool = True) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        A validated manifest (see :mod:`deepmetric.items`): absolute ``path`` (str),
+        A validated manifest (see :mod:`deepmetric.datasets.items`): absolute ``path`` (str),
         ``label`` (int64, 0 real / 1 fake), ``video_id``, ``group`` and ``kind`` (str),
         plus the CSV's other columns as text, in the CSV's row order.
 

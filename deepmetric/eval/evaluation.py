@@ -16,12 +16,13 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from deepmetric.metrics import binary_metrics, frame_and_video_metrics, summarize_folds
-from deepmetric.scoring import aggregate_scores, frame_scores
-from deepmetric.splits import check_group_disjoint, grouped_kfold, split_from_column
+from deepmetric.eval.metrics import binary_metrics, frame_and_video_metrics, summarize_folds
+from deepmetric.eval.scoring import aggregate_scores, frame_scores
+from deepmetric.eval.splits import check_group_disjoint, grouped_kfold, split_from_column
+from deepmetric.learn.temporal import video_table
 
 __all__ = ["CVResult", "role_masks", "fit_pipeline", "score_frames", "cross_validate",
-           "train_test_evaluate", "per_method_metrics", "video_table"]
+           "train_test_evaluate", "per_method_metrics"]
 
 
 @dataclass
@@ -47,12 +48,6 @@ class CVResult:
     frame_scores: pd.DataFrame
     video_scores: pd.DataFrame
     per_method: dict = field(default_factory=dict)
-
-
-def video_table(frames: pd.DataFrame) -> pd.DataFrame:
-    """One row per video (first appearance order): ``video_id, group, label`` (+ method, split)."""
-    cols = [c for c in ("video_id", "group", "label", "method", "split", "role") if c in frames]
-    return frames[cols].drop_duplicates("video_id").reset_index(drop=True)
 
 
 def fit_pipeline(pipeline: Any, X: np.ndarray, frames: pd.DataFrame) -> Any:

@@ -148,7 +148,7 @@ def frame_and_video_metrics(
     s_frame : array-like of float, shape (n_frames,)
     video_ids : array-like, shape (n_frames,)
     how : {"mean", "median", "topk"}, default="mean"
-        Aggregation, see :func:`deepmetric.scoring.aggregate_scores`.
+        Aggregation, see :func:`deepmetric.eval.scoring.aggregate_scores`.
     k : int, default=5
         For ``how="topk"``.
     threshold : float, default=0.5

@@ -114,7 +114,7 @@ def plot_embedding_scatter(
     before : array-like of float, shape (N, D)
         E.g. FaceNet 512-d embeddings.
     after : array-like of float, shape (N, d)
-        The same rows after :class:`deepmetric.projector.TripletProjector`.
+        The same rows after :class:`deepmetric.learn.projector.TripletProjector`.
     y : array-like of {0, 1}, shape (N,)
         0 = real (blue), 1 = fake (red).
     path : str or Path

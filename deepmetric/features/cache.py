@@ -33,18 +33,15 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
-__all__ = ["FeatureCache", "CacheError", "default_cache_dir", "settings_hash"]
+from deepmetric.storage import cache_root
+
+__all__ = ["FeatureCache", "CacheError", "settings_hash", "content_fingerprint"]
 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 class CacheError(RuntimeError):
     """A cache file is unreadable; the message names it."""
-
-
-def default_cache_dir() -> Path:
-    """``$DEEPMETRIC_CACHE`` or ``~/.cache/deepmetric``."""
-    return Path(os.environ.get("DEEPMETRIC_CACHE", Path.home() / ".cache" / "deepmetric"))
 
 
 def settings_hash(settings: Mapping) -> str:
@@ -126,7 +123,7 @@ class FeatureCache:
     Parameters
     ----------
     root : path-like, optional
-        Cache root; default ``default_cache_dir() / "features"``.
+        Cache root; default ``features/`` under :func:`deepmetric.storage.cache_root`.
     settings : mapping
         Every setting that changes the cached arrays; hashed into the directory name and
         written to ``settings.json`` there for humans.
@@ -135,7 +132,7 @@ class FeatureCache:
     REQUIRED = ("frame_index", "found")
 
     def __init__(self, root: str | os.PathLike | None = None, settings: Mapping | None = None):
-        self.root = Path(root) if root is not None else default_cache_dir() / "features"
+        self.root = Path(root) if root is not None else cache_root() / "features"
         self.settings = dict(settings or {})
         self.dir = self.root / settings_hash(self.settings)
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import os
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from deepmetric.faces import resolve_device
+from deepmetric.device import resolve_device
 
 if TYPE_CHECKING:
     import torch
@@ -175,8 +175,8 @@ class FaceEmbedder:
         if self._model is None:
             import torch
 
-            from deepmetric.faces import bound_onednn_cache
-            from deepmetric.weights import load_facenet
+            from deepmetric.device import bound_onednn_cache
+            from deepmetric.features.weights import load_facenet
 
             bound_onednn_cache()
             model = load_facenet(self.pretrained, self.weights_path)
@@ -193,6 +193,19 @@ class FaceEmbedder:
                                      f"top-level blocks are {names}") from None
             self._model = model
         return self._model
+
+    def with_model(self, model: Any) -> "FaceEmbedder":
+        """A copy of this embedder that runs ``model`` (an ``InceptionResnetV1``) instead.
+
+        For experiments on the network itself (e.g. the model-randomisation check in
+        :mod:`deepmetric.explain`); the copy's settings, and so its cache keys, are this
+        embedder's, so do not extract into a shared cache with it.
+        """
+        import copy
+
+        out = copy.copy(self)
+        out._model = model
+        return out
 
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -19,16 +19,15 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from deepmetric.cache import FeatureCache, default_cache_dir
-from deepmetric.embedder import EMBEDDING, FaceEmbedder
-from deepmetric.faces import FaceCrops, FaceDetector, crop_face
-from deepmetric.frames import MediaError, read_frames
-from deepmetric.spectrum import radial_spectrum
+from deepmetric.features.cache import FeatureCache
+from deepmetric.storage import cache_root
+from deepmetric.features.embedder import EMBEDDING, FaceEmbedder
+from deepmetric.video.faces import FaceCrops, FaceDetector, crop_face
+from deepmetric.video.frames import MediaError, read_frames
+from deepmetric.features.spectrum import SPECTRUM, radial_spectrum
 
-__all__ = ["Extractor", "ExtractionError", "ExtractionReport", "FrameFeatures", "SPECTRUM"]
+__all__ = ["Extractor", "ExtractionError", "ExtractionReport", "FrameFeatures"]
 
-#: Name of the spectral feature block (see :mod:`deepmetric.spectrum`).
-SPECTRUM = "spectrum"
 #: Version of the self-blending operator, part of the cache name of self-blended copies.
 BLEND_VERSION = 1
 
@@ -182,7 +181,7 @@ class Extractor:
     @property
     def cache(self) -> FeatureCache:
         root = Path(self.cache_dir) if self.cache_dir is not None \
-            else default_cache_dir() / "features"
+            else cache_root() / "features"
         return FeatureCache(root, self.settings())
 
     # -- one item ---------------------------------------------------------------------------
@@ -194,7 +193,7 @@ class Extractor:
         ----------
         path : path-like
             The media file.
-        frames : deepmetric.frames.Frames, optional
+        frames : deepmetric.video.frames.Frames, optional
             Already decoded frames of ``path``.
         blend_seed : int, optional
             Extract a *self-blended* copy instead (see :func:`self_blended_frames`).
@@ -242,14 +241,14 @@ class Extractor:
     def run(self, manifest: pd.DataFrame) -> ExtractionReport:
         """Extract every item of the manifest that is not cached yet.
 
-        Rows with a ``blend_seed`` (see :func:`deepmetric.items.add_self_blended`) are
+        Rows with a ``blend_seed`` (see :func:`deepmetric.datasets.items.add_self_blended`) are
         self-blended copies of their clip: the clip is decoded and searched for faces once
         for all its rows.
 
         Parameters
         ----------
         manifest : pandas.DataFrame
-            A validated manifest (see :func:`deepmetric.items.validate_manifest`).
+            A validated manifest (see :func:`deepmetric.datasets.items.validate_manifest`).
 
         Returns
         -------
@@ -326,13 +325,13 @@ class Extractor:
         blocks : sequence of str
             Feature blocks to concatenate (``"embedding"``, tapped layer names,
             ``"spectrum"``), or ``["crops"]`` alone: the uint8 face crops flattened to
-            (F, 160*160*3), for :class:`deepmetric.finetune.FaceNetFineTuner` (needs an
+            (F, 160*160*3), for :class:`deepmetric.features.finetune.FaceNetFineTuner` (needs an
             extractor with ``save_crops=True``).
 
         Returns
         -------
         FrameFeatures
-            Items with a ``clip`` (see :mod:`deepmetric.items`) are the frames of one
+            Items with a ``clip`` (see :mod:`deepmetric.datasets.items`) are the frames of one
             video: their rows carry the clip id as ``video_id``, their own id as ``item_id``,
             and ``frame_index`` counts on over the clip's items in manifest order.
         """
@@ -435,7 +434,7 @@ def self_blended_faces(images: Sequence[np.ndarray], faces: FaceCrops, seed: int
                        path: str | Path, detector: FaceDetector) -> FaceCrops:
     """Face crops of a self-blended copy of a clip (Shiohara & Yamasaki's SBI).
 
-    One :class:`deepmetric.blend.BlendParams` is drawn per clip, from ``seed`` and the
+    One :class:`deepmetric.features.blend.BlendParams` is drawn per clip, from ``seed`` and the
     clip's content fingerprint, and applied to every frame with that frame's MTCNN
     landmarks, so the blended region moves with the face. The blend is made on the
     full-resolution frame; the crop is then taken at the detected box, as for the clip.
@@ -458,8 +457,8 @@ def self_blended_faces(images: Sequence[np.ndarray], faces: FaceCrops, seed: int
     FaceCrops
         Same boxes, landmarks and probabilities; crops of the blended frames.
     """
-    from deepmetric.blend import apply_blend, sample_blend_params
-    from deepmetric.cache import content_fingerprint
+    from deepmetric.features.blend import apply_blend, sample_blend_params
+    from deepmetric.features.cache import content_fingerprint
 
     rng = np.random.default_rng([int(seed), int(content_fingerprint(path), 16) % 2**63])
     params = sample_blend_params(rng)

@@ -5,7 +5,7 @@ output is features of a fine-tuned InceptionResnetV1. It trains the blocks from 
 to the end of the network (``start="repeat_3"``: ``repeat_3``, ``block8`` and the
 bottleneck; ``"conv2d_1a"``: the whole network) with one of three losses:
 
-* ``"triplet"``: the semi-hard triplet margin loss of :mod:`deepmetric.mining` on the
+* ``"triplet"``: the semi-hard triplet margin loss of :mod:`deepmetric.learn.mining` on the
   L2-normalised 512-d embedding (real vs fake as the two classes), the method's own loss
   taken into the backbone;
 * ``"bce"``: binary cross-entropy of a linear real/fake logit on the embedding;
@@ -33,6 +33,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
+from deepmetric.device import torch_device
 
 __all__ = ["FaceNetFineTuner", "BLOCKS"]
 
@@ -137,7 +138,7 @@ class FaceNetFineTuner(TransformerMixin, BaseEstimator):
         import torch
         import torch.nn.functional as F
 
-        from deepmetric.mining import SemiHardTripletLoss
+        from deepmetric.learn.mining import SemiHardTripletLoss
 
         self._check_params()
         crops = _as_crops(X)
@@ -150,7 +151,7 @@ class FaceNetFineTuner(TransformerMixin, BaseEstimator):
         yb = (y == self.classes_[1]).astype(np.int64)
         torch.manual_seed(self.random_state)
         rng = np.random.default_rng(self.random_state)
-        dev = _device(self.device)
+        dev = torch_device(self.device)
 
         model = self._model(dev)
         suffix = self._suffix(model)
@@ -218,7 +219,7 @@ class FaceNetFineTuner(TransformerMixin, BaseEstimator):
 
         check_is_fitted(self, "state_dict_")
         crops = _as_crops(X)
-        dev = _device(self.device)
+        dev = torch_device(self.device)
         model = self._fitted_model(dev)
         suffix = self._suffix(model)
         pre = self._prefix_maps(model, crops, dev, flip=False)
@@ -248,7 +249,7 @@ class FaceNetFineTuner(TransformerMixin, BaseEstimator):
             raise ValueError("batch_size must be >= 2 and epochs >= 0")
 
     def _model(self, dev):
-        from deepmetric.weights import load_facenet
+        from deepmetric.features.weights import load_facenet
 
         return load_facenet(self.pretrained, self.weights_path).to(dev).eval()
 
@@ -269,7 +270,7 @@ class FaceNetFineTuner(TransformerMixin, BaseEstimator):
         """float32 (N, C, h, w): the frozen blocks' output for each crop (memoised)."""
         import torch
 
-        from deepmetric.embedder import standardize_crops
+        from deepmetric.features.embedder import standardize_crops
 
         i = BLOCKS.index(self.start)
         prefix = [model.get_submodule(n) for n in BLOCKS[:i]]
@@ -342,9 +343,4 @@ def _as_crops(X: Any) -> np.ndarray:
     return a
 
 
-def _device(device: str):
-    import torch
 
-    from deepmetric.faces import resolve_device
-
-    return torch.device(resolve_device(device))

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["radial_spectrum"]
+__all__ = ["SPECTRUM", "radial_spectrum"]
+
+#: Name of the spectral feature block in the cache and in ``features=[...]``.
+SPECTRUM = "spectrum"
 
 
 def radial_spectrum(crops: np.ndarray, n_bins: int = 32) -> np.ndarray:

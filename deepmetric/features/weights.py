@@ -22,7 +22,6 @@ Nothing is read, converted or downloaded at import time.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import io
 import os
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from deepmetric.storage import cache_root, file_sha256
 
 if TYPE_CHECKING:  # pragma: no cover
     from facenet_pytorch import InceptionResnetV1
@@ -89,9 +90,7 @@ def default_cache_dir() -> Path:
         ``$DEEPMETRIC_CACHE/weights`` when ``DEEPMETRIC_CACHE`` is set, else
         ``~/.cache/deepmetric/weights``. Not created here.
     """
-    root = os.environ.get("DEEPMETRIC_CACHE")
-    base = Path(root).expanduser() if root else Path("~/.cache/deepmetric").expanduser()
-    return base / "weights"
+    return cache_root() / "weights"
 
 
 def _torch_home() -> Path:
@@ -134,14 +133,6 @@ def _check_pretrained(pretrained: str) -> None:
         )
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _write_temp(
     out_path: Path, data: bytes | None = None, *, source: Any = None
 ) -> tuple[str, str]:
@@ -162,7 +153,7 @@ def _write_temp(
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a cache file is readable like any other
-        return _sha256(Path(tmp)), tmp
+        return file_sha256(Path(tmp)), tmp
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -459,7 +450,7 @@ def resolve_weights(
         out = out / CONVERTED_NAME
         try:
             if out.is_file():
-                digest = _sha256(out)
+                digest = file_sha256(out)
                 if digest == CONVERTED_SHA256:
                     return out
                 warnings.warn(

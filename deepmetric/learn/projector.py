@@ -2,7 +2,7 @@
 
 :class:`TripletProjector` maps face embeddings (e.g. FaceNet 512-d) to an L2-normalised
 ``out_dim``-d space trained with the semi-hard triplet margin loss of
-:mod:`deepmetric.mining`, so that it can sit in front of any scikit-learn classifier::
+:mod:`deepmetric.learn.mining`, so that it can sit in front of any scikit-learn classifier::
 
     Pipeline([("proj", TripletProjector()), ("clf", RandomForestClassifier())])
     pipe.fit(X, y, proj__groups=video_or_identity_ids)
@@ -22,18 +22,11 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
+from deepmetric.device import torch_device
 
 __all__ = ["TripletProjector"]
 
 _TRANSFORM_BATCH = 8192
-
-
-def _resolve_device(device: Any) -> Any:
-    import torch
-
-    if device is None or (isinstance(device, str) and device == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _build_trunk(
@@ -113,7 +106,7 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
     margin : float, default=0.2
         Triplet margin (distances between unit vectors lie in [0, 2]).
     miner : {"semihard", "pml"}, default="semihard"
-        ``"semihard"``: :class:`deepmetric.mining.SemiHardTripletLoss` (O(B²) memory);
+        ``"semihard"``: :class:`deepmetric.learn.mining.SemiHardTripletLoss` (O(B²) memory);
         ``"pml"``: pytorch-metric-learning's ``TripletMarginMiner("semihard")`` +
         ``TripletMarginLoss`` (same value, O(B³) memory).
     batch_size : int, default=512
@@ -180,7 +173,7 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
     *Validation loss.* The semi-hard loss is a poor stopping criterion: a collapsed embedding
     has no semi-hard triplet and scores 0. ``val_loss`` is therefore the mean of
     ``relu(d_ap - d_an + margin)`` over *all* triplets of fixed validation batches
-    (:func:`deepmetric.mining.batch_all_triplet_loss`): 0 iff all triplets meet the margin,
+    (:func:`deepmetric.learn.mining.batch_all_triplet_loss`): 0 iff all triplets meet the margin,
     ``margin`` for a collapse.
 
     *Single class.* ``fit`` raises ``ValueError`` when ``y`` has fewer than 2 classes: there
@@ -379,7 +372,7 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
             self.mean_ = np.zeros(X.shape[1])
             self.scale_ = np.ones(X.shape[1])
 
-        device = _resolve_device(self.device)
+        device = torch_device(self.device)
         xt = torch.tensor(self._standardized(X), device=device)
         yt = torch.tensor(y_codes, dtype=torch.int64, device=device)
 
@@ -502,7 +495,7 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
             )
         state = {k: torch.from_numpy(np.array(v)) for k, v in self.state_dict_.items()}
         net.load_state_dict(state, assign=True)
-        return net.to(_resolve_device(device)).eval()
+        return net.to(torch_device(device)).eval()
 
     def transform(self, X: Any) -> np.ndarray:
         """Project ``X``.
@@ -520,7 +513,7 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
 
         check_is_fitted(self, "state_dict_")
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        device = _resolve_device(self.device)
+        device = torch_device(self.device)
         net = self.build_network(device)
         xs = self._standardized(X)
         out = np.empty((xs.shape[0], int(self.out_dim)), dtype=np.float32)

@@ -15,9 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from deepmetric.evaluation import video_table
-
-__all__ = ["STATS", "MIN_FRAMES", "pool_frames"]
+__all__ = ["STATS", "MIN_FRAMES", "pool_frames", "video_table"]
 
 #: Per-feature statistics over a clip's frames, in the order they can be requested.
 STATS = ("mean", "std")
@@ -38,7 +36,7 @@ def pool_frames(X: np.ndarray, frames: pd.DataFrame, stats: Sequence[str] = ("st
     frames : pandas.DataFrame
         F rows with ``video_id`` (and whatever per-video columns it carries: ``group``,
         ``label``, ``method``, ``split``, ``role``; see
-        :func:`deepmetric.evaluation.video_table`).
+        :func:`video_table`).
     stats : sequence of {"mean", "std"}
         Statistics over each video's frames, concatenated in this order. ``"std"`` is
         ``sqrt(sum((x - mean)**2) / (n - ddof))`` over a video's ``n`` frames (0 for a
@@ -58,7 +56,7 @@ def pool_frames(X: np.ndarray, frames: pd.DataFrame, stats: Sequence[str] = ("st
         (``video_id``, ``group``, ``label``, ...) plus ``n_frames`` (int64) and
         ``frame_index`` (-1: the row stands for the whole video), so it can take the place
         of a frames table in :func:`deepmetric.cross_validate` and
-        :func:`deepmetric.evaluation.score_frames` (each video is then scored once).
+        :func:`deepmetric.eval.evaluation.score_frames` (each video is then scored once).
 
     Raises
     ------
@@ -94,3 +92,9 @@ def pool_frames(X: np.ndarray, frames: pd.DataFrame, stats: Sequence[str] = ("st
     videos["n_frames"] = n.astype(np.int64)
     videos["frame_index"] = np.int64(-1)
     return V, videos
+
+
+def video_table(frames: pd.DataFrame) -> pd.DataFrame:
+    """One row per video (first appearance order): ``video_id, group, label`` (+ method, split)."""
+    cols = [c for c in ("video_id", "group", "label", "method", "split", "role") if c in frames]
+    return frames[cols].drop_duplicates("video_id").reset_index(drop=True)

@@ -8,40 +8,14 @@ dropped.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from deepmetric.mtcnn import detect_faces
+from deepmetric.device import bound_onednn_cache, resolve_device
+from deepmetric.video.mtcnn import detect_faces
 
-__all__ = ["FaceDetector", "FaceCrops", "crop_face", "resolve_device", "bound_onednn_cache"]
-
-#: oneDNN primitive-cache capacity set by :func:`bound_onednn_cache` (oneDNN's default: 1024).
-ONEDNN_CACHE_CAPACITY = 64
-
-
-def bound_onednn_cache(capacity: int = ONEDNN_CACHE_CAPACITY) -> None:
-    """Bound oneDNN's primitive cache, unless the user set ``ONEDNN_PRIMITIVE_CACHE_CAPACITY``.
-
-    MTCNN's R-Net and O-Net get a new batch size (the number of candidate boxes) on nearly
-    every call, and oneDNN compiles and keeps a primitive for each new shape, up to 1,024
-    of them: over a dataset the process RSS keeps growing (``benchmarks/memory.py``).
-    oneDNN reads the variable once, when it first builds a primitive, so this only takes
-    effect if no convolution has run on the CPU in this process yet; the models'
-    first use calls it. It changes no result.
-    """
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(int(capacity)))
-
-
-def resolve_device(device: str | None = "auto") -> str:
-    """``"auto"`` → ``"cuda"`` when a CUDA device is present, else ``"cpu"``."""
-    if device in (None, "auto"):
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
-
+__all__ = ["FaceDetector", "FaceCrops", "crop_face"]
 
 @dataclass
 class FaceCrops:
@@ -137,7 +111,7 @@ class FaceDetector:
         convolutions run channels-last (about 2x faster R-/O-net on CPU; boxes agree to
         ~1e-4 px with the default format, ``tests/test_faces.py``).
     batched_crops : bool
-        Run MTCNN's cascade through :func:`deepmetric.mtcnn.detect_faces`, which resizes
+        Run MTCNN's cascade through :func:`deepmetric.video.mtcnn.detect_faces`, which resizes
         all candidate boxes for R-/O-net in one exact batched step instead of one
         ``interpolate`` call per box (same boxes, ``tests/test_mtcnn.py``); ``False``
         calls facenet-pytorch's ``MTCNN.detect``.

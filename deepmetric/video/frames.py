@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepmetric.items import media_kind
+from deepmetric.datasets.items import media_kind
 
 __all__ = ["MediaError", "Frames", "sample_indices", "read_frames", "read_image"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from deepmetric.datasets import celebdf
-from deepmetric.items import ManifestError
+from deepmetric.datasets.items import ManifestError
 
 FILES = {
     "Celeb-real": ["id0_0000", "id0_0001", "id1_0000", "id2_0000", "id5_0003"],

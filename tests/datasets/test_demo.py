@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from deepmetric.blend import face_outline
+from deepmetric.features.blend import face_outline
 from deepmetric.datasets import demo
-from deepmetric.items import validate_manifest
+from deepmetric.datasets.items import validate_manifest
 
 N_CLIPS, FRAMES, SIZE = 3, 25, 160
 

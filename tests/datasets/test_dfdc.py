@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from deepmetric.datasets import dfdc
-from deepmetric.items import ManifestError
+from deepmetric.datasets.items import ManifestError
 
 
 def test_sample_skips_missing_with_warning(dfdc_dir: Path):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from deepmetric.datasets import connected_groups, ffpp, load_dataset
-from deepmetric.items import ManifestError
+from deepmetric.datasets.items import ManifestError
 
 PRESENT = ("Deepfakes", "Face2Face", "FaceSwap")
 

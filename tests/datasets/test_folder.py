@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from deepmetric.datasets import folder
-from deepmetric.items import ManifestError
+from deepmetric.datasets.items import ManifestError
 
 CROPS = r"^(?P<group>[^-]+)-\d+-\d+$"
 

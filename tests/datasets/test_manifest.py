@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deepmetric.datasets import manifest
-from deepmetric.items import ManifestError
+from deepmetric.datasets.items import ManifestError
 
 VALID = ["0", "1", "real", "fake", "REAL", "Fake", " fake ", "1 "]
 # every spelling parse_label accepts, lower-cased and stripped

@@ -26,11 +26,11 @@ def build_demo_model(out_dir: Path) -> Path:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import open_dict
 
-    from deepmetric.cache import default_cache_dir
+    from deepmetric.storage import cache_root
     from experiments.run import run
 
     overrides = [
-        "+exp=triplet_rf", f"paths.cache_dir={default_cache_dir()}",
+        "+exp=triplet_rf", f"paths.cache_dir={cache_root()}",
         "data.n_clips=4", "data.frames=8", "extractor.n_frames=8", "extractor.progress=false",
         "cv.n_splits=2", "plots=false", "projector.epochs=20", "projector.device=cpu",
         "projector.validation_fraction=0", "classifier.n_estimators=50", "classifier.n_jobs=1",
@@ -84,7 +84,7 @@ def face_image(faces_dir) -> Path:
 
 
 def test_image_with_a_face(app, face_image):
-    from deepmetric.reports import file_sha256
+    from experiments.reports import file_sha256
     from experiments.app import _figure, _gallery
 
     a = app.analyze(face_image)
@@ -107,10 +107,10 @@ def test_image_with_a_face(app, face_image):
 
 def _demo_clip(label: int) -> Path:
     """A clip of the demo set the model fixture was trained on (cached: no rebuild)."""
-    from deepmetric.cache import default_cache_dir
+    from deepmetric.storage import cache_root
     from deepmetric.datasets import demo
 
-    items = demo.load(root=default_cache_dir() / "demo", n_clips=4, frames=8)
+    items = demo.load(root=cache_root() / "demo", n_clips=4, frames=8)
     return Path(items[items["label"] == label]["path"].iloc[0])
 
 
@@ -175,7 +175,7 @@ def test_oversized_empty_unsupported_and_missing(app_factory, face_image, tmp_pa
 
 
 def test_uploads_are_kept_only_when_configured(app_factory, face_image, tmp_path):
-    from deepmetric.reports import file_sha256
+    from experiments.reports import file_sha256
 
     keep = tmp_path / "kept"
     app = app_factory(f"keep_uploads={keep}", "explain_frames=0")

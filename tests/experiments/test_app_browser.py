@@ -106,7 +106,7 @@ def test_upload_verdict_report_in_chromium(server, model_path, faces_dir):
     from playwright.sync_api import expect, sync_playwright
 
     from deepmetric.model import DeepfakeModel
-    from deepmetric.reports import ReportStore, file_sha256
+    from experiments.reports import ReportStore, file_sha256
 
     url, db, proc, log, uploads = server
     image = faces_dir / "test_images" / "paul_rudd" / "1.jpg"

@@ -40,7 +40,7 @@ def slice_csv(ffpp_dir, tmp_path_factory):
 
 
 def _overrides(csv: Path, dfdc_dir: Path, cache: Path) -> list[str]:
-    return [f"data=manifest", f"data.path={csv}", "eval_data=folder",
+    return ["data=manifest", f"data.path={csv}", "eval_data=folder",
             f"eval_data.root={dfdc_dir / 'prepared_dataset'}", f"paths.cache_dir={cache}",
             "extractor.n_frames=3", "extractor.progress=false", "projector.epochs=5",
             "projector.batch_size=64", "cv.n_splits=2", "classifier.n_estimators=50"]
@@ -90,7 +90,7 @@ def test_run_end_to_end_and_deterministic(slice_csv, dfdc_dir, tmp_path):
 def test_run_with_self_blended_training_and_fine_tuning(slice_csv, tmp_path):
     """SBI pseudo-fakes are trained on and never scored; fine-tuning runs from crops."""
     cache = tmp_path / "cache"
-    base = [f"data=manifest", f"data.path={slice_csv}", f"paths.cache_dir={cache}",
+    base = ["data=manifest", f"data.path={slice_csv}", f"paths.cache_dir={cache}",
             "extractor.n_frames=2", "extractor.progress=false", "cv.n_splits=2"]
     m = run(compose_run(base + ["+exp=finetune", "self_blend.copies=1", "projector.epochs=2",
                                 "projector.batch_size=16"], tmp_path / "ft"))
@@ -121,7 +121,7 @@ def test_run_video_level_model_on_per_clip_spreads(slice_csv, dfdc_dir, tmp_path
     from deepmetric.explain import explain_arrays
 
     cache = tmp_path / "cache"
-    over = [f"data=manifest", f"data.path={slice_csv}", "eval_data=folder",
+    over = ["data=manifest", f"data.path={slice_csv}", "eval_data=folder",
             f"eval_data.root={dfdc_dir / 'prepared_dataset'}", f"paths.cache_dir={cache}",
             "extractor.n_frames=3", "extractor.progress=false", "cv.n_splits=2",
             "+exp=deepmetric"]

@@ -239,7 +239,7 @@ EXTRACT = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
     import pandas as pd
-    from deepmetric.extract import Extractor
+    from deepmetric.features.extract import Extractor
 
     items, cache, me, reverse = pd.read_pickle(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
     if reverse == "1":  # walk the clips from the other end: the two jobs meet in the middle
@@ -256,9 +256,9 @@ EXTRACT = textwrap.dedent("""
 
 def test_two_jobs_extract_each_clip_once(tmp_path, tiny_demo, sweep_env):
     """Two concurrent jobs on one cache: both finish, every clip is extracted once, files
-    are whole (per-clip lock + atomic writes in deepmetric.cache)."""
-    from deepmetric.cache import read_npz
-    from deepmetric.extract import Extractor
+    are whole (per-clip lock + atomic writes in deepmetric.features.cache)."""
+    from deepmetric.features.cache import read_npz
+    from deepmetric.features.extract import Extractor
 
     items = tiny_demo.iloc[:4].reset_index(drop=True)
     items.to_pickle(tmp_path / "items.pkl")

@@ -1,0 +1,82 @@
+"""deepmetric.model: a fitted detector end to end, saving and loading it (old files too)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from deepmetric.features.extract import Extractor
+from deepmetric.learn.projector import TripletProjector
+from deepmetric.model import DeepfakeModel, NoFaceError, TooFewFramesError
+
+LEGACY = Path(__file__).parent / "data" / "model-0.1.0.joblib"
+
+
+def _legacy_X() -> np.ndarray:
+    """The training features the legacy fixture was fitted on (tests/data/README.md)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 512)).astype(np.float32)
+    X[np.arange(200) % 2 == 1] += 0.3
+    return X
+
+
+def _arrays(X: np.ndarray) -> dict:
+    n = len(X)
+    return {"found": np.ones(n, bool), "frame_index": np.arange(n),
+            "prob": np.ones(n, np.float32), "embedding": X}
+
+
+def test_a_model_saved_by_the_flat_0_1_layout_still_loads_and_scores_the_same():
+    model = DeepfakeModel.load(LEGACY)
+    assert type(model.extractor).__module__ == "deepmetric.features.extract"
+    proj = model.pipeline.named_steps["projector"]
+    assert type(proj).__module__ == "deepmetric.learn.projector"
+    # the score deepmetric 0.1.0 computed when it saved the file (tests/data/README.md)
+    assert model.score_arrays(_arrays(_legacy_X()[:3]))["score"] == pytest.approx(
+        0.42584899564584094, abs=1e-6)
+    assert "deepmetric.extract" not in sys.modules  # the old names were only lent to pickle
+
+
+def test_predict_scores_a_real_photo_end_to_end(faces_dir, tmp_path):
+    model = DeepfakeModel.load(LEGACY)
+    photo = next(iter(sorted((faces_dir).glob("*.jpg"))))
+    out = model.predict(photo)
+    assert out["n_faces"] == 1 and 0.0 <= out["score"] <= 1.0
+    assert out["verdict"] == ("fake" if out["score"] >= 0.5 else "real")
+    assert list(out["frame_scores"].columns) == ["frame_index", "score", "prob"]
+
+
+def test_save_load_roundtrip_keeps_scores(tmp_path):
+    X = _legacy_X()
+    y = np.arange(len(X)) % 2
+    pipe = Pipeline([("projector", TripletProjector(hidden=[16], out_dim=4, epochs=1,
+                                                    device="cpu", random_state=0)),
+                     ("classifier", LogisticRegression())]).fit(X, y)
+    model = DeepfakeModel(Extractor(progress=False), pipe, ["embedding"], threshold=0.3)
+    path = model.save(tmp_path / "m" / "model.joblib")
+    again = DeepfakeModel.load(path)
+    assert again.threshold == 0.3
+    a, b = model.score_arrays(_arrays(X[:5])), again.score_arrays(_arrays(X[:5]))
+    assert a["score"] == pytest.approx(b["score"])
+    assert not list(path.parent.glob("*.tmp"))
+
+
+def test_named_errors_for_no_face_and_too_few_frames():
+    model = DeepfakeModel.load(LEGACY)
+    empty = _arrays(_legacy_X()[:2])
+    empty["found"][:] = False
+    with pytest.raises(NoFaceError, match="clip.mp4: no face"):
+        model.score_arrays(empty, "clip.mp4")
+    model.temporal = ["std"]
+    with pytest.raises(TooFewFramesError, match="photo.jpg"):
+        model.score_arrays(_arrays(_legacy_X()[:1]), "photo.jpg")
+
+
+def test_load_names_missing_and_foreign_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.joblib"):
+        DeepfakeModel.load(tmp_path / "nope.joblib")
