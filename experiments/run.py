@@ -26,14 +26,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import deepmetric
-from deepmetric.eval.evaluation import (cross_validate, fit_pipeline, per_method_metrics,
-                                        role_masks, score_frames, split_masks)
+from deepmetric.eval.evaluation import evaluate, fit_pipeline
 from deepmetric.learn.temporal import video_table
 from deepmetric.features.extract import FrameFeatures
 from deepmetric.datasets.items import add_self_blended
-from deepmetric.eval.metrics import frame_and_video_metrics
 from deepmetric.model import DeepfakeModel
-from deepmetric.learn.temporal import MIN_FRAMES, pool_frames
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +58,6 @@ def pipeline_specs(cfg: DictConfig) -> dict[str, Any]:
     single = {"projector": cfg.get("projector"), "scaler": cfg.get("scaler"),
               "classifier": cfg.get("classifier")}
     return {str(cfg.name): build_pipeline(single)}
-
-
-def _flat(summary: dict) -> tuple[dict, dict]:
-    """summarize_folds output → (means, stds) with the same nesting as one fold."""
-    mean, std = {}, {}
-    for level, metrics in summary.items():
-        mean[level] = {k: v["mean"] for k, v in metrics.items()}
-        std[level] = {k: v["std"] for k, v in metrics.items()}
-    return mean, std
 
 
 def _load_items(node: DictConfig, what: str) -> pd.DataFrame:
@@ -113,6 +101,9 @@ def _features(extractor, items: pd.DataFrame, blocks: list[str], out: Path,
 def run(cfg: DictConfig) -> dict:
     """Run one experiment and return its metrics (also written to ``metrics.json``).
 
+    Configuration → library calls → files: the protocol itself is
+    :func:`deepmetric.eval.evaluation.evaluate`.
+
     Parameters
     ----------
     cfg : omegaconf.DictConfig
@@ -135,141 +126,72 @@ def run(cfg: DictConfig) -> dict:
     if int(sbi.get("copies", 0)) or sbi.get("only", False):
         items = add_self_blended(items, int(sbi.get("copies", 0)), only=bool(sbi.get("only")))
     feats, rep = _features(_extractor_for(extractor, cfg.data), items, blocks, out, "data")
-    X, frames = feats.X, feats.frames
-    n_frames = len(frames)
+    cross = {}
+    if cfg.get("eval_data"):
+        efeats, _ = _features(_extractor_for(extractor, cfg.eval_data),
+                              _load_items(cfg.eval_data, "eval_data"), blocks, out, "eval")
+        cross = {"cross_X": efeats.X, "cross_frames": efeats.frames}
     tcfg = cfg.get("temporal") or {}
-    temporal = [str(s) for s in tcfg.get("stats") or []]
-    ddof = int(tcfg.get("ddof", 1))
-    if temporal:  # a video-level model: one row of frame statistics per clip
-        X, frames = pool_frames(X, frames, temporal, ddof=ddof)
+    protocol = {"n_splits": int(cfg.cv.n_splits), "random_state": int(cfg.seed),
+                "how": str(cfg.aggregate.how), "k": int(cfg.aggregate.k),
+                "threshold": float(cfg.threshold),
+                "temporal": [str(s) for s in tcfg.get("stats") or []],
+                "ddof": int(tcfg.get("ddof", 1))}
     pipelines = pipeline_specs(cfg)
-    how, k = str(cfg.aggregate.how), int(cfg.aggregate.k)
-
-    has_split = "split" in frames and frames["split"].notna().all() \
-        and frames["split"].astype(str).str.lower().isin(["test", "testing"]).any()
-    results: dict[str, dict] = {}
-    scored: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
+    results = {}
     for name, pipe in pipelines.items():
         tp = time.perf_counter()
-        if has_split:
-            tr, te = split_masks(frames)
-            est = fit_pipeline(pipe, X[tr], frames[tr])
-            fdf, vdf = score_frames(est, X[te], frames[te], how=how, k=k)
-            m = frame_and_video_metrics(fdf["label"], fdf["score"], fdf["video_id"],
-                                        how=how, k=k, threshold=float(cfg.threshold))
-            res = {"protocol": "split column", "test": m, "per_method": per_method_metrics(vdf)}
-        else:
-            cv = cross_validate(pipe, X, frames, n_splits=int(cfg.cv.n_splits),
-                                random_state=int(cfg.seed), how=how, k=k)
-            mean, std = _flat(cv.summary)
-            fdf, vdf = cv.frame_scores, cv.video_scores
-            res = {"protocol": f"identity-grouped {cfg.cv.n_splits}-fold CV (mean over folds)",
-                   "test": mean, "test_std": std, "folds": cv.folds,
-                   "per_method": cv.per_method}
-        if temporal:
-            res["protocol"] += f"; video-level model on per-clip {temporal} of frame features"
-            _no_frame_level(res)
-        res["seconds"] = round(time.perf_counter() - tp, 2)
-        results[name] = res
-        scored[name] = (fdf.assign(pipeline=name), vdf.assign(pipeline=name))
-        log.info("%s: video AUC %.3f, frame AUC %.3f (%s)", name, res["test"]["video"]["auc"],
-                 res["test"]["frame"]["auc"], res["protocol"])
-
-    # Fit every pipeline on all of `data` for the saved model and cross-dataset evaluation.
-    cross: dict[str, dict] = {}
-    cross_skipped = None
-    fitted: dict[str, Any] = {}
-    eval_items = None
-    if cfg.get("eval_data") or cfg.save_model:
-        trainable, _ = role_masks(frames)
-        for name, pipe in pipelines.items():
-            fitted[name] = fit_pipeline(pipe, X[trainable], frames[trainable])
-    if cfg.get("eval_data"):
-        eval_items = _load_items(cfg.eval_data, "eval_data")
-        efeats, erep = _features(_extractor_for(extractor, cfg.eval_data), eval_items, blocks,
-                                 out, "eval")
-        eX, eframes = efeats.X, efeats.frames
-        if temporal:  # clips only: an item with one face (an image) has no temporal spread
-            eX, eframes = pool_frames(eX, eframes, temporal, ddof=ddof)
-            keep = eframes["n_frames"].to_numpy() >= MIN_FRAMES
-            if not keep.all():
-                log.warning("eval_data: %d of %d items have fewer than %d frames with a face; "
-                            "a video-level model does not score them", int((~keep).sum()),
-                            len(keep), MIN_FRAMES)
-            eX, eframes = eX[keep], eframes[keep]
-            if not len(eframes):
-                cross_skipped = (f"all {len(keep)} eval_data items have fewer than "
-                                 f"{MIN_FRAMES} frames with a face (images?); a video-level "
-                                 "model scores clips")
-        for name, est in (fitted.items() if len(eframes) else ()):
-            fdf, vdf = score_frames(est, eX, eframes, how=how, k=k)
-            m = frame_and_video_metrics(fdf["label"], fdf["score"], fdf["video_id"], how=how,
-                                        k=k, threshold=float(cfg.threshold))
-            m["per_method"] = per_method_metrics(vdf)
-            if temporal:
-                _no_frame_level(m)
-            cross[name] = m
-            fdf.assign(pipeline=name).to_csv(out / f"cross_frame_scores_{name}.csv",
-                                             index=False)
-            vdf.assign(pipeline=name).to_csv(out / f"cross_video_scores_{name}.csv",
-                                             index=False)
+        results[name] = evaluate(pipe, feats.X, feats.frames, **protocol, **cross,
+                                 fit_final=bool(cfg.save_model))
+        results[name].metrics["seconds"] = round(time.perf_counter() - tp, 2)
+        log.info("%s: video AUC %.3f, frame AUC %.3f (%s)", name,
+                 *(results[name].metrics["test"][lv]["auc"] for lv in ("video", "frame")),
+                 results[name].metrics["protocol"])
     first = next(iter(results))
+    m0 = results[first].metrics
     metrics = {
-        "name": str(cfg.name), "pipeline": first, "protocol": results[first]["protocol"],
-        "test": results[first]["test"], "test_std": results[first].get("test_std"),
-        "per_method": results[first]["per_method"],
-        **({"cross": cross[first]} if cross else {}),
-        **({"cross_skipped": cross_skipped} if cross_skipped else {}),
-        "pipelines": {n: {**r, **({"cross": cross[n]} if n in cross else {})}
-                      for n, r in results.items()},
-        "data": {"n_videos": int(len(items)), "n_scored_videos": int(frames.video_id.nunique()),
-                 "n_frames": int(n_frames), "features": blocks, "dim": int(X.shape[1]),
-                 "temporal": temporal},
+        "name": str(cfg.name), "pipeline": first, "protocol": m0["protocol"],
+        "test": m0["test"], "test_std": m0.get("test_std"), "per_method": m0["per_method"],
+        **{k: m0[k] for k in ("cross", "cross_skipped") if k in m0},
+        "pipelines": {n: r.metrics for n, r in results.items()},
+        "data": {"n_videos": int(len(items)),
+                 "n_scored_videos": int(feats.frames.video_id.nunique()),
+                 "n_frames": int(len(feats.frames)), "features": blocks,
+                 "dim": int(feats.X.shape[1]), "temporal": protocol["temporal"]},
         "extraction": {k: rep[k] for k in ("n_items", "n_extracted", "n_cached", "n_failed",
                                            "failures", "no_face", "missing")},
         "deepmetric_version": deepmetric.__version__,
         "seconds": None,
     }
-    pd.concat([f for f, _ in scored.values()]).to_csv(out / "frame_scores.csv", index=False)
-    pd.concat([v for _, v in scored.values()]).to_csv(out / "video_scores.csv", index=False)
+    for kind in ("frame", "video"):
+        pd.concat([getattr(r, f"{kind}_scores").assign(pipeline=n) for n, r in results.items()]
+                  ).to_csv(out / f"{kind}_scores.csv", index=False)
+        for n, r in results.items():
+            if getattr(r, f"cross_{kind}_scores") is not None:
+                getattr(r, f"cross_{kind}_scores").assign(pipeline=n).to_csv(
+                    out / f"cross_{kind}_scores_{n}.csv", index=False)
     (out / "results.md").write_text(results_markdown(metrics, cfg))
+    metrics["seconds"] = round(time.perf_counter() - t0, 2)
+    (out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1))
     if cfg.plots:
-        _plots(out, scored, pipelines, X, frames, cfg)
-    if cfg.save_model:
-        DeepfakeModel(extractor, fitted[first], blocks, how=how, k=k,
-                      threshold=float(cfg.threshold), temporal=temporal, ddof=ddof,
+        _plots(out, results, pipelines, feats.X, feats.frames, cfg)
+    if cfg.save_model:  # last: a model that cannot be written loses no metrics
+        DeepfakeModel(extractor, results[first].estimator, blocks, how=protocol["how"],
+                      k=protocol["k"], threshold=protocol["threshold"],
+                      temporal=protocol["temporal"], ddof=protocol["ddof"],
                       info={"version": f"{cfg.name}-{first}-{time.strftime('%Y%m%d%H%M%S')}",
                             "config": OmegaConf.to_container(cfg, resolve=False),
                             "test": metrics["test"]}).save(out / "model.joblib")
-    metrics["seconds"] = round(time.perf_counter() - t0, 2)
-    (out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1))
     log.info("results in %s\n%s", out, (out / "results.md").read_text())
     return metrics
 
 
-def _no_frame_level(metrics: dict) -> None:
-    """Blank the frame-level entries (NaN) of a video-level model's metrics, in place.
-
-    Its rows are whole clips, so the "frame" metrics computed over them would only repeat
-    the video ones under a frame-level label.
-    """
-    for key, value in metrics.items():
-        if key == "frame" and isinstance(value, dict):
-            metrics[key] = {m: math.nan for m in value}
-        elif isinstance(value, dict):
-            _no_frame_level(value)
-        elif isinstance(value, list):
-            for v in value:
-                if isinstance(v, dict):
-                    _no_frame_level(v)
-
-
-def _plots(out: Path, scored: dict, pipelines: dict, X: np.ndarray, frames: pd.DataFrame,
+def _plots(out: Path, results: dict, pipelines: dict, X: np.ndarray, frames: pd.DataFrame,
            cfg: DictConfig) -> None:
     from deepmetric.eval.plots import plot_embedding_scatter, plot_roc
 
-    curves = {f"{n} (video)": (v["label"].to_numpy(), v["score"].to_numpy())
-              for n, (_, v) in scored.items()}
+    curves = {f"{n} (video)": (r.video_scores["label"].to_numpy(),
+                               r.video_scores["score"].to_numpy()) for n, r in results.items()}
     plot_roc(curves, out / "roc.png")
     # Before/after triplet training on a held-out group split (as on the poster).
     from deepmetric.eval.splits import grouped_train_test_split

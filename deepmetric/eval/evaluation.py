@@ -9,6 +9,8 @@ clip, and a fake with the real clips of its identities, always stay on one side.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,10 +21,10 @@ from sklearn.base import clone
 from deepmetric.eval.metrics import binary_metrics, frame_and_video_metrics, summarize_folds
 from deepmetric.eval.scoring import aggregate_scores, frame_scores
 from deepmetric.eval.splits import check_group_disjoint, grouped_kfold, split_from_column
-from deepmetric.learn.temporal import video_table
+from deepmetric.learn.temporal import MIN_FRAMES, pool_frames, video_table
 
-__all__ = ["CVResult", "role_masks", "fit_pipeline", "score_frames", "cross_validate",
-           "train_test_evaluate", "per_method_metrics"]
+__all__ = ["CVResult", "Evaluation", "evaluate", "role_masks", "fit_pipeline", "score_frames",
+           "cross_validate", "per_method_metrics", "has_test_split", "split_masks"]
 
 
 @dataclass
@@ -125,7 +127,8 @@ def per_method_metrics(videos: pd.DataFrame) -> dict:
 
 
 def cross_validate(pipeline: Any, X: np.ndarray, frames: pd.DataFrame, *, n_splits: int = 5,
-                   random_state: int = 0, how: str = "mean", k: int = 5) -> CVResult:
+                   random_state: int = 0, how: str = "mean", k: int = 5,
+                   threshold: float = 0.5) -> CVResult:
     """Identity-grouped, stratified k-fold CV at video level, scored at frame and video level.
 
     Parameters
@@ -142,6 +145,9 @@ def cross_validate(pipeline: Any, X: np.ndarray, frames: pd.DataFrame, *, n_spli
         Seeds the fold assignment (and nothing else).
     how, k
         Frame → video aggregation (``"mean"``, ``"median"``, ``"topk"``).
+    threshold : float
+        Score at or above which a frame or video counts as fake (accuracy, precision,
+        recall, F1; the EER-threshold metrics do not depend on it).
 
     Returns
     -------
@@ -167,32 +173,157 @@ def cross_validate(pipeline: Any, X: np.ndarray, frames: pd.DataFrame, *, n_spli
         fdfs.append(fdf)
         vdfs.append(vdf)
         folds.append(frame_and_video_metrics(fdf["label"], fdf["score"], fdf["video_id"],
-                                             how=how, k=k))
+                                             how=how, k=k, threshold=threshold))
     return CVResult(folds=folds, summary=summarize_folds(folds),
                     frame_scores=pd.concat(fdfs, ignore_index=True),
                     video_scores=pd.concat(vdfs, ignore_index=True),
                     per_method=per_method_metrics(pd.concat(vdfs, ignore_index=True)))
 
 
-def train_test_evaluate(pipeline: Any, X_train: np.ndarray, frames_train: pd.DataFrame,
-                        X_test: np.ndarray, frames_test: pd.DataFrame, *, how: str = "mean",
-                        k: int = 5) -> tuple[Any, dict, pd.DataFrame, pd.DataFrame]:
-    """Fit on one set, evaluate on another (official split or cross-dataset).
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` measured for one pipeline.
+
+    Attributes
+    ----------
+    metrics : dict
+        The structure ``metrics.json`` holds for a pipeline: ``protocol``, ``test``
+        (``{"frame": {...}, "video": {...}}``; means over folds under CV), ``test_std`` and
+        ``folds`` (CV only), ``per_method``, and ``cross`` / ``cross_skipped`` when
+        cross-dataset data was given. A video-level model's frame-level entries are NaN.
+    frame_scores, video_scores : pandas.DataFrame
+        Out-of-fold (or test-split) scores: one row per test frame / video.
+    cross_frame_scores, cross_video_scores : pandas.DataFrame or None
+        Scores of the cross-dataset data.
+    estimator : sklearn estimator or None
+        The pipeline fitted on every trainable row of the data (when ``fit_final`` or
+        cross-dataset data asked for it).
+    """
+
+    metrics: dict
+    frame_scores: pd.DataFrame
+    video_scores: pd.DataFrame
+    cross_frame_scores: pd.DataFrame | None = None
+    cross_video_scores: pd.DataFrame | None = None
+    estimator: Any = None
+
+
+def has_test_split(frames: pd.DataFrame) -> bool:
+    """Whether the table's ``split`` column defines the protocol (every row set, some test)."""
+    return "split" in frames and frames["split"].notna().all() \
+        and frames["split"].astype(str).str.lower().isin(["test", "testing"]).any()
+
+
+def evaluate(pipeline: Any, X: np.ndarray, frames: pd.DataFrame, *, n_splits: int = 5,
+             random_state: int = 0, how: str = "mean", k: int = 5, threshold: float = 0.5,
+             temporal: Sequence[str] = (), ddof: int = 1, cross_X: np.ndarray | None = None,
+             cross_frames: pd.DataFrame | None = None, fit_final: bool = False) -> Evaluation:
+    """The evaluation protocol of ``python -m experiments.run``, without a config.
+
+    - The data's ``split`` column when it has test rows (e.g. Celeb-DF's official list),
+      else identity-grouped, stratified ``n_splits``-fold CV (mean ± std over folds).
+    - ``temporal`` non-empty: a video-level model, fitted on one row per clip of per-clip
+      statistics of the frame features (:func:`~deepmetric.learn.temporal.pool_frames`);
+      clips with fewer than :data:`~deepmetric.learn.temporal.MIN_FRAMES` frames with a
+      face are not scored by it (counted in ``cross_skipped`` for cross-dataset data).
+    - With ``cross_X``/``cross_frames``: the pipeline is also fitted on every trainable row
+      of the data and scores them (cross-dataset, frame and video level).
+
+    Parameters
+    ----------
+    pipeline : sklearn estimator
+        Cloned before every fit (a projector step gets the groups, see :func:`fit_pipeline`).
+    X : numpy.ndarray
+        float32 (F, D) frame features.
+    frames : pandas.DataFrame
+        F rows: ``video_id, group, label`` (+ ``method``, ``split``, ``role``).
+    n_splits, random_state
+        Folds and their seed (grouped CV only).
+    how, k
+        Frame → video score aggregation of a frame-level model.
+    threshold : float
+        Score at or above which an item counts as fake, in every protocol.
+    temporal, ddof
+        Per-clip statistics of a video-level model, and the ``ddof`` of ``"std"``.
+    cross_X, cross_frames : optional
+        Frame features and table of the cross-dataset data.
+    fit_final : bool
+        Also fit the pipeline on all the data (``Evaluation.estimator``), e.g. to save it.
 
     Returns
     -------
-    estimator, metrics, frame_df, video_df
-        ``metrics`` is ``{"frame": {...}, "video": {...}, "per_method": {...}}``.
+    Evaluation
     """
-    est = fit_pipeline(pipeline, X_train, frames_train)
-    fdf, vdf = score_frames(est, X_test, frames_test, how=how, k=k)
-    m = _metrics_or_scores(fdf, how=how, k=k)
+    temporal = [str(t) for t in temporal]
+    if temporal:
+        X, frames = pool_frames(X, frames, temporal, ddof=ddof)
+    if has_test_split(frames):
+        tr, te = split_masks(frames)
+        est = fit_pipeline(pipeline, X[tr], frames[tr])
+        fdf, vdf = score_frames(est, X[te], frames[te], how=how, k=k)
+        res: dict = {"protocol": "split column",
+                     "test": frame_and_video_metrics(fdf["label"], fdf["score"],
+                                                     fdf["video_id"], how=how, k=k,
+                                                     threshold=threshold),
+                     "per_method": per_method_metrics(vdf)}
+    else:
+        cv = cross_validate(pipeline, X, frames, n_splits=n_splits, random_state=random_state,
+                            how=how, k=k, threshold=threshold)
+        mean = {lv: {m: v["mean"] for m, v in ms.items()} for lv, ms in cv.summary.items()}
+        std = {lv: {m: v["std"] for m, v in ms.items()} for lv, ms in cv.summary.items()}
+        fdf, vdf = cv.frame_scores, cv.video_scores
+        res = {"protocol": f"identity-grouped {n_splits}-fold CV (mean over folds)",
+               "test": mean, "test_std": std, "folds": cv.folds, "per_method": cv.per_method}
+    if temporal:
+        res["protocol"] += f"; video-level model on per-clip {temporal} of frame features"
+    out = Evaluation(res, fdf, vdf)
+    if fit_final or cross_X is not None:
+        trainable, _ = role_masks(frames)
+        out.estimator = fit_pipeline(pipeline, X[trainable], frames[trainable])
+    if cross_X is not None and cross_frames is not None:
+        _score_cross(out, cross_X, cross_frames, how=how, k=k, threshold=threshold,
+                     temporal=temporal, ddof=ddof)
+    if temporal:
+        _no_frame_level(res)
+    return out
+
+
+def _score_cross(out: Evaluation, X: np.ndarray, frames: pd.DataFrame, *, how: str, k: int,
+                 threshold: float, temporal: list[str], ddof: int) -> None:
+    if temporal:  # clips only: an item with one face (an image) has no temporal spread
+        X, frames = pool_frames(X, frames, temporal, ddof=ddof)
+        keep = frames["n_frames"].to_numpy() >= MIN_FRAMES
+        if not keep.all():
+            n = "all" if not keep.any() else f"{int((~keep).sum())} of"
+            out.metrics["cross_skipped"] = (
+                f"{n} {len(keep)} eval_data items have fewer than {MIN_FRAMES} frames with a "
+                "face (images?); a video-level model scores clips")
+        X, frames = X[keep], frames[keep]
+        if not len(frames):
+            return
+    fdf, vdf = score_frames(out.estimator, X, frames, how=how, k=k)
+    m = frame_and_video_metrics(fdf["label"], fdf["score"], fdf["video_id"], how=how, k=k,
+                                threshold=threshold)
     m["per_method"] = per_method_metrics(vdf)
-    return est, m, fdf, vdf
+    out.metrics["cross"] = m
+    out.cross_frame_scores, out.cross_video_scores = fdf, vdf
 
 
-def _metrics_or_scores(fdf: pd.DataFrame, how: str, k: int) -> dict:
-    return frame_and_video_metrics(fdf["label"], fdf["score"], fdf["video_id"], how=how, k=k)
+def _no_frame_level(metrics: dict) -> None:
+    """Blank the frame-level entries (NaN) of a video-level model's metrics, in place.
+
+    Its rows are whole clips, so the "frame" metrics computed over them would only repeat
+    the video ones under a frame-level label.
+    """
+    for key, value in metrics.items():
+        if key == "frame" and isinstance(value, dict):
+            metrics[key] = {m: math.nan for m in value}
+        elif isinstance(value, dict):
+            _no_frame_level(value)
+        elif isinstance(value, list):
+            for v in value:
+                if isinstance(v, dict):
+                    _no_frame_level(v)
 
 
 def role_masks(frames: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

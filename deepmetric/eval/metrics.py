@@ -165,7 +165,7 @@ def frame_and_video_metrics(
     """
     import pandas as pd
 
-    from .scoring import aggregate_scores
+    from deepmetric.eval.scoring import aggregate_scores
 
     y, s = _check_binary(y_frame, s_frame)
     v = np.asarray(video_ids)

@@ -280,7 +280,7 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         if vf == 0:
             return all_idx, None
         if groups is not None:
-            from .splits import grouped_train_test_split
+            from deepmetric.eval.splits import grouped_train_test_split
 
             try:
                 tr, va = grouped_train_test_split(y, groups, test_size=vf, random_state=seed)
@@ -338,7 +338,7 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         """
         import torch
 
-        from .mining import batch_all_triplet_loss, make_loss
+        from deepmetric.learn.mining import batch_all_triplet_loss, make_loss
 
         self._validate_params()
         X, y = validate_data(
