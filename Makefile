@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.deepmetric-installed
 
-.PHONY: venv demo test test-all test-slow bench clean-venv
+.PHONY: venv demo lint test test-all test-slow bench clean-venv
 
 venv: $(STAMP)
 
@@ -30,7 +30,10 @@ $(STAMP): pyproject.toml Makefile
 demo: venv
 	$(PY) -m experiments.run
 
-test: venv
+lint: venv
+	$(PY) -m ruff check deepmetric experiments benchmarks tests
+
+test: venv lint
 	$(PY) -m pytest -q
 
 test-slow: venv

@@ -45,3 +45,36 @@ def test_split_column_respects_roles_and_bad_roles_fail():
     frames.loc[0, "role"] = "eval"
     with pytest.raises(ValueError, match="unknown role"):
         role_masks(frames)
+
+
+@pytest.mark.parametrize("split_column", [False, True])
+def test_threshold_reaches_every_protocol(split_column):
+    """Issue #19: under CV, accuracy/F1 used to stay at threshold 0.5 whatever was asked."""
+    from deepmetric.eval.evaluation import evaluate
+
+    X, frames = _table(np.random.default_rng(2))
+    if split_column:
+        frames["split"] = np.where(frames["group"].isin(["g0", "g1", "g2"]), "test", "train")
+    at = {t: evaluate(LogisticRegression(), X, frames, n_splits=5, threshold=t).metrics
+          for t in (0.5, 0.99)}
+    for level in ("frame", "video"):
+        assert at[0.99]["test"][level]["recall"] < at[0.5]["test"][level]["recall"]
+        assert at[0.99]["test"][level]["accuracy"] != at[0.5]["test"][level]["accuracy"]
+        assert at[0.99]["test"][level]["auc"] == at[0.5]["test"][level]["auc"]
+    assert at[0.5]["protocol"] == ("split column" if split_column
+                                   else "identity-grouped 5-fold CV (mean over folds)")
+
+
+def test_evaluate_scores_cross_dataset_data_and_fits_a_final_model():
+    from deepmetric.eval.evaluation import evaluate
+
+    X, frames = _table(np.random.default_rng(3))
+    eX, eframes = _table(np.random.default_rng(4))
+    ev = evaluate(LogisticRegression(), X, frames, cross_X=eX, cross_frames=eframes,
+                  threshold=0.3)
+    assert ev.estimator is not None and ev.metrics["cross"]["video"]["auc"] > 0.9
+    assert len(ev.cross_video_scores) == eframes["video_id"].nunique()
+    video = evaluate(LogisticRegression(), X, frames, temporal=["std"], cross_X=eX[::4],
+                     cross_frames=eframes.iloc[::4])  # one frame per clip: nothing to pool
+    assert "cross" not in video.metrics and video.metrics["cross_skipped"].startswith("all")
+    assert all(np.isnan(v) for v in video.metrics["test"]["frame"].values())

@@ -29,7 +29,8 @@ REQUIRED: tuple[str, ...] = ("path", "label")
 OPTIONAL: tuple[str, ...] = ("group", "split", "video_id", "method")
 
 
-def load(path: str | os.PathLike, check_files: bool = True) -> pd.DataFrame:
+def load(path: str | os.PathLike, check_files: bool = True,
+         head: int | None = None) -> pd.DataFrame:
     """Read and validate a manifest CSV.
 
     Parameters
@@ -38,6 +39,9 @@ def load(path: str | os.PathLike, check_files: bool = True) -> pd.DataFrame:
         The CSV (UTF-8, optional BOM, header row first).
     check_files : bool
         Raise when a listed file does not exist.
+    head : int, optional
+        Keep only the first ``head`` data rows (in the file's order), e.g. a fixed sample
+        of a hash-ordered list.
 
     Returns
     -------
@@ -57,7 +61,8 @@ def load(path: str | os.PathLike, check_files: bool = True) -> pd.DataFrame:
     if not csv.is_file():
         raise ManifestError(f"manifest CSV not found: {csv}")
     try:
-        df = pd.read_csv(csv, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        df = pd.read_csv(csv, dtype=str, keep_default_na=False, encoding="utf-8-sig",
+                         nrows=None if head is None else int(head))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise ManifestError(f"{csv}: not a readable CSV ({e})") from None
     df.columns = [str(c).strip() for c in df.columns]
