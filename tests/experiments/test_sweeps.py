@@ -23,7 +23,7 @@ import pytest
 from experiments.summarize import summarize
 
 REPO = Path(__file__).resolve().parents[2]
-CONF = REPO / "conf"
+CONF = REPO / "experiments" / "conf"
 # A tiny demo (6 real + 6 self-blended clips, 3 faces each) and a quick pipeline.
 DEMO = {"n_clips": 6, "frames": 6}
 TINY = [f"data.n_clips={DEMO['n_clips']}", f"data.frames={DEMO['frames']}",

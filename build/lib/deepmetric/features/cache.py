@@ -1,0 +1,201 @@
+"""Cache: one ``.npz`` file per clip, under a directory keyed by the extraction settings.
+
+- The directory name is a hash of every setting that changes the output (detector,
+  embedder, frame count, feature blocks), so stale results are never reused.
+- A clip's file name is its sanitised stem plus a fingerprint of its *content* (a hash of
+  every byte), so a file edited anywhere, even in place with its size kept, is extracted
+  again, while a dataset that is copied, moved, re-mounted or staged to node-local scratch
+  (new paths, new modification times) keeps its cache. The hash is computed once per
+  file state (path, inode, size, modification time) in a process.
+- Writes are atomic (a unique temp file in the same directory, fsync, ``os.replace``): a run
+  killed midway leaves either no file or a complete one, never a partial file under the
+  final name. Files are written with fixed zip timestamps, so the same arrays give the same
+  bytes.
+- Concurrent jobs coordinate with an advisory lock per clip (``fcntl.flock``): a job that
+  finds another extracting the same clip waits for it and reuses its result.
+- A corrupt file (bad zip, bad CRC, missing arrays) is reported, moved aside as
+  ``*.corrupt`` and extracted again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import uuid
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from deepmetric.storage import cache_root
+
+__all__ = ["FeatureCache", "CacheError", "settings_hash", "content_fingerprint"]
+
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+class CacheError(RuntimeError):
+    """A cache file is unreadable; the message names it."""
+
+
+def settings_hash(settings: Mapping) -> str:
+    """A short stable hash of a JSON-serialisable settings mapping."""
+    blob = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Atomically write arrays as a reproducible ``.npz`` (fixed timestamps, sorted names)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED,
+                                 compresslevel=1) as zf:
+                for name in sorted(arrays):
+                    arr = np.asarray(arrays[name])
+                    if arr.dtype == object:
+                        raise TypeError(f"{name}: object arrays are not cached")
+                    buf = io.BytesIO()
+                    np.lib.format.write_array(buf, arr, allow_pickle=False)
+                    info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
+                    info.compress_type = zipfile.ZIP_DEFLATED
+                    info.external_attr = 0o644 << 16
+                    zf.writestr(info, buf.getvalue(), compresslevel=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def read_npz(path: Path, required: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Read a cache file fully (CRC-checked); raise :class:`CacheError` if it is damaged."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        raise CacheError(f"{path}: corrupt cache file ({type(exc).__name__}: {exc})") from exc
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise CacheError(f"{path}: corrupt cache file (missing arrays {missing})")
+    return arrays
+
+
+#: bytes hashed per read when fingerprinting a file
+_CHUNK = 1024 * 1024
+_fingerprints: dict[tuple, str] = {}
+
+
+def content_fingerprint(path: str | os.PathLike) -> str:
+    """A 16-hex-digit fingerprint of a file's whole content (BLAKE2b over every byte).
+
+    Independent of the path and modification time; any edit changes it, including one in
+    the middle of a file that keeps its size. Memoised per (path, inode, size, mtime), so
+    repeated lookups in one process read the file once. A missing file gets a fingerprint
+    of its path (so a later real file never collides with it).
+    """
+    p = os.path.abspath(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        return hashlib.sha1(f"missing|{p}".encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    memo = (p, st.st_ino, st.st_size, st.st_mtime_ns)
+    if memo not in _fingerprints:
+        h = hashlib.blake2b(f"{st.st_size}|".encode(), digest_size=8)
+        with open(p, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                h.update(chunk)
+        _fingerprints[memo] = h.hexdigest()
+    return _fingerprints[memo]
+
+
+class FeatureCache:
+    """Per-clip feature files under ``root/<settings-hash>/``.
+
+    Parameters
+    ----------
+    root : path-like, optional
+        Cache root; default ``features/`` under :func:`deepmetric.storage.cache_root`.
+    settings : mapping
+        Every setting that changes the cached arrays; hashed into the directory name and
+        written to ``settings.json`` there for humans.
+    """
+
+    REQUIRED = ("frame_index", "found")
+
+    def __init__(self, root: str | os.PathLike | None = None, settings: Mapping | None = None):
+        self.root = Path(root) if root is not None else cache_root() / "features"
+        self.settings = dict(settings or {})
+        self.dir = self.root / settings_hash(self.settings)
+
+    def _ensure_dir(self) -> None:
+        if not (self.dir / "settings.json").exists():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            blob = json.dumps(self.settings, sort_keys=True, indent=1, default=str)
+            tmp = self.dir / f".settings.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp"
+            tmp.write_text(blob)
+            os.replace(tmp, self.dir / "settings.json")
+
+    def path_for(self, media_path: str | os.PathLike, variant: str | None = None) -> Path:
+        """The cache file of a media file (it need not exist).
+
+        ``variant`` names a derived version of the same file (e.g. ``"sbi0"``, a
+        self-blended copy); it is appended to the file name.
+        """
+        p = Path(os.path.abspath(media_path))
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", p.stem)[:40] or "item"
+        tail = f"-{re.sub(r'[^A-Za-z0-9._-]+', '_', variant)}" if variant else ""
+        return self.dir / f"{stem}-{content_fingerprint(p)}{tail}.npz"
+
+    def has(self, media_path: str | os.PathLike, variant: str | None = None) -> bool:
+        """Whether a complete file exists for this media file (not read)."""
+        return self.path_for(media_path, variant).is_file()
+
+    def load(self, media_path: str | os.PathLike,
+             variant: str | None = None) -> dict[str, np.ndarray] | None:
+        """The cached arrays, or None when missing or corrupt (a corrupt file is moved aside)."""
+        path = self.path_for(media_path, variant)
+        if not path.is_file():
+            return None
+        try:
+            return read_npz(path, self.REQUIRED)
+        except CacheError as exc:
+            warnings.warn(f"{exc}; moved aside and will be extracted again", stacklevel=2)
+            with contextlib.suppress(OSError):
+                os.replace(path, path.with_suffix(".corrupt"))
+            return None
+
+    def save(self, media_path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
+             variant: str | None = None) -> Path:
+        """Atomically write the arrays of one media file; returns the cache file."""
+        self._ensure_dir()
+        path = self.path_for(media_path, variant)
+        write_npz(path, arrays)
+        return path
+
+    @contextlib.contextmanager
+    def lock(self, media_path: str | os.PathLike) -> Iterator[None]:
+        """Hold an exclusive advisory lock for one media file (blocks while another holds it)."""
+        self._ensure_dir()
+        lock_dir = self.dir / "locks"
+        lock_dir.mkdir(exist_ok=True)
+        lock_path = lock_dir / self.path_for(media_path).with_suffix(".lock").name
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: atomic renames still keep files whole
+            yield
+            return
+        with open(lock_path, "a+") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -1,0 +1,481 @@
+"""Extraction: manifest → frames → faces → embeddings → per-clip cache, and back as arrays.
+
+>>> import deepmetric as dm
+>>> items = dm.datasets.folder.load("my_clips")          # real/ and fake/ sub-folders
+>>> ex = dm.Extractor(cache_dir="cache")
+>>> report = ex.run(items)                               # only what is missing
+>>> feats = ex.features(items)                           # feats.X: (F, 512) float32
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from deepmetric.features.cache import FeatureCache
+from deepmetric.storage import cache_root
+from deepmetric.features.embedder import EMBEDDING, FaceEmbedder
+from deepmetric.video.faces import FaceCrops, FaceDetector, crop_face
+from deepmetric.video.frames import MediaError, read_frames
+from deepmetric.features.spectrum import SPECTRUM, radial_spectrum
+
+__all__ = ["Extractor", "ExtractionError", "ExtractionReport", "FrameFeatures"]
+
+#: Version of the self-blending operator, part of the cache name of self-blended copies.
+BLEND_VERSION = 1
+
+
+class ExtractionError(RuntimeError):
+    """Extraction of one item failed (with ``on_error="raise"``); names the file."""
+
+
+@dataclass
+class ExtractionReport:
+    """What one :meth:`Extractor.run` did.
+
+    ``failures`` lists ``{"video_id", "path", "error"}`` for items that could not be read;
+    ``no_face`` lists the video ids where no frame had a face (they have no features).
+    """
+
+    n_items: int = 0
+    n_extracted: int = 0
+    n_cached: int = 0
+    n_frames: int = 0
+    n_faces: int = 0
+    seconds: float = 0.0
+    failures: list[dict] = field(default_factory=list)
+    no_face: list[str] = field(default_factory=list)
+
+    @property
+    def n_failed(self) -> int:
+        return len(self.failures)
+
+    @property
+    def faces_per_second(self) -> float:
+        return self.n_faces / self.seconds if self.seconds > 0 and self.n_extracted else 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["n_failed"] = self.n_failed
+        d["faces_per_second"] = round(self.faces_per_second, 3)
+        return d
+
+    def summary(self) -> str:
+        s = (f"{self.n_items} items: {self.n_extracted} extracted, {self.n_cached} cached, "
+             f"{self.n_failed} failed; {self.n_faces}/{self.n_frames} frames with a face "
+             f"in {self.seconds:.1f} s")
+        if self.n_extracted:
+            s += f" ({self.faces_per_second:.1f} faces/s)"
+        for f in self.failures:
+            s += f"\n  FAILED {f['path']}: {f['error']}"
+        if self.no_face:
+            s += f"\n  no face in any frame: {len(self.no_face)} item(s): " \
+                 + ", ".join(self.no_face[:10]) + (" ..." if len(self.no_face) > 10 else "")
+        return s
+
+
+@dataclass
+class FrameFeatures:
+    """Frame-level features of a manifest, ready for the metric-learning core.
+
+    Attributes
+    ----------
+    X : numpy.ndarray
+        float32 (F, D): the requested feature blocks concatenated, one row per frame with
+        a face.
+    frames : pandas.DataFrame
+        F rows: ``video_id, group, label, frame_index, prob`` plus the manifest's
+        ``method``/``split`` when present.
+    blocks : dict of str to slice
+        Column range of each block in ``X``.
+    missing : pandas.DataFrame
+        Items without features: ``video_id, reason`` (not extracted, failed, no face).
+    """
+
+    X: np.ndarray
+    frames: pd.DataFrame
+    blocks: dict
+    missing: pd.DataFrame
+
+    @property
+    def y(self) -> np.ndarray:
+        """int64 (F,) labels, 0 real / 1 fake."""
+        return self.frames["label"].to_numpy(np.int64)
+
+    @property
+    def video_ids(self) -> np.ndarray:
+        return self.frames["video_id"].to_numpy()
+
+    @property
+    def groups(self) -> np.ndarray:
+        return self.frames["group"].to_numpy()
+
+
+class Extractor:
+    """Run the face pipeline over a manifest, caching one file per item.
+
+    Parameters
+    ----------
+    detector : FaceDetector, optional
+        Default ``FaceDetector()``.
+    embedder : FaceEmbedder, optional
+        Default ``FaceEmbedder()`` (CASIA-WebFace FaceNet, works offline).
+    n_frames : int
+        Frames sampled evenly per clip (the poster's 25).
+    cache_dir : path-like, optional
+        Cache root (default ``$DEEPMETRIC_CACHE/features`` or ``~/.cache/deepmetric``).
+    spectrum_bins : int
+        When > 0, also cache the crops' radial power spectrum with this many bins.
+    save_crops : bool
+        Also cache the uint8 face crops (for explanations and fine-tuning).
+    on_error : {"skip", "raise"}
+        ``"skip"`` records a failed item in the report and goes on; ``"raise"`` stops with
+        :class:`ExtractionError` (items already done stay cached).
+    progress : bool
+        Show a tqdm progress bar.
+    trim_memory : bool
+        After each clip, hand the heap memory the C allocator holds but no longer uses back
+        to the OS (glibc ``malloc_trim``; nothing elsewhere). Frames of ever new sizes
+        otherwise leave fragmented free memory behind, and RSS creeps up over a long run.
+        It does not change any result.
+    """
+
+    trim_memory = True  # class default: extractors pickled before the option existed
+
+    def __init__(self, detector: FaceDetector | None = None,
+                 embedder: FaceEmbedder | None = None, n_frames: int = 25,
+                 cache_dir: str | Path | None = None, spectrum_bins: int = 0,
+                 save_crops: bool = False, on_error: str = "skip", progress: bool = True,
+                 trim_memory: bool = True):
+        if on_error not in ("skip", "raise"):
+            raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+        self.detector = detector if detector is not None else FaceDetector()
+        self.embedder = embedder if embedder is not None else FaceEmbedder()
+        self.n_frames = n_frames
+        self.cache_dir = cache_dir
+        self.spectrum_bins = spectrum_bins
+        self.save_crops = save_crops
+        self.on_error = on_error
+        self.progress = progress
+        self.trim_memory = trim_memory
+
+    # -- settings and cache ---------------------------------------------------------------
+    def settings(self) -> dict:
+        """Everything that changes the cached arrays."""
+        # save_crops is not a setting: a file with crops serves a request without them, and
+        # a file without them is extracted again when crops are needed (see _usable).
+        return {"version": 1, "n_frames": self.n_frames, **self.detector.settings(),
+                **self.embedder.settings(), "spectrum_bins": self.spectrum_bins}
+
+    def _usable(self, arrays: dict | None) -> bool:
+        """Whether cached arrays serve this extractor (present, with crops if it saves them)."""
+        return arrays is not None and (not self.save_crops or "crops" in arrays)
+
+    @property
+    def cache(self) -> FeatureCache:
+        root = Path(self.cache_dir) if self.cache_dir is not None \
+            else cache_root() / "features"
+        return FeatureCache(root, self.settings())
+
+    # -- one item ---------------------------------------------------------------------------
+    def extract_item(self, path: str | Path, frames=None,
+                     blend_seed: int | None = None) -> dict[str, np.ndarray]:
+        """Extract one clip or image (no caching).
+
+        Parameters
+        ----------
+        path : path-like
+            The media file.
+        frames : deepmetric.video.frames.Frames, optional
+            Already decoded frames of ``path``.
+        blend_seed : int, optional
+            Extract a *self-blended* copy instead (see :func:`self_blended_frames`).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``frame_index`` int64 (T,), ``found`` bool (T,), ``prob`` float32 (T,),
+            ``box`` float32 (T, 4), ``landmarks`` float32 (T, 5, 2), ``n_faces`` int16 (T,),
+            ``n_total`` int64 (), ``fps`` float64 (), and one float32 (T, D) array per
+            feature block (``embedding``, tapped layers, ``spectrum``), NaN rows where no
+            face was found; ``crops`` uint8 (T, 160, 160, 3) when ``save_crops``.
+        """
+        fr = frames if frames is not None else read_frames(path, self.n_frames)
+        return self._extract(path, fr, self.detector.detect(fr.images), blend_seed)
+
+    def _extract(self, path, fr, faces: FaceCrops, blend_seed: int | None) -> dict:
+        """The arrays of a clip (or of its self-blended copy) from its detected faces."""
+        if blend_seed is not None:
+            faces = self_blended_faces(fr.images, faces, blend_seed, path, self.detector)
+        return self._arrays(fr, faces)
+
+    def _arrays(self, fr, faces) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {
+            "frame_index": fr.indices.astype(np.int64), "found": faces.found,
+            "prob": faces.probs, "box": faces.boxes, "landmarks": faces.landmarks,
+            "n_faces": faces.n_faces, "n_total": np.int64(fr.n_total),
+            "fps": np.float64(fr.fps),
+        }
+        t = len(fr.indices)
+        idx = np.flatnonzero(faces.found)
+        blocks = self.embedder.embed(faces.crops[idx])
+        if self.spectrum_bins:
+            blocks[SPECTRUM] = radial_spectrum(faces.crops[idx], self.spectrum_bins)
+        for name, arr in blocks.items():
+            full = np.full((t, arr.shape[1] if arr.size else 0), np.nan, np.float32)
+            if len(idx):
+                full[idx] = arr
+            out[name] = full
+        if self.save_crops:
+            out["crops"] = faces.crops
+        return out
+
+    # -- a manifest ---------------------------------------------------------------------------
+    def run(self, manifest: pd.DataFrame) -> ExtractionReport:
+        """Extract every item of the manifest that is not cached yet.
+
+        Rows with a ``blend_seed`` (see :func:`deepmetric.datasets.items.add_self_blended`) are
+        self-blended copies of their clip: the clip is decoded and searched for faces once
+        for all its rows.
+
+        Parameters
+        ----------
+        manifest : pandas.DataFrame
+            A validated manifest (see :func:`deepmetric.datasets.items.validate_manifest`).
+
+        Returns
+        -------
+        ExtractionReport
+            Counts, timings and the failures (with ``on_error="skip"``).
+        """
+        from tqdm.auto import tqdm
+
+        cache = self.cache
+        report = ExtractionReport(n_items=len(manifest))
+        todo: dict[str, list[tuple[str, int | None]]] = {}  # path -> [(video_id, seed)]
+        for vid, path, seed in zip(manifest["video_id"], manifest["path"], _seeds(manifest)):
+            if cache.has(path, _variant(seed)) and self._usable(cache.load(path, _variant(seed))):
+                report.n_cached += 1
+            else:
+                todo.setdefault(str(path), []).append((str(vid), seed))
+        paths = list(todo)
+        t0 = time.perf_counter()
+        bar = tqdm(total=sum(map(len, todo.values())), desc="extract", unit="item",
+                   disable=not self.progress)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # Decode the next clip while the current one runs through MTCNN/FaceNet.
+            pending = pool.submit(_read, paths[0], self.n_frames) if paths else None
+            for k, path in enumerate(paths):
+                frames_or_exc = pending.result()
+                pending = (pool.submit(_read, paths[k + 1], self.n_frames)
+                           if k + 1 < len(paths) else None)
+                faces = None
+                for vid, seed in todo[path]:
+                    try:
+                        with cache.lock(path):
+                            if self._usable(cache.load(path, _variant(seed))):  # concurrent job
+                                report.n_cached += 1
+                                continue
+                            if isinstance(frames_or_exc, BaseException):
+                                raise frames_or_exc
+                            if faces is None:  # once for the clip and all its copies
+                                faces = self.detector.detect(frames_or_exc.images)
+                            arrays = self._extract(path, frames_or_exc, faces, seed)
+                            cache.save(path, arrays, _variant(seed))
+                        report.n_extracted += 1
+                        report.n_frames += int(len(arrays["found"]))
+                        report.n_faces += int(arrays["found"].sum())
+                    except (MediaError, ValueError, RuntimeError, OSError) as exc:
+                        msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+                        if self.on_error == "raise":
+                            raise ExtractionError(msg) from exc
+                        report.failures.append({"video_id": vid, "path": path,
+                                                "error": msg.replace(f"{path}: ", "", 1)})
+                    finally:
+                        bar.update(1)
+                del frames_or_exc, faces
+                if self.trim_memory:
+                    malloc_trim()
+        bar.close()
+        report.seconds = time.perf_counter() - t0
+        report.no_face = [str(v) for v, p, s in zip(manifest["video_id"], manifest["path"],
+                                                    _seeds(manifest))
+                          if (a := cache.load(p, _variant(s))) is not None
+                          and not a["found"].any()]
+        if report.failures:
+            warnings.warn(f"extraction: {report.n_failed} item(s) failed; see the report",
+                          stacklevel=2)
+        return report
+
+    def features(self, manifest: pd.DataFrame,
+                 blocks: Sequence[str] | str = (EMBEDDING,)) -> FrameFeatures:
+        """Frame-level features of the cached items of a manifest.
+
+        Parameters
+        ----------
+        manifest : pandas.DataFrame
+            A validated manifest; items not in the cache are listed in ``missing``.
+        blocks : sequence of str
+            Feature blocks to concatenate (``"embedding"``, tapped layer names,
+            ``"spectrum"``), or ``["crops"]`` alone: the uint8 face crops flattened to
+            (F, 160*160*3), for :class:`deepmetric.features.finetune.FaceNetFineTuner` (needs an
+            extractor with ``save_crops=True``).
+
+        Returns
+        -------
+        FrameFeatures
+            Items with a ``clip`` (see :mod:`deepmetric.datasets.items`) are the frames of one
+            video: their rows carry the clip id as ``video_id``, their own id as ``item_id``,
+            and ``frame_index`` counts on over the clip's items in manifest order.
+        """
+        if isinstance(blocks, str):
+            blocks = [blocks]
+        if "crops" in blocks and list(blocks) != ["crops"]:
+            raise ValueError("the 'crops' block (uint8 face crops, for FaceNetFineTuner) "
+                             f"cannot be mixed with feature blocks; got {list(blocks)}")
+        cache = self.cache
+        xs, metas, missing = [], [], []
+        extra = [c for c in ("method", "split", "kind", "role") if c in manifest.columns]
+        slices: dict = {}
+        next_index: dict[str, int] = {}  # clip id -> its next frame index
+        for row, seed in zip(manifest.itertuples(index=False), _seeds(manifest)):
+            arrays = cache.load(row.path, _variant(seed))
+            if arrays is None:
+                missing.append({"video_id": row.video_id, "reason": "not extracted or failed"})
+                continue
+            found = arrays["found"].astype(bool)
+            if not found.any():
+                missing.append({"video_id": row.video_id, "reason": "no face in any frame"})
+                continue
+            parts = []
+            for b in blocks:
+                if b not in arrays:
+                    raise KeyError(f"feature block {b!r} is not in the cache for {row.path}; "
+                                   f"cached blocks: {_feature_keys(arrays)}")
+                part = arrays[b][found]
+                parts.append(part.reshape(len(part), -1) if b == "crops" else part)
+            if not slices:
+                start = 0
+                for b, p in zip(blocks, parts):
+                    slices[b] = slice(start, start + p.shape[1])
+                    start += p.shape[1]
+            xs.append(np.concatenate(parts, axis=1))
+            meta = {"video_id": row.video_id, "group": row.group, "label": row.label,
+                    "frame_index": arrays["frame_index"][found],
+                    "prob": arrays["prob"][found]}
+            clip = getattr(row, "clip", "")
+            if clip:  # a frame of a video stored as separate files
+                start, n = next_index.get(clip, 0), len(meta["prob"])
+                meta.update(video_id=clip, item_id=row.video_id,
+                            frame_index=np.arange(start, start + n, dtype=np.int64))
+                next_index[clip] = start + n
+            meta.update({c: getattr(row, c) for c in extra})
+            metas.append(pd.DataFrame(meta))
+        if not xs:
+            raise ValueError("no item of the manifest has cached features with a face; "
+                             "run Extractor.run(manifest) first")
+        frames = pd.concat(metas, ignore_index=True)
+        frames["label"] = frames["label"].astype(np.int64)
+        X = np.concatenate(xs)
+        X = X if list(blocks) == ["crops"] else X.astype(np.float32, copy=False)
+        return FrameFeatures(X, frames, slices,
+                             pd.DataFrame(missing, columns=["video_id", "reason"]))
+
+
+_MALLOC_TRIM = None  # glibc's malloc_trim, or False where there is none; looked up once
+
+
+def malloc_trim() -> bool:
+    """Return freed heap memory to the OS (glibc ``malloc_trim(0)``).
+
+    Returns
+    -------
+    bool
+        True when glibc released memory; False when nothing was released or the C library
+        is not glibc (then this does nothing).
+    """
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _MALLOC_TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc (macOS, Windows, musl)
+            _MALLOC_TRIM = False
+    return bool(_MALLOC_TRIM and _MALLOC_TRIM(0))
+
+
+def _feature_keys(arrays: dict) -> list[str]:
+    meta = {"frame_index", "found", "prob", "box", "landmarks", "n_faces", "n_total", "fps",
+            "crops"}
+    return [k for k in arrays if k not in meta]
+
+
+def _seeds(manifest: pd.DataFrame) -> list[int | None]:
+    """Each row's ``blend_seed`` (None for the clip itself)."""
+    if "blend_seed" not in manifest.columns:
+        return [None] * len(manifest)
+    return [None if pd.isna(v) else int(v) for v in manifest["blend_seed"]]
+
+
+def _variant(seed: int | None) -> str | None:
+    return None if seed is None else f"sbi{seed}-v{BLEND_VERSION}"
+
+
+def self_blended_faces(images: Sequence[np.ndarray], faces: FaceCrops, seed: int,
+                       path: str | Path, detector: FaceDetector) -> FaceCrops:
+    """Face crops of a self-blended copy of a clip (Shiohara & Yamasaki's SBI).
+
+    One :class:`deepmetric.features.blend.BlendParams` is drawn per clip, from ``seed`` and the
+    clip's content fingerprint, and applied to every frame with that frame's MTCNN
+    landmarks, so the blended region moves with the face. The blend is made on the
+    full-resolution frame; the crop is then taken at the detected box, as for the clip.
+
+    Parameters
+    ----------
+    images : sequence of numpy.ndarray
+        RGB uint8 (H, W, 3) frames of the clip.
+    faces : FaceCrops
+        The detector's output on ``images``.
+    seed : int
+        Which copy (0, 1, ...).
+    path : path-like
+        The clip (its content fingerprint seeds the draw).
+    detector : FaceDetector
+        Gives the crop size and margin.
+
+    Returns
+    -------
+    FaceCrops
+        Same boxes, landmarks and probabilities; crops of the blended frames.
+    """
+    from deepmetric.features.blend import apply_blend, sample_blend_params
+    from deepmetric.features.cache import content_fingerprint
+
+    rng = np.random.default_rng([int(seed), int(content_fingerprint(path), 16) % 2**63])
+    params = sample_blend_params(rng)
+    crops = faces.crops.copy()
+    # frames taken whole by the detector's fallback have no landmarks to blend along
+    for i in np.flatnonzero(faces.found & np.isfinite(faces.landmarks).all(axis=(1, 2))):
+        blended, _ = apply_blend(images[i], faces.landmarks[i].astype(np.float64), params)
+        crops[i] = crop_face(blended, faces.boxes[i], detector.image_size, detector.margin)
+    return replace(faces, crops=crops)
+
+
+def _read(path: str, n: int):
+    """Decode in the prefetch thread; return the exception instead of raising it."""
+    try:
+        return read_frames(path, n)
+    except Exception as exc:  # noqa: BLE001 — re-raised in the main thread with context
+        if not isinstance(exc, MediaError):
+            exc = MediaError(f"{path}: {type(exc).__name__}: {exc}")
+        return exc
+

@@ -1,0 +1,202 @@
+"""A fitted detector: extraction settings + fitted frame pipeline + the video rule.
+
+This is what ``experiments.run`` saves (``model.joblib``) and what ``experiments.predict``
+and the app load. It is a joblib pickle: **load it only from a path you trust** (pickles run
+code when loaded). :meth:`DeepfakeModel.load` only ever opens the path it is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from deepmetric.features.extract import Extractor
+from deepmetric.eval.scoring import aggregate_scores, frame_scores
+from deepmetric.learn.temporal import MIN_FRAMES, pool_frames
+
+__all__ = ["DeepfakeModel", "NoFaceError", "TooFewFramesError"]
+
+
+class NoFaceError(ValueError):
+    """No face was found in any sampled frame of the file (named in the message)."""
+
+
+class TooFewFramesError(ValueError):
+    """A video-level (temporal) model got too few frames with a face (e.g. an image)."""
+
+
+class DeepfakeModel:
+    """Score clips and images end to end.
+
+    Parameters
+    ----------
+    extractor : Extractor
+        Frame sampling, face detection and embedding settings (no cache is used when
+        predicting single files).
+    pipeline : sklearn estimator
+        Fitted frame-level pipeline (projector + head) with ``predict_proba`` or
+        ``decision_function``; a video-level one when ``temporal`` is given.
+    blocks : sequence of str
+        Feature blocks the pipeline was fitted on, in order.
+    how : {"mean", "median", "topk"}
+        Frame → video aggregation.
+    k : int
+        For ``how="topk"``.
+    threshold : float
+        Video score at or above which the verdict is "fake".
+    temporal : sequence of str
+        Empty: frame-level pipeline, video score aggregated by ``how``. Else the statistics
+        the pipeline's video-level rows were pooled with (:func:`deepmetric.learn.temporal.
+        pool_frames`): the clip's frames are pooled the same way and scored once; there are
+        no per-frame scores (``frame_scores["score"]`` is NaN).
+    ddof : int
+        The ``ddof`` of the ``"std"`` statistic (see :func:`~deepmetric.learn.temporal.
+        pool_frames`); models pickled before the option existed used 0.
+    info : dict, optional
+        Free-form provenance (training data, config, metrics, version).
+    """
+
+    temporal: Sequence[str] = ()  # class defaults: models pickled before the options existed
+    ddof: int = 0
+
+    def __init__(self, extractor: Extractor, pipeline: Any,
+                 blocks: Sequence[str] = ("embedding",), how: str = "mean", k: int = 5,
+                 threshold: float = 0.5, temporal: Sequence[str] = (), ddof: int = 1,
+                 info: dict | None = None):
+        self.extractor = extractor
+        self.pipeline = pipeline
+        self.blocks = list(blocks)
+        self.how = how
+        self.k = k
+        self.threshold = threshold
+        self.temporal = list(temporal)
+        self.ddof = int(ddof)
+        self.info = dict(info or {})
+
+    @property
+    def version(self) -> str:
+        """A short identifier of this fitted model (from its provenance)."""
+        return str(self.info.get("version", "unversioned"))
+
+    def features_of(self, arrays: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Feature matrix (F, D) float32 and frame indices (F,) of the frames with a face."""
+        found = arrays["found"].astype(bool)
+        X = np.concatenate([arrays[b][found] for b in self.blocks], axis=1)
+        return X.astype(np.float32), arrays["frame_index"][found]
+
+    def score_arrays(self, arrays: dict, name: str = "item") -> dict:
+        """Score already-extracted arrays (see :meth:`Extractor.extract_item`)."""
+        if not arrays["found"].any():
+            raise NoFaceError(f"{name}: no face found in any of the "
+                              f"{len(arrays['found'])} sampled frame(s)")
+        X, idx = self.features_of(arrays)
+        if self.temporal:
+            if len(X) < MIN_FRAMES:
+                raise TooFewFramesError(
+                    f"{name}: this model scores clips by how their frames vary "
+                    f"(temporal={list(self.temporal)}) and needs faces in at least "
+                    f"{MIN_FRAMES} frames; found {len(X)}. Single images need a frame-level "
+                    "model.")
+            V, _ = pool_frames(X, pd.DataFrame({"video_id": np.zeros(len(X), np.int64)}),
+                               self.temporal, ddof=self.ddof)
+            score = float(frame_scores(self.pipeline, V)[0])
+            s = np.full(len(X), np.nan)
+        else:
+            s = frame_scores(self.pipeline, X)
+            video = aggregate_scores(s, np.zeros(len(s), np.int64),  # type: ignore[arg-type]
+                                     how=self.how, k=self.k)
+            score = float(video["score"].iloc[0])
+        found = arrays["found"].astype(bool)
+        return {"score": score, "verdict": "fake" if score >= self.threshold else "real",
+                "n_frames": int(len(found)), "n_faces": int(found.sum()),
+                "frame_scores": pd.DataFrame({"frame_index": idx, "score": s,
+                                              "prob": arrays["prob"][found]})}
+
+    def predict(self, path: str | os.PathLike) -> dict:
+        """Score one clip or image.
+
+        Returns
+        -------
+        dict
+            ``path, score`` (P(fake), float), ``verdict`` ("real"/"fake"), ``n_frames``,
+            ``n_faces``, ``seconds``, ``frame_scores`` (DataFrame: frame_index, score, prob).
+
+        Raises
+        ------
+        deepmetric.video.frames.MediaError
+            Unreadable, empty or unsupported file.
+        NoFaceError
+            No face in any sampled frame.
+        """
+        t = time.perf_counter()
+        arrays = self.extractor.extract_item(path)
+        out = {"path": str(path), **self.score_arrays(arrays, str(path))}
+        out["seconds"] = time.perf_counter() - t
+        return out
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model atomically with joblib (a pickle: see the module docstring)."""
+        import joblib
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        joblib.dump(self, tmp)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "DeepfakeModel":
+        """Load a model saved by :meth:`save`. Only load files you trust.
+
+        Models saved before the package was split into layer folders (0.1.x, classes under
+        ``deepmetric.extract``, ``deepmetric.projector``, ...) load too.
+        """
+        import joblib
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: model file not found")
+        with _legacy_module_names():
+            obj = joblib.load(path)
+        if not isinstance(obj, cls):
+            raise TypeError(f"{path}: not a deepmetric model (got {type(obj).__name__})")
+        return obj
+
+
+#: Where the modules of deepmetric 0.1.x (a flat package) live now; pickles name them.
+LEGACY_MODULES = {
+    "items": "datasets.items", "frames": "video.frames", "faces": "video.faces",
+    "mtcnn": "video.mtcnn", "embedder": "features.embedder", "weights": "features.weights",
+    "spectrum": "features.spectrum", "cache": "features.cache",
+    "extract": "features.extract", "blend": "features.blend",
+    "finetune": "features.finetune", "mining": "learn.mining",
+    "projector": "learn.projector", "temporal": "learn.temporal", "splits": "eval.splits",
+    "scoring": "eval.scoring", "metrics": "eval.metrics",
+    "evaluation": "eval.evaluation", "plots": "eval.plots",
+}
+
+
+@contextlib.contextmanager
+def _legacy_module_names():
+    """Let unpickling find 0.1.x module names (``deepmetric.extract``, ...) for a while."""
+    import importlib
+    import sys
+
+    added = []
+    for old, new in LEGACY_MODULES.items():
+        name = f"deepmetric.{old}"
+        if name not in sys.modules:
+            sys.modules[name] = importlib.import_module(f"deepmetric.{new}")
+            added.append(name)
+    try:
+        yield
+    finally:
+        for name in added:
+            sys.modules.pop(name, None)

@@ -1,0 +1,31 @@
+"""Where deepmetric keeps files, and how it names a file's content."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+__all__ = ["cache_root", "file_sha256"]
+
+
+def cache_root() -> Path:
+    """The root of every cache (converted weights, demo data, features).
+
+    Returns
+    -------
+    pathlib.Path
+        ``$DEEPMETRIC_CACHE`` (``~`` expanded) when set and not empty, else
+        ``~/.cache/deepmetric``. Not created here.
+    """
+    env = os.environ.get("DEEPMETRIC_CACHE", "").strip()
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "deepmetric"
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Lower-case hex SHA-256 of a file's bytes (read in ``chunk``-byte blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

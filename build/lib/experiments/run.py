@@ -1,0 +1,299 @@
+"""Main job: extract (cached) → fit pipelines on identity-grouped splits → tables and plots.
+
+    python -m experiments.run                                   # built-in demo data
+    python -m experiments.run +exp=triplet_rf data=ffpp data.root=/data/ffpp
+    python -m experiments.run +exp=poster_table data=ffpp data.root=... eval_data=folder \\
+        eval_data.root=/data/dfdc-crops
+
+Outputs in the Hydra run dir: ``metrics.json``, ``results.md``, ``frame_scores.csv``,
+``video_scores.csv``, ``roc.png``, ``triplet_scatter.png``, ``model.joblib``,
+``extraction.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import pandas as pd
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import deepmetric
+from deepmetric.eval.evaluation import evaluate, fit_pipeline
+from deepmetric.learn.temporal import video_table
+from deepmetric.features.extract import FrameFeatures
+from deepmetric.datasets.items import add_self_blended
+from deepmetric.model import DeepfakeModel
+
+log = logging.getLogger(__name__)
+
+TABLE_ROWS = ("auc", "accuracy", "precision", "recall", "f1", "ap", "eer")
+
+
+def build_pipeline(spec: DictConfig | dict) -> Any:
+    """An sklearn Pipeline from ``{projector, scaler, classifier}`` configs (empty → skipped)."""
+    from sklearn.pipeline import Pipeline
+
+    steps = []
+    for name in ("projector", "scaler", "classifier"):
+        node = spec.get(name) if spec is not None else None
+        if node and "_target_" in node:
+            steps.append((name, instantiate(node, _convert_="all")))
+    if not steps or steps[-1][0] != "classifier":
+        raise ValueError(f"pipeline {dict(spec) if spec else spec} has no classifier")
+    return Pipeline(steps)
+
+
+def pipeline_specs(cfg: DictConfig) -> dict[str, Any]:
+    """Named pipelines of the run: ``cfg.pipelines`` or the single projector/classifier."""
+    if cfg.get("pipelines"):
+        return {str(k): build_pipeline(v) for k, v in cfg.pipelines.items()}
+    single = {"projector": cfg.get("projector"), "scaler": cfg.get("scaler"),
+              "classifier": cfg.get("classifier")}
+    return {str(cfg.name): build_pipeline(single)}
+
+
+def _load_items(node: DictConfig, what: str) -> pd.DataFrame:
+    spec = OmegaConf.to_container(node, resolve=True)
+    spec.pop("detector", None)  # the dataset's detector overrides: see _extractor_for
+    try:
+        return instantiate(spec, _convert_="all")
+    except Exception as exc:  # hydra wraps adapter errors; keep the adapter's message
+        cause = exc.__cause__ or exc
+        raise type(cause)(f"{what} ({node.get('_target_')}): {cause}") from exc
+
+
+def _extractor_for(extractor, node: DictConfig):
+    """The run's extractor, with the dataset's own ``detector`` overrides (e.g. tight crops)."""
+    over = node.get("detector")
+    if not over:
+        return extractor
+    import copy
+
+    ex = copy.copy(extractor)
+    ex.detector = copy.copy(extractor.detector)
+    for key, value in OmegaConf.to_container(over, resolve=True).items():
+        if not hasattr(ex.detector, key):
+            raise ValueError(f"unknown detector option {key!r} in the dataset config")
+        setattr(ex.detector, key, value)
+    return ex
+
+
+def _features(extractor, items: pd.DataFrame, blocks: list[str], out: Path,
+              tag: str) -> tuple[FrameFeatures, dict]:
+    report = extractor.run(items)
+    log.info("%s extraction: %s", tag, report.summary())
+    feats = extractor.features(items, blocks)
+    rep = report.to_dict()
+    rep["missing"] = feats.missing.to_dict("records")
+    (out / f"extraction{'' if tag == 'data' else '_' + tag}.json").write_text(
+        json.dumps(rep, indent=1, default=str))
+    return feats, rep
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run one experiment and return its metrics (also written to ``metrics.json``).
+
+    Configuration → library calls → files: the protocol itself is
+    :func:`deepmetric.eval.evaluation.evaluate`.
+
+    Parameters
+    ----------
+    cfg : omegaconf.DictConfig
+        The composed config (see ``conf/config.yaml``).
+
+    Returns
+    -------
+    dict
+        ``{"test": {"frame": {...}, "video": {...}}, "test_std": ..., "per_method": ...,
+        "cross": ... (with eval_data), "pipelines": {name: ...}, "extraction": ...}``.
+    """
+    t0 = time.perf_counter()
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    np.random.seed(int(cfg.seed))
+    blocks = list(cfg.features)
+    extractor = instantiate(cfg.extractor, _convert_="all")
+    items = _load_items(cfg.data, "data")
+    sbi = cfg.get("self_blend") or {}
+    if int(sbi.get("copies", 0)) or sbi.get("only", False):
+        items = add_self_blended(items, int(sbi.get("copies", 0)), only=bool(sbi.get("only")))
+    feats, rep = _features(_extractor_for(extractor, cfg.data), items, blocks, out, "data")
+    cross = {}
+    if cfg.get("eval_data"):
+        efeats, _ = _features(_extractor_for(extractor, cfg.eval_data),
+                              _load_items(cfg.eval_data, "eval_data"), blocks, out, "eval")
+        cross = {"cross_X": efeats.X, "cross_frames": efeats.frames}
+    tcfg = cfg.get("temporal") or {}
+    protocol = {"n_splits": int(cfg.cv.n_splits), "random_state": int(cfg.seed),
+                "how": str(cfg.aggregate.how), "k": int(cfg.aggregate.k),
+                "threshold": float(cfg.threshold),
+                "temporal": [str(s) for s in tcfg.get("stats") or []],
+                "ddof": int(tcfg.get("ddof", 1))}
+    pipelines = pipeline_specs(cfg)
+    results = {}
+    for name, pipe in pipelines.items():
+        tp = time.perf_counter()
+        results[name] = evaluate(pipe, feats.X, feats.frames, **protocol, **cross,
+                                 fit_final=bool(cfg.save_model))
+        results[name].metrics["seconds"] = round(time.perf_counter() - tp, 2)
+        log.info("%s: video AUC %.3f, frame AUC %.3f (%s)", name,
+                 *(results[name].metrics["test"][lv]["auc"] for lv in ("video", "frame")),
+                 results[name].metrics["protocol"])
+    first = next(iter(results))
+    m0 = results[first].metrics
+    metrics = {
+        "name": str(cfg.name), "pipeline": first, "protocol": m0["protocol"],
+        "test": m0["test"], "test_std": m0.get("test_std"), "per_method": m0["per_method"],
+        **{k: m0[k] for k in ("cross", "cross_skipped") if k in m0},
+        "pipelines": {n: r.metrics for n, r in results.items()},
+        "data": {"n_videos": int(len(items)),
+                 "n_scored_videos": int(feats.frames.video_id.nunique()),
+                 "n_frames": int(len(feats.frames)), "features": blocks,
+                 "dim": int(feats.X.shape[1]), "temporal": protocol["temporal"]},
+        "extraction": {k: rep[k] for k in ("n_items", "n_extracted", "n_cached", "n_failed",
+                                           "failures", "no_face", "missing")},
+        "deepmetric_version": deepmetric.__version__,
+        "seconds": None,
+    }
+    for kind in ("frame", "video"):
+        pd.concat([getattr(r, f"{kind}_scores").assign(pipeline=n) for n, r in results.items()]
+                  ).to_csv(out / f"{kind}_scores.csv", index=False)
+        for n, r in results.items():
+            if getattr(r, f"cross_{kind}_scores") is not None:
+                getattr(r, f"cross_{kind}_scores").assign(pipeline=n).to_csv(
+                    out / f"cross_{kind}_scores_{n}.csv", index=False)
+    (out / "results.md").write_text(results_markdown(metrics, cfg))
+    metrics["seconds"] = round(time.perf_counter() - t0, 2)
+    (out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1))
+    if cfg.plots:
+        _plots(out, results, pipelines, feats.X, feats.frames, cfg)
+    if cfg.save_model:  # last: a model that cannot be written loses no metrics
+        DeepfakeModel(extractor, results[first].estimator, blocks, how=protocol["how"],
+                      k=protocol["k"], threshold=protocol["threshold"],
+                      temporal=protocol["temporal"], ddof=protocol["ddof"],
+                      info={"version": f"{cfg.name}-{first}-{time.strftime('%Y%m%d%H%M%S')}",
+                            "config": OmegaConf.to_container(cfg, resolve=False),
+                            "test": metrics["test"]}).save(out / "model.joblib")
+    log.info("results in %s\n%s", out, (out / "results.md").read_text())
+    return metrics
+
+
+def _plots(out: Path, results: dict, pipelines: dict, X: np.ndarray, frames: pd.DataFrame,
+           cfg: DictConfig) -> None:
+    from deepmetric.eval.plots import plot_embedding_scatter, plot_roc
+
+    curves = {f"{n} (video)": (r.video_scores["label"].to_numpy(),
+                               r.video_scores["score"].to_numpy()) for n, r in results.items()}
+    plot_roc(curves, out / "roc.png")
+    # Before/after triplet training on a held-out group split (as on the poster).
+    from deepmetric.eval.splits import grouped_train_test_split
+
+    proj_name = next((n for n, p in pipelines.items() if "projector" in p.named_steps), None)
+    if proj_name is None:
+        return
+    videos = video_table(frames)
+    tr_v, te_v = grouped_train_test_split(videos["label"].to_numpy(),
+                                          videos["group"].to_numpy(), test_size=0.25,
+                                          random_state=int(cfg.seed))
+    tr = frames["video_id"].isin(videos["video_id"].iloc[tr_v]).to_numpy()
+    te = ~tr
+    proj = fit_pipeline(pipelines[proj_name][:1], X[tr], frames[tr])
+    before = X[te]
+    if X.dtype == np.uint8:  # face crops (fine-tuning): "before" is the untrained network
+        from sklearn.base import clone
+
+        untrained = clone(proj.named_steps["projector"]).set_params(epochs=0)
+        before = untrained.fit(X[tr], frames["label"].to_numpy()[tr]).transform(X[te])
+    plot_embedding_scatter(before, proj.transform(X[te]), frames["label"].to_numpy()[te],
+                           out / "triplet_scatter.png")
+
+
+def results_markdown(metrics: dict, cfg: DictConfig) -> str:
+    """The poster-shaped table: rows AUC/accuracy/precision/recall/F1, a column per pipeline."""
+    pipes = metrics["pipelines"]
+    lines = [f"# {metrics['name']}", "",
+             f"Data: {metrics['data']['n_scored_videos']} videos, {metrics['data']['n_frames']}"
+             f" frames; features {metrics['data']['features']} ({metrics['data']['dim']}-d). "
+             f"Protocol: {metrics['protocol']}.", ""]
+    temporal = metrics["data"].get("temporal")
+    for level in ("video", "frame"):
+        if level == "frame" and temporal:
+            lines += ["## frame level", "", f"None: a video-level model (per-clip {temporal} "
+                      "of the frame features) scores whole clips.", ""]
+            continue
+        lines += [f"## {level} level", "", "| metric | " + " | ".join(pipes) + " |",
+                  "|---|" + "---|" * len(pipes)]
+        for row in TABLE_ROWS:
+            cells = []
+            for r in pipes.values():
+                v = r["test"][level].get(row, math.nan)
+                sd = (r.get("test_std") or {}).get(level, {}).get(row)
+                cells.append(_fmt(v) + (f" ± {_fmt(sd)}" if sd is not None else ""))
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+        lines.append("")
+    methods = sorted({m for r in pipes.values() for m in r.get("per_method", {})})
+    if methods:
+        lines += ["## video AUC per manipulation method (pooled out-of-fold scores)", "",
+                  "| method | " + " | ".join(pipes) + " |", "|---|" + "---|" * len(pipes)]
+        for m in methods:
+            lines.append(f"| {m} | " + " | ".join(
+                _fmt(r["per_method"].get(m, {}).get("auc", math.nan)) for r in pipes.values())
+                + " |")
+        lines.append("")
+    if any("cross" in r for r in pipes.values()):
+        lines += ["## cross-dataset (fit on all of data, test on eval_data)", "",
+                  "| metric | " + " | ".join(pipes) + " |", "|---|" + "---|" * len(pipes)]
+        for level in ("video", "frame"):
+            for row in ("auc", "accuracy", "f1"):
+                lines.append(f"| {level} {row} | " + " | ".join(
+                    _fmt(r.get("cross", {}).get(level, {}).get(row, math.nan))
+                    for r in pipes.values()) + " |")
+        lines.append("")
+    if metrics.get("cross_skipped"):
+        lines += ["## cross-dataset", "", f"Not scored: {metrics['cross_skipped']}.", ""]
+    ex = metrics["extraction"]
+    lines.append(f"Extraction: {ex['n_items']} items, {ex['n_failed']} failed, "
+                 f"{len(ex['no_face'])} without a face.")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v: Any) -> str:
+    try:
+        return "n/a" if v is None or math.isnan(float(v)) else f"{float(v):.3f}"
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return None if math.isnan(f) or math.isinf(f) else f
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    """Hydra entry point; returns the video AUC (for sweepers)."""
+    metrics = run(cfg)
+    auc = metrics["test"]["video"]["auc"]
+    return float(auc) if auc is not None and not math.isnan(auc) else 0.0
+
+
+if __name__ == "__main__":
+    main()
