@@ -199,8 +199,8 @@ def machine_info() -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                                 capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "deepmetric", "experiments/conf"],
-                               cwd=REPO, capture_output=True, text=True).stdout.split("\n")
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "deepmetric",
+                                "experiments/conf"], cwd=REPO, capture_output=True, text=True).stdout.split("\n")
         dirty = [ln.strip() for ln in dirty if ln.strip()]
     except OSError:
         commit, dirty = "", []

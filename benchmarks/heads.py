@@ -28,7 +28,8 @@ def load_head(name: str):
     """A fresh estimator from ``conf/classifier/<name>.yaml`` (``${seed}`` → 0)."""
     import yaml
 
-    spec = yaml.safe_load((REPO / "experiments" / "conf" / "classifier" / f"{name}.yaml").read_text())
+    path = REPO / "experiments" / "conf" / "classifier" / f"{name}.yaml"
+    spec = yaml.safe_load(path.read_text())
     target = spec.pop("_target_")
     spec = {k: (0 if v == "${seed}" else v) for k, v in spec.items()}
     if name == "svm":
