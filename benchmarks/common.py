@@ -200,7 +200,8 @@ def machine_info() -> dict:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                                 capture_output=True, text=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "deepmetric",
-                                "experiments/conf"], cwd=REPO, capture_output=True, text=True).stdout.split("\n")
+                                "experiments/conf"], cwd=REPO, capture_output=True,
+                               text=True).stdout.split("\n")
         dirty = [ln.strip() for ln in dirty if ln.strip()]
     except OSError:
         commit, dirty = "", []
