@@ -109,11 +109,11 @@ class FaceDetector:
     channels_last : bool
         Keep the P-, R- and O-net weights in channels-last memory format, so their
         convolutions run channels-last (about 2x faster R-/O-net on CPU; boxes agree to
-        ~1e-4 px with the default format, ``tests/test_faces.py``).
+        ~1e-4 px with the default format, ``tests/video/test_faces.py``).
     batched_crops : bool
         Run MTCNN's cascade through :func:`deepmetric.video.mtcnn.detect_faces`, which resizes
         all candidate boxes for R-/O-net in one exact batched step instead of one
-        ``interpolate`` call per box (same boxes, ``tests/test_mtcnn.py``); ``False``
+        ``interpolate`` call per box (same boxes, ``tests/video/test_mtcnn.py``); ``False``
         calls facenet-pytorch's ``MTCNN.detect``.
     fallback : {"none", "image"}
         What to do with a frame where no face is found: ``"none"`` (default) records it as
@@ -294,7 +294,7 @@ def _nchw_backed(images: list[np.ndarray]):
     MTCNN permutes its NHWC input to NCHW and resamples the image pyramid and every
     candidate box from it. Handing it a view whose permuted form is contiguous makes those
     resamplings run on contiguous NCHW memory, which is faster on the CPU (same values,
-    same boxes; see ``tests/test_faces.py``), and it skips MTCNN's own copy of a NumPy batch.
+    same boxes; see ``tests/video/test_faces.py``), and it skips MTCNN's own copy of a NumPy batch.
     """
     import torch
 

@@ -9,7 +9,7 @@ frames) a summed-area table gives every window's sum exactly. :func:`detect_face
 :func:`resample_images`, and the two per-box loops, :func:`resample_boxes`) read off one
 table per batch; the networks, thresholds, NMS, box regression and helpers are
 facenet-pytorch's own. Boxes, scores and landmarks are the ones facenet-pytorch computes,
-bit for bit (``tests/test_mtcnn.py`` checks this on real frames).
+bit for bit (``tests/video/test_mtcnn.py`` checks this on real frames).
 """
 
 from __future__ import annotations
