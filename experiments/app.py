@@ -46,6 +46,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from deepmetric.datasets.items import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from experiments.reports import LABELS
 
 log = logging.getLogger("deepmetric.app")
 
@@ -56,7 +57,6 @@ DEFAULTS: dict[str, Any] = {
     "model": "", "port": 7860, "host": "127.0.0.1", "db": "reports.db", "max_mb": 100.0,
     "keep_uploads": "", "method": "gradcam", "layer": "repeat_3", "explain_frames": 3,
 }
-LABEL_CHOICES = ("manipulated", "authentic", "unsure")
 CSS = "#verdict {min-height: 4em} footer {display: none !important}"
 
 
@@ -140,7 +140,7 @@ class DetectorApp:
         from deepmetric.explain import explain_arrays
         from deepmetric.video.frames import MediaError
         from deepmetric.model import NoFaceError, TooFewFramesError
-        from experiments.reports import file_sha256
+        from deepmetric.storage import file_sha256
 
         t0 = time.perf_counter()
         if path is None:
@@ -264,7 +264,7 @@ class DetectorApp:
             "verdict": analysis.verdict, "ok": analysis.ok}
         if not a.get("ok") or a.get("sha256") is None or a.get("score") is None:
             return "Only a file the model could score can be reported."
-        if label not in LABEL_CHOICES:
+        if label not in LABELS:
             return "Choose **manipulated**, **authentic** or **unsure** first."
         try:
             r = self.store.add(a["sha256"], label, a["score"], self.model.version,
@@ -302,7 +302,7 @@ class DetectorApp:
             with gr.Group():
                 gr.Markdown("### Report this result")
                 with gr.Row():
-                    label = gr.Radio(list(LABEL_CHOICES), label="I think this file is",
+                    label = gr.Radio(list(LABELS), label="I think this file is",
                                      elem_id="report-label")
                     comment = gr.Textbox(label="Comment (optional)", lines=2,
                                          max_length=2000, elem_id="report-comment")
