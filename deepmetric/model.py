@@ -58,17 +58,24 @@ class DeepfakeModel:
     ddof : int
         The ``ddof`` of the ``"std"`` statistic (see :func:`~deepmetric.learn.temporal.
         pool_frames`); models pickled before the option existed used 0.
+    frame_pipeline : sklearn estimator, optional
+        For a video-level model: the same pipeline fitted on frames. Items with fewer than
+        :data:`~deepmetric.learn.temporal.MIN_FRAMES` frames with a face (an image, a clip
+        where the face was found once) are scored by it, as a frame-level model would;
+        without it they raise :class:`TooFewFramesError`. The result's ``path`` says which
+        path scored an item (``"video"`` or ``"frame"``).
     info : dict, optional
         Free-form provenance (training data, config, metrics, version).
     """
 
     temporal: Sequence[str] = ()  # class defaults: models pickled before the options existed
     ddof: int = 0
+    frame_pipeline: Any = None
 
     def __init__(self, extractor: Extractor, pipeline: Any,
                  blocks: Sequence[str] = ("embedding",), how: str = "mean", k: int = 5,
                  threshold: float = 0.5, temporal: Sequence[str] = (), ddof: int = 1,
-                 info: dict | None = None):
+                 frame_pipeline: Any = None, info: dict | None = None):
         self.extractor = extractor
         self.pipeline = pipeline
         self.blocks = list(blocks)
@@ -77,6 +84,7 @@ class DeepfakeModel:
         self.threshold = threshold
         self.temporal = list(temporal)
         self.ddof = int(ddof)
+        self.frame_pipeline = frame_pipeline
         self.info = dict(info or {})
 
     @property
@@ -96,25 +104,29 @@ class DeepfakeModel:
             raise NoFaceError(f"{name}: no face found in any of the "
                               f"{len(arrays['found'])} sampled frame(s)")
         X, idx = self.features_of(arrays)
-        if self.temporal:
-            if len(X) < MIN_FRAMES:
-                raise TooFewFramesError(
-                    f"{name}: this model scores clips by how their frames vary "
-                    f"(temporal={list(self.temporal)}) and needs faces in at least "
-                    f"{MIN_FRAMES} frames; found {len(X)}. Single images need a frame-level "
-                    "model.")
+        path = "frame"
+        if self.temporal and len(X) >= MIN_FRAMES:
+            path = "video"
+        if self.temporal and path == "frame" and self.frame_pipeline is None:
+            raise TooFewFramesError(
+                f"{name}: this model scores clips by how their frames vary "
+                f"(temporal={list(self.temporal)}) and needs faces in at least "
+                f"{MIN_FRAMES} frames; found {len(X)}, and it has no frame-level path "
+                "(models saved before deepmetric 0.2). Single images need a frame-level "
+                "model.")
+        if path == "video":
             V, _ = pool_frames(X, pd.DataFrame({"video_id": np.zeros(len(X), np.int64)}),
                                self.temporal, ddof=self.ddof)
             score = float(frame_scores(self.pipeline, V)[0])
             s = np.full(len(X), np.nan)
         else:
-            s = frame_scores(self.pipeline, X)
+            s = frame_scores(self.frame_pipeline if self.temporal else self.pipeline, X)
             video = aggregate_scores(s, np.zeros(len(s), np.int64),  # type: ignore[arg-type]
                                      how=self.how, k=self.k)
             score = float(video["score"].iloc[0])
         found = arrays["found"].astype(bool)
         return {"score": score, "verdict": "fake" if score >= self.threshold else "real",
-                "n_frames": int(len(found)), "n_faces": int(found.sum()),
+                "path": path, "n_frames": int(len(found)), "n_faces": int(found.sum()),
                 "frame_scores": pd.DataFrame({"frame_index": idx, "score": s,
                                               "prob": arrays["prob"][found]})}
 

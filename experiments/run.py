@@ -179,6 +179,7 @@ def run(cfg: DictConfig) -> dict:
         DeepfakeModel(extractor, results[first].estimator, blocks, how=protocol["how"],
                       k=protocol["k"], threshold=protocol["threshold"],
                       temporal=protocol["temporal"], ddof=protocol["ddof"],
+                      frame_pipeline=results[first].frame_estimator,
                       info={"version": f"{cfg.name}-{first}-{time.strftime('%Y%m%d%H%M%S')}",
                             "config": OmegaConf.to_container(cfg, resolve=False),
                             "test": metrics["test"]}).save(out / "model.joblib")

@@ -80,3 +80,25 @@ def test_named_errors_for_no_face_and_too_few_frames():
 def test_load_names_missing_and_foreign_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.joblib"):
         DeepfakeModel.load(tmp_path / "nope.joblib")
+
+
+def test_one_video_level_model_scores_images_and_clips():
+    """Issue #17: an image goes to the frame-level path, a clip to the video-level one."""
+    from deepmetric.eval.evaluation import evaluate
+
+    X = _legacy_X()
+    frames = __import__("pandas").DataFrame({
+        "video_id": np.repeat([f"v{i}" for i in range(40)], 5),
+        "group": np.repeat([f"g{i // 2}" for i in range(40)], 5),
+        "label": np.repeat(np.arange(40) % 2, 5)})
+    X = X + np.repeat(np.arange(40) % 2, 5)[:, None] * np.linspace(0, 1, 512) * \
+        np.random.default_rng(1).normal(1, 0.5, size=(200, 512))
+    ev = evaluate(LogisticRegression(max_iter=500), X.astype(np.float32), frames,
+                  temporal=["std"], n_splits=4, fit_final=True)
+    model = DeepfakeModel(Extractor(progress=False), ev.estimator, ["embedding"],
+                          temporal=["std"], frame_pipeline=ev.frame_estimator)
+    clip = model.score_arrays(_arrays(X[:5].astype(np.float32)), "clip.mp4")
+    image = model.score_arrays(_arrays(X[5:6].astype(np.float32)), "photo.jpg")
+    assert clip["path"] == "video" and np.isnan(clip["frame_scores"]["score"]).all()
+    assert image["path"] == "frame" and 0 <= image["score"] <= 1
+    assert image["frame_scores"]["score"].notna().all()

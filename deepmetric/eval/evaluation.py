@@ -198,6 +198,9 @@ class Evaluation:
     estimator : sklearn estimator or None
         The pipeline fitted on every trainable row of the data (when ``fit_final`` or
         cross-dataset data asked for it).
+    frame_estimator : sklearn estimator or None
+        For a video-level model: the same pipeline fitted on the frames, which scores items
+        with too few frames for the video-level path (an image), fitted with ``estimator``.
     """
 
     metrics: dict
@@ -206,6 +209,7 @@ class Evaluation:
     cross_frame_scores: pd.DataFrame | None = None
     cross_video_scores: pd.DataFrame | None = None
     estimator: Any = None
+    frame_estimator: Any = None
 
 
 def has_test_split(frames: pd.DataFrame) -> bool:
@@ -255,8 +259,11 @@ def evaluate(pipeline: Any, X: np.ndarray, frames: pd.DataFrame, *, n_splits: in
     Evaluation
     """
     temporal = [str(t) for t in temporal]
+    X_frames, frames_frames = X, frames
     if temporal:
         X, frames = pool_frames(X, frames, temporal, ddof=ddof)
+        few = frames["n_frames"].to_numpy() < MIN_FRAMES  # images: no spread to learn from
+        X, frames = X[~few], frames[~few].reset_index(drop=True)
     if has_test_split(frames):
         tr, te = split_masks(frames)
         est = fit_pipeline(pipeline, X[tr], frames[tr])
@@ -276,35 +283,51 @@ def evaluate(pipeline: Any, X: np.ndarray, frames: pd.DataFrame, *, n_splits: in
                "test": mean, "test_std": std, "folds": cv.folds, "per_method": cv.per_method}
     if temporal:
         res["protocol"] += f"; video-level model on per-clip {temporal} of frame features"
+        res["n_left_out_few_frames"] = int(few.sum())
     out = Evaluation(res, fdf, vdf)
     if fit_final or cross_X is not None:
         trainable, _ = role_masks(frames)
         out.estimator = fit_pipeline(pipeline, X[trainable], frames[trainable])
+        if temporal:  # the frame-level path for images and clips with one face
+            trainable, _ = role_masks(frames_frames)
+            out.frame_estimator = fit_pipeline(pipeline, X_frames[trainable],
+                                               frames_frames[trainable])
     if cross_X is not None and cross_frames is not None:
         _score_cross(out, cross_X, cross_frames, how=how, k=k, threshold=threshold,
                      temporal=temporal, ddof=ddof)
     if temporal:
-        _no_frame_level(res)
+        _no_frame_level({k: v for k, v in res.items() if k != "cross"})
     return out
 
 
 def _score_cross(out: Evaluation, X: np.ndarray, frames: pd.DataFrame, *, how: str, k: int,
                  threshold: float, temporal: list[str], ddof: int) -> None:
-    if temporal:  # clips only: an item with one face (an image) has no temporal spread
-        X, frames = pool_frames(X, frames, temporal, ddof=ddof)
-        keep = frames["n_frames"].to_numpy() >= MIN_FRAMES
-        if not keep.all():
-            n = "all" if not keep.any() else f"{int((~keep).sum())} of"
-            out.metrics["cross_skipped"] = (
-                f"{n} {len(keep)} eval_data items have fewer than {MIN_FRAMES} frames with a "
-                "face (images?); a video-level model scores clips")
-        X, frames = X[keep], frames[keep]
-        if not len(frames):
-            return
-    fdf, vdf = score_frames(out.estimator, X, frames, how=how, k=k)
-    m = frame_and_video_metrics(fdf["label"], fdf["score"], fdf["video_id"], how=how, k=k,
-                                threshold=threshold)
-    m["per_method"] = per_method_metrics(vdf)
+    """Score cross-dataset data; a video-level model's images go to its frame-level path."""
+    frames = frames.reset_index(drop=True)
+    if not temporal:
+        fdf, vdf = score_frames(out.estimator, X, frames, how=how, k=k)
+        vdf["path"] = "frame"
+    else:
+        V, videos = pool_frames(X, frames, temporal, ddof=ddof)
+        clip = videos["n_frames"].to_numpy() >= MIN_FRAMES
+        parts = []
+        if clip.any():
+            _, v = score_frames(out.estimator, V[clip], videos[clip].drop(columns="n_frames"),
+                                how=how, k=k)
+            parts.append(v.assign(path="video"))
+        fdf, vf = score_frames(out.frame_estimator, X, frames, how=how, k=k)
+        single = ~frames["video_id"].isin(videos["video_id"][clip]).to_numpy()
+        if single.any():
+            _, v = score_frames(out.frame_estimator, X[single], frames[single], how=how, k=k)
+            parts.append(v.assign(path="frame"))
+        vdf = pd.concat(parts, ignore_index=True)
+        out.metrics["cross_paths"] = {p: int((vdf["path"] == p).sum())
+                                      for p in ("video", "frame")}
+    m = {"frame": frame_and_video_metrics(fdf["label"], fdf["score"], fdf["video_id"],
+                                          how=how, k=k, threshold=threshold)["frame"],
+         "video": binary_metrics(vdf["label"].to_numpy(), vdf["score"].to_numpy(),
+                                 threshold=threshold),
+         "per_method": per_method_metrics(vdf)}
     out.metrics["cross"] = m
     out.cross_frame_scores, out.cross_video_scores = fdf, vdf
 

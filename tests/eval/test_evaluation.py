@@ -74,7 +74,26 @@ def test_evaluate_scores_cross_dataset_data_and_fits_a_final_model():
                   threshold=0.3)
     assert ev.estimator is not None and ev.metrics["cross"]["video"]["auc"] > 0.9
     assert len(ev.cross_video_scores) == eframes["video_id"].nunique()
-    video = evaluate(LogisticRegression(), X, frames, temporal=["std"], cross_X=eX[::4],
-                     cross_frames=eframes.iloc[::4])  # one frame per clip: nothing to pool
-    assert "cross" not in video.metrics and video.metrics["cross_skipped"].startswith("all")
+    # a video-level model: clips of 4 frames go through the pooled path; images (one frame
+    # per item) through the same pipeline fitted on frames, fitted in the same call
+    one = eframes.groupby("video_id").head(1).index.to_numpy()
+    single = eframes.loc[one].assign(video_id=lambda d: d["video_id"] + "-image")
+    mixed_X = np.concatenate([eX, eX[one]])
+    mixed = pd.concat([eframes, single], ignore_index=True)
+    video = evaluate(LogisticRegression(), X, frames, temporal=["std"], cross_X=mixed_X,
+                     cross_frames=mixed)
+    n_clips = eframes["video_id"].nunique()
+    assert video.metrics["cross_paths"] == {"video": n_clips, "frame": len(one)}
+    vs = video.cross_video_scores
+    assert set(vs.loc[vs["video_id"].str.endswith("-image"), "path"]) == {"frame"}
+    assert video.metrics["cross"]["video"]["n"] == n_clips + len(one)
+    assert video.metrics["cross"]["frame"]["auc"] > 0.8  # the frame path is a real model
     assert all(np.isnan(v) for v in video.metrics["test"]["frame"].values())
+    # training items with one frame are left out of the video-level path, and counted
+    train = pd.concat([frames, frames.groupby("video_id").head(1).assign(
+        video_id=lambda d: d["video_id"] + "-image")], ignore_index=True)
+    Xtr = np.concatenate([X, X[frames.groupby("video_id").head(1).index.to_numpy()]])
+    ev = evaluate(LogisticRegression(), Xtr, train, temporal=["std"], fit_final=True)
+    assert ev.metrics["n_left_out_few_frames"] == frames["video_id"].nunique()
+    assert not ev.video_scores["video_id"].str.endswith("-image").any()
+    assert ev.frame_estimator is not None
