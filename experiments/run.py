@@ -26,8 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import deepmetric
-from deepmetric.eval.evaluation import evaluate, fit_pipeline
-from deepmetric.learn.temporal import video_table
+from deepmetric.eval.evaluation import evaluate
 from deepmetric.features.extract import FrameFeatures
 from deepmetric.datasets.items import add_self_blended
 from deepmetric.model import DeepfakeModel
@@ -189,32 +188,16 @@ def run(cfg: DictConfig) -> dict:
 
 def _plots(out: Path, results: dict, pipelines: dict, X: np.ndarray, frames: pd.DataFrame,
            cfg: DictConfig) -> None:
-    from deepmetric.eval.plots import plot_embedding_scatter, plot_roc
+    from deepmetric.eval.plots import plot_projection_before_after, plot_roc
 
     curves = {f"{n} (video)": (r.video_scores["label"].to_numpy(),
                                r.video_scores["score"].to_numpy()) for n, r in results.items()}
     plot_roc(curves, out / "roc.png")
-    # Before/after triplet training on a held-out group split (as on the poster).
-    from deepmetric.eval.splits import grouped_train_test_split
-
+    # Before/after the projector on a held-out group split (as on the poster).
     proj_name = next((n for n, p in pipelines.items() if "projector" in p.named_steps), None)
-    if proj_name is None:
-        return
-    videos = video_table(frames)
-    tr_v, te_v = grouped_train_test_split(videos["label"].to_numpy(),
-                                          videos["group"].to_numpy(), test_size=0.25,
-                                          random_state=int(cfg.seed))
-    tr = frames["video_id"].isin(videos["video_id"].iloc[tr_v]).to_numpy()
-    te = ~tr
-    proj = fit_pipeline(pipelines[proj_name][:1], X[tr], frames[tr])
-    before = X[te]
-    if X.dtype == np.uint8:  # face crops (fine-tuning): "before" is the untrained network
-        from sklearn.base import clone
-
-        untrained = clone(proj.named_steps["projector"]).set_params(epochs=0)
-        before = untrained.fit(X[tr], frames["label"].to_numpy()[tr]).transform(X[te])
-    plot_embedding_scatter(before, proj.transform(X[te]), frames["label"].to_numpy()[te],
-                           out / "triplet_scatter.png")
+    if proj_name is not None:
+        plot_projection_before_after(pipelines[proj_name][:1], X, frames,
+                                     out / "triplet_scatter.png", random_state=int(cfg.seed))
 
 
 def results_markdown(metrics: dict, cfg: DictConfig) -> str:

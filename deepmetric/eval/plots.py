@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_roc", "plot_embedding_scatter"]
+__all__ = ["plot_roc", "plot_embedding_scatter", "plot_projection_before_after"]
 
 _COLORS = {0: "#1f77b4", 1: "#d62728"}  # real: blue, fake: red
 _NAMES = {0: "real", 1: "fake"}
@@ -172,3 +172,52 @@ def plot_embedding_scatter(
         ax.set(title=title, xlabel=f"{label}1", ylabel=f"{label}2")
         ax.legend(loc="best", fontsize="small", markerscale=2)
     return _save(fig, path, dpi)
+
+
+def plot_projection_before_after(projector: Any, X: np.ndarray, frames: Any,
+                                 path: str | Path, *, test_size: float = 0.25,
+                                 random_state: int = 0) -> Path:
+    """The poster's figure: test frames before and after the projector, on a grouped split.
+
+    The projector is fitted on the training videos of one identity-grouped split (its
+    identities never reach the plotted test frames).
+
+    Parameters
+    ----------
+    projector : sklearn transformer or Pipeline of transformers
+        E.g. ``TripletProjector()`` or ``FaceNetFineTuner()`` (then ``X`` holds uint8
+        crops, and "before" is the untrained network's output), or a pipeline whose steps
+        take ``groups`` (see :func:`~deepmetric.eval.evaluation.fit_pipeline`); cloned
+        before fitting.
+    X : numpy.ndarray
+        (F, D) frame features (float32) or flattened crops (uint8).
+    frames : pandas.DataFrame
+        F rows with ``video_id, group, label``.
+    path : path-like
+        The PNG to write.
+    test_size, random_state
+        Share of the videos held out, and the split's seed.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    from sklearn.base import clone
+
+    from deepmetric.eval.evaluation import fit_pipeline
+    from deepmetric.eval.splits import grouped_train_test_split
+    from deepmetric.learn.temporal import video_table
+
+    videos = video_table(frames)
+    tr_v, _ = grouped_train_test_split(videos["label"].to_numpy(), videos["group"].to_numpy(),
+                                       test_size=test_size, random_state=random_state)
+    tr = frames["video_id"].isin(videos["video_id"].iloc[tr_v]).to_numpy()
+    te = ~tr
+    fitted = fit_pipeline(projector, X[tr], frames[tr])
+    before = X[te]
+    if X.dtype == np.uint8:  # face crops (fine-tuning): "before" is the untrained network
+        last = projector.steps[-1][1] if hasattr(projector, "steps") else projector
+        untrained = clone(last).set_params(epochs=0)
+        before = untrained.fit(X[tr], frames["label"].to_numpy()[tr]).transform(X[te])
+    return plot_embedding_scatter(before, fitted.transform(X[te]),
+                                  frames["label"].to_numpy()[te], path)
