@@ -214,8 +214,9 @@ class Extractor:
             ``box`` float32 (T, 4), ``landmarks`` float32 (T, 5, 2), ``n_faces`` int16 (T,),
             ``n_total`` int64 (), ``fps`` float64 (), ``n_asked`` int64 () (frames the
             reader meant to return; more than T when the clip ended early), and one
-            float32 (T, D) array per feature block (``embedding``, tapped layers, ``spectrum``), NaN rows where no
-            face was found; ``crops`` uint8 (T, 160, 160, 3) when ``save_crops``.
+            float32 (T, D) array per feature block (``embedding``, tapped layers,
+            ``spectrum``), NaN rows where no face was found; ``crops`` uint8
+            (T, 160, 160, 3) when ``save_crops``.
         """
         fr = frames if frames is not None else read_frames(path, self.n_frames)
         return self._extract(path, fr, self.detector.detect(fr.images), blend_seed)
