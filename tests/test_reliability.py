@@ -339,12 +339,12 @@ LEGACY_MODEL = Path(__file__).parent / "data" / "model-0.1.0.joblib"
 
 
 @pytest.fixture(scope="module")
-def batch_dir(tmp_path_factory, faces_dir, dfdc_dir) -> Path:
+def batch_dir(tmp_path_factory, faces_dir, ffpp_dir) -> Path:
     d = tmp_path_factory.mktemp("batch")
     _png(d / "a_bomb.png", 30_000, 30_000)
     Image.open(faces_dir.joinpath(*KATE)).save(d / "b_face.jpg")
     _exif_rotated(faces_dir / "test_images" / "paul_rudd" / "1.jpg", d / "c_phone.jpg")
-    clip = sorted((dfdc_dir / "train_sample_videos").glob("*.mp4"))[0]
+    clip = sorted((ffpp_dir / "original_sequences/youtube/c23/videos").glob("*.mp4"))[0]
     (d / "d_clip.mp4").symlink_to(clip)
     (d / "e_notes.mp4").write_text("not a video\n" * 10)
     Image.fromarray(np.full((200, 200, 3), 120, np.uint8)).save(d / "f_wall.png")
@@ -403,5 +403,6 @@ def test_predict_video_level_model_names_images_and_scores_clips(batch_dir, tmp_
     assert code == 1 and len(lines) == 2
     assert lines[0].startswith(f"ERROR   {batch_dir / 'b_face.jpg'}: ")
     assert "needs faces in at least" in lines[0]
-    assert lines[1].split()[0] in ("REAL", "FAKE") and "d_clip.mp4" in lines[1]
+    assert lines[1].split()[0] in ("REAL", "FAKE") and "d_clip.mp4" in lines[1], lines[1]
+    assert "(4/4 frames with a face" in lines[1]
     assert "1 of 2 item(s) failed" in err
