@@ -4,6 +4,11 @@
 
 ``MODEL`` is a ``model.joblib`` written by ``python -m experiments.run`` (a pickle: only load
 files you trust). ``PATH`` is a clip, an image or a folder (searched recursively for media).
+
+Every item gets one line: its score, or ``ERROR`` with the file and the problem (unreadable,
+too large, no face, too few frames for a video-level model, ...); one bad item never stops
+the batch. The exit status is 0 when every item was scored, 1 when any failed (listed again
+on stderr at the end), 2 when no media file was found.
 """
 
 from __future__ import annotations
@@ -31,29 +36,44 @@ def media_files(paths: Sequence[str | Path]) -> list[Path]:
     return out
 
 
-def _predict(args: argparse.Namespace) -> int:
+def _problem(path: Path, exc: Exception) -> str:
+    """The message of one failed item, without a leading ``"<path>: "`` (printed beside it)."""
+    from deepmetric.model import NoFaceError, TooFewFramesError
     from deepmetric.video.frames import MediaError
-    from deepmetric.model import DeepfakeModel, NoFaceError
+
+    msg = str(exc)
+    for prefix in (f"{path}: ", f"{path.resolve()}: "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+            break
+    if not isinstance(exc, (MediaError, NoFaceError, TooFewFramesError)):
+        msg = f"{type(exc).__name__}: {msg}"  # unexpected: keep what kind of error it was
+    return msg
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from deepmetric.model import DeepfakeModel
 
     model = DeepfakeModel.load(args.model)
     files = media_files(args.paths)
     if not files:
         print(f"no media file found in {args.paths}", file=sys.stderr)
         return 2
-    status = 0
+    failed: list[tuple[Path, str]] = []
     for f in files:
         try:
             r = model.predict(f)
-        except (MediaError, NoFaceError) as exc:
-            status = 1
-            rec = {"path": str(f), "error": str(exc)}
-            print(json.dumps(rec) if args.json else f"ERROR   {f}: {exc}")
+        except Exception as exc:  # noqa: BLE001 — one item never stops the batch
+            problem = _problem(f, exc)
+            failed.append((f, problem))
+            rec = {"path": str(f), "error": problem, "error_type": type(exc).__name__}
+            print(json.dumps(rec) if args.json else f"ERROR   {f}: {problem}", flush=True)
             continue
         frames = r.pop("frame_scores")
         if args.json:
             if args.frames:
                 r["frames"] = frames.to_dict("records")
-            print(json.dumps(r))
+            print(json.dumps(r), flush=True)
         else:
             print(f"{r['verdict'].upper():7s} {r['score']:.3f}  {f}  "
                   f"({r['n_faces']}/{r['n_frames']} frames with a face, {r['seconds']:.1f} s)")
@@ -61,7 +81,14 @@ def _predict(args: argparse.Namespace) -> int:
                 for row in frames.itertuples(index=False):
                     print(f"    frame {int(row.frame_index):6d}  score {row.score:.3f}  "
                           f"face p={row.prob:.3f}")
-    return status
+            sys.stdout.flush()
+    if failed:
+        print(f"deepmetric predict: {len(failed)} of {len(files)} item(s) failed:",
+              file=sys.stderr)
+        for f, problem in failed:
+            print(f"  {f}: {problem}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -268,7 +268,8 @@ def add_self_blended(manifest: pd.DataFrame, copies: int = 1, *, only: bool = Fa
         Self-blended copies per real item (0 returns the manifest with the new columns).
     only : bool
         Train on real items and pseudo-fakes alone: the manifest's own fakes get role
-        ``"test"`` (Shiohara & Yamasaki's protocol, for cross-manipulation results).
+        ``"test"`` (Shiohara & Yamasaki's protocol, for cross-manipulation results). Needs
+        ``copies >= 1`` (else :class:`ValueError`).
     method : str
         ``method`` of the new rows.
 
@@ -280,6 +281,10 @@ def add_self_blended(manifest: pd.DataFrame, copies: int = 1, *, only: bool = Fa
     """
     if copies < 0:
         raise ValueError(f"copies must be >= 0, got {copies}")
+    if only and copies == 0:
+        raise ValueError("self-blending with only=True (train on real items and pseudo-fakes "
+                         "alone) needs copies >= 1: with 0 copies the training data would "
+                         "hold no fake (set self_blend.copies)")
     if "blend_seed" in manifest.columns and manifest["blend_seed"].notna().any():
         raise ManifestError("the manifest already has self-blended rows")
     base = manifest.copy()

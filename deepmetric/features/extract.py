@@ -41,7 +41,9 @@ class ExtractionReport:
     """What one :meth:`Extractor.run` did.
 
     ``failures`` lists ``{"video_id", "path", "error"}`` for items that could not be read;
-    ``no_face`` lists the video ids where no frame had a face (they have no features).
+    ``no_face`` lists the video ids where no frame had a face (they have no features);
+    ``short`` lists ``{"video_id", "path", "read", "asked"}`` for clips that yielded fewer
+    frames than the reader asked for (truncated or variable-frame-rate files).
     """
 
     n_items: int = 0
@@ -52,6 +54,7 @@ class ExtractionReport:
     seconds: float = 0.0
     failures: list[dict] = field(default_factory=list)
     no_face: list[str] = field(default_factory=list)
+    short: list[dict] = field(default_factory=list)
 
     @property
     def n_failed(self) -> int:
@@ -78,6 +81,8 @@ class ExtractionReport:
         if self.no_face:
             s += f"\n  no face in any frame: {len(self.no_face)} item(s): " \
                  + ", ".join(self.no_face[:10]) + (" ..." if len(self.no_face) > 10 else "")
+        for f in self.short:
+            s += f"\n  SHORT {f['path']}: {f['read']} of {f['asked']} frames read"
         return s
 
 
@@ -156,6 +161,10 @@ class Extractor:
                  trim_memory: bool = True):
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+        if isinstance(n_frames, bool) or not isinstance(n_frames, (int, np.integer)) \
+                or n_frames < 1:
+            raise ValueError(f"n_frames (frames sampled per clip) must be an integer >= 1, "
+                             f"got {n_frames!r}")
         self.detector = detector if detector is not None else FaceDetector()
         self.embedder = embedder if embedder is not None else FaceEmbedder()
         self.n_frames = n_frames
@@ -203,9 +212,11 @@ class Extractor:
         dict of str to numpy.ndarray
             ``frame_index`` int64 (T,), ``found`` bool (T,), ``prob`` float32 (T,),
             ``box`` float32 (T, 4), ``landmarks`` float32 (T, 5, 2), ``n_faces`` int16 (T,),
-            ``n_total`` int64 (), ``fps`` float64 (), and one float32 (T, D) array per
-            feature block (``embedding``, tapped layers, ``spectrum``), NaN rows where no
-            face was found; ``crops`` uint8 (T, 160, 160, 3) when ``save_crops``.
+            ``n_total`` int64 (), ``fps`` float64 (), ``n_asked`` int64 () (frames the
+            reader meant to return; more than T when the clip ended early), and one
+            float32 (T, D) array per feature block (``embedding``, tapped layers,
+            ``spectrum``), NaN rows where no face was found; ``crops`` uint8
+            (T, 160, 160, 3) when ``save_crops``.
         """
         fr = frames if frames is not None else read_frames(path, self.n_frames)
         return self._extract(path, fr, self.detector.detect(fr.images), blend_seed)
@@ -217,13 +228,13 @@ class Extractor:
         return self._arrays(fr, faces)
 
     def _arrays(self, fr, faces) -> dict[str, np.ndarray]:
+        t = len(fr.indices)
         out: dict[str, np.ndarray] = {
             "frame_index": fr.indices.astype(np.int64), "found": faces.found,
             "prob": faces.probs, "box": faces.boxes, "landmarks": faces.landmarks,
             "n_faces": faces.n_faces, "n_total": np.int64(fr.n_total),
-            "fps": np.float64(fr.fps),
+            "fps": np.float64(fr.fps), "n_asked": np.int64(getattr(fr, "n_asked", t)),
         }
-        t = len(fr.indices)
         idx = np.flatnonzero(faces.found)
         blocks = self.embedder.embed(faces.crops[idx])
         if self.spectrum_bins:
@@ -266,6 +277,10 @@ class Extractor:
             else:
                 todo.setdefault(str(path), []).append((str(vid), seed))
         paths = list(todo)
+        if paths:
+            # Load the weights now: a refused weights file is a settings error, not a
+            # failure of every item.
+            self.embedder.model  # noqa: B018
         t0 = time.perf_counter()
         bar = tqdm(total=sum(map(len, todo.values())), desc="extract", unit="item",
                    disable=not self.progress)
@@ -305,13 +320,23 @@ class Extractor:
                     malloc_trim()
         bar.close()
         report.seconds = time.perf_counter() - t0
-        report.no_face = [str(v) for v, p, s in zip(manifest["video_id"], manifest["path"],
-                                                    _seeds(manifest))
-                          if (a := cache.load(p, _variant(s))) is not None
-                          and not a["found"].any()]
+        for v, p, s in zip(manifest["video_id"], manifest["path"], _seeds(manifest)):
+            if (a := cache.load(p, _variant(s))) is None:
+                continue
+            if not a["found"].any():
+                report.no_face.append(str(v))
+            n_read, n_asked = len(a["frame_index"]), int(a.get("n_asked", -1))
+            if s is None and n_read < n_asked:
+                report.short.append({"video_id": str(v), "path": str(p), "read": n_read,
+                                     "asked": n_asked})
         if report.failures:
             warnings.warn(f"extraction: {report.n_failed} item(s) failed; see the report",
                           stacklevel=2)
+        if report.short:
+            warnings.warn(f"extraction: {len(report.short)} clip(s) yielded fewer frames than "
+                          "asked (truncated or variable frame rate): " + ", ".join(
+                              f"{f['path']} ({f['read']} of {f['asked']})"
+                              for f in report.short[:5]), stacklevel=2)
         return report
 
     def features(self, manifest: pd.DataFrame,
@@ -379,8 +404,12 @@ class Extractor:
             meta.update({c: getattr(row, c) for c in extra})
             metas.append(pd.DataFrame(meta))
         if not xs:
-            raise ValueError("no item of the manifest has cached features with a face; "
-                             "run Extractor.run(manifest) first")
+            not_done = sum(m["reason"] == "not extracted or failed" for m in missing)
+            raise ValueError(
+                f"no item of the manifest has cached features with a face: of {len(manifest)} "
+                f"item(s), {not_done} not extracted or failed (see the extraction report's "
+                f"failures; Extractor.run(manifest) extracts them) and "
+                f"{len(missing) - not_done} with no face in any frame")
         frames = pd.concat(metas, ignore_index=True)
         frames["label"] = frames["label"].astype(np.int64)
         X = np.concatenate(xs)
@@ -415,7 +444,7 @@ def malloc_trim() -> bool:
 
 def _feature_keys(arrays: dict) -> list[str]:
     meta = {"frame_index", "found", "prob", "box", "landmarks", "n_faces", "n_total", "fps",
-            "crops"}
+            "n_asked", "crops"}
     return [k for k in arrays if k not in meta]
 
 

@@ -15,10 +15,17 @@ import numpy as np
 
 from deepmetric.datasets.items import media_kind
 
-__all__ = ["MediaError", "Frames", "sample_indices", "read_frames", "read_image"]
+__all__ = ["MAX_PIXELS", "MediaError", "Frames", "pixel_limit", "sample_indices", "read_frames",
+           "read_image"]
 
 #: Seek instead of grabbing when the next sampled frame is this many frames ahead.
 SEEK_GAP = 150
+
+#: Largest image (width x height) :func:`read_image` decodes by default: 50 megapixels, an
+#: 8K frame and a 48 MP phone photo fit. A 13,000 x 13,000 image (169 MP, ~0.5 GB as RGB,
+#: under Pillow's own decompression-bomb limit) is refused from its header, before decoding.
+#: Override per call (``max_pixels=``) or for the process with ``DEEPMETRIC_MAX_PIXELS``.
+MAX_PIXELS = 50_000_000
 
 
 class MediaError(RuntimeError):
@@ -39,12 +46,26 @@ class Frames:
         Number of frames in the clip as decoded (1 for an image).
     fps : float
         Frame rate reported by the container (0.0 for an image).
+    n_asked : int
+        Frames the reader meant to return: ``min(n, frames the container reports)``. More
+        than ``len(images)`` when the clip ends early (truncated, or a variable-frame-rate
+        file whose header over-counts); ``len(images)`` when nothing was known up front.
     """
 
     images: list[np.ndarray]
     indices: np.ndarray
     n_total: int
     fps: float
+    n_asked: int = -1
+
+    def __post_init__(self) -> None:
+        if self.n_asked < 0:
+            self.n_asked = len(self.images)
+
+    @property
+    def n_read(self) -> int:
+        """Frames actually decoded (``len(images)``)."""
+        return len(self.images)
 
 
 def sample_indices(n_total: int, n: int) -> np.ndarray:
@@ -76,29 +97,95 @@ def sample_indices(n_total: int, n: int) -> np.ndarray:
     return np.clip(idx, 0, n_total - 1)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as RGB uint8 (H, W, 3); grayscale, palette and RGBA are converted.
+def pixel_limit() -> int:
+    """The pixel bound in force: ``DEEPMETRIC_MAX_PIXELS`` when set, else :data:`MAX_PIXELS`."""
+    env = os.environ.get("DEEPMETRIC_MAX_PIXELS", "").strip()
+    if not env:
+        return MAX_PIXELS
+    try:
+        value = int(float(env))
+    except ValueError:
+        raise ValueError(f"DEEPMETRIC_MAX_PIXELS must be a number of pixels, got {env!r}") \
+            from None
+    if value < 1:
+        raise ValueError(f"DEEPMETRIC_MAX_PIXELS must be >= 1, got {value}")
+    return value
+
+
+def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image as RGB uint8 (H, W, 3), upright and scaled to 8 bits.
+
+    * EXIF orientation is applied (a phone photo taken upright is returned upright).
+    * Grayscale, palette and RGBA are converted (alpha composited on black).
+    * 16-bit images (PNG/TIFF modes ``I;16*``, ``I``) are scaled by 1/257, so 65535 maps
+      to 255; float images (mode ``F``) are scaled from [0, 1], or from their own min/max
+      when their values fall outside [0, 1]. Neither is clipped to white.
+    * The pixel count is checked from the header before anything is decoded.
+
+    Parameters
+    ----------
+    path : path-like
+        The image file.
+    max_pixels : int, optional
+        Refuse images with more pixels than this (default :func:`pixel_limit`).
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 (H, W, 3), C-contiguous.
 
     Raises
     ------
     MediaError
-        When the file cannot be decoded as an image.
+        When the file cannot be decoded as an image, or it is larger than ``max_pixels``
+        (a decompression bomb included); the message names the file and the problem.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
+    limit = max_pixels if max_pixels is not None else pixel_limit()
     try:
         with Image.open(path) as im:
+            w, h = im.size  # from the header: nothing decoded yet
+            if w * h > limit:
+                raise MediaError(
+                    f"{path}: image too large: {w}x{h} = {w * h / 1e6:.1f} megapixels, over "
+                    f"the limit of {limit / 1e6:.1f} MP (max_pixels / DEEPMETRIC_MAX_PIXELS)")
             im.load()
-            if im.mode in ("RGBA", "LA", "P"):
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, (0, 0, 0, 255))
-                im = Image.alpha_composite(bg, im)
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+            im = ImageOps.exif_transpose(im)
+            arr = _to_rgb_uint8(im)
+    except MediaError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise MediaError(f"{path}: image too large (decompression bomb: {exc})") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise MediaError(f"{path}: cannot decode image ({exc})") from exc
     if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise MediaError(f"{path}: empty image")
     return np.ascontiguousarray(arr)
+
+
+def _to_rgb_uint8(im) -> np.ndarray:
+    """RGB uint8 of a decoded PIL image, scaling high-bit-depth and float modes."""
+    from PIL import Image
+
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        a = np.asarray(im).astype(np.float64)
+        a = a / 257.0 if im.mode != "I" or a.max(initial=0) > 255 else a
+        g = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    if im.mode == "F":
+        a = np.asarray(im).astype(np.float64)
+        finite = a[np.isfinite(a)]
+        lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+        if lo < 0.0 or hi > 1.0:
+            a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+        g = np.clip(np.rint(np.nan_to_num(a) * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "P", "PA"):
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (0, 0, 0, 255))
+        im = Image.alpha_composite(bg, im)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
 def read_frames(path: str | os.PathLike, n: int = 25) -> Frames:
@@ -143,7 +230,9 @@ def _read_video(path: Path, n: int) -> Frames:
         if reported <= 0:
             # Some containers do not report a count: decode through once to count.
             images, indices, total = _grab_all(cap, n)
+            asked = len(images)
         else:
+            asked = min(n, reported)
             images, indices, total = _grab_sampled(cap, sample_indices(reported, n), reported)
             if not images and reported > 0:
                 # The header lied (truncated file): fall back to counting what decodes.
@@ -154,7 +243,7 @@ def _read_video(path: Path, n: int) -> Frames:
         cap.release()
     if not images:
         raise MediaError(f"{path}: no frame could be decoded (truncated or corrupt video)")
-    return Frames(images, np.asarray(indices, dtype=np.int64), total, fps)
+    return Frames(images, np.asarray(indices, dtype=np.int64), total, fps, n_asked=asked)
 
 
 def _grab_sampled(cap, wanted: np.ndarray, reported: int):
