@@ -62,8 +62,8 @@ class DeepfakeModel:
         For a video-level model: the same pipeline fitted on frames. Items with fewer than
         :data:`~deepmetric.learn.temporal.MIN_FRAMES` frames with a face (an image, a clip
         where the face was found once) are scored by it, as a frame-level model would;
-        without it they raise :class:`TooFewFramesError`. The result's ``path`` says which
-        path scored an item (``"video"`` or ``"frame"``).
+        without it they raise :class:`TooFewFramesError`. The result's ``scored_by`` says
+        which path scored an item (``"video"`` or ``"frame"``).
     info : dict, optional
         Free-form provenance (training data, config, metrics, version).
     """
@@ -104,17 +104,17 @@ class DeepfakeModel:
             raise NoFaceError(f"{name}: no face found in any of the "
                               f"{len(arrays['found'])} sampled frame(s)")
         X, idx = self.features_of(arrays)
-        path = "frame"
+        scored_by = "frame"
         if self.temporal and len(X) >= MIN_FRAMES:
-            path = "video"
-        if self.temporal and path == "frame" and self.frame_pipeline is None:
+            scored_by = "video"
+        if self.temporal and scored_by == "frame" and self.frame_pipeline is None:
             raise TooFewFramesError(
                 f"{name}: this model scores clips by how their frames vary "
                 f"(temporal={list(self.temporal)}) and needs faces in at least "
                 f"{MIN_FRAMES} frames; found {len(X)}, and it has no frame-level path "
                 "(models saved before deepmetric 0.2). Single images need a frame-level "
                 "model.")
-        if path == "video":
+        if scored_by == "video":
             V, _ = pool_frames(X, pd.DataFrame({"video_id": np.zeros(len(X), np.int64)}),
                                self.temporal, ddof=self.ddof)
             score = float(frame_scores(self.pipeline, V)[0])
@@ -126,7 +126,7 @@ class DeepfakeModel:
             score = float(video["score"].iloc[0])
         found = arrays["found"].astype(bool)
         return {"score": score, "verdict": "fake" if score >= self.threshold else "real",
-                "path": path, "n_frames": int(len(found)), "n_faces": int(found.sum()),
+                "scored_by": scored_by, "n_frames": int(len(found)), "n_faces": int(found.sum()),
                 "frame_scores": pd.DataFrame({"frame_index": idx, "score": s,
                                               "prob": arrays["prob"][found]})}
 

@@ -99,6 +99,6 @@ def test_one_video_level_model_scores_images_and_clips():
                           temporal=["std"], frame_pipeline=ev.frame_estimator)
     clip = model.score_arrays(_arrays(X[:5].astype(np.float32)), "clip.mp4")
     image = model.score_arrays(_arrays(X[5:6].astype(np.float32)), "photo.jpg")
-    assert clip["path"] == "video" and np.isnan(clip["frame_scores"]["score"]).all()
-    assert image["path"] == "frame" and 0 <= image["score"] <= 1
+    assert clip["scored_by"] == "video" and np.isnan(clip["frame_scores"]["score"]).all()
+    assert image["scored_by"] == "frame" and 0 <= image["score"] <= 1
     assert image["frame_scores"]["score"].notna().all()

@@ -306,7 +306,7 @@ def _score_cross(out: Evaluation, X: np.ndarray, frames: pd.DataFrame, *, how: s
     frames = frames.reset_index(drop=True)
     if not temporal:
         fdf, vdf = score_frames(out.estimator, X, frames, how=how, k=k)
-        vdf["path"] = "frame"
+        vdf["scored_by"] = "frame"
     else:
         V, videos = pool_frames(X, frames, temporal, ddof=ddof)
         clip = videos["n_frames"].to_numpy() >= MIN_FRAMES
@@ -314,14 +314,14 @@ def _score_cross(out: Evaluation, X: np.ndarray, frames: pd.DataFrame, *, how: s
         if clip.any():
             _, v = score_frames(out.estimator, V[clip], videos[clip].drop(columns="n_frames"),
                                 how=how, k=k)
-            parts.append(v.assign(path="video"))
+            parts.append(v.assign(scored_by="video"))
         fdf, vf = score_frames(out.frame_estimator, X, frames, how=how, k=k)
         single = ~frames["video_id"].isin(videos["video_id"][clip]).to_numpy()
         if single.any():
             _, v = score_frames(out.frame_estimator, X[single], frames[single], how=how, k=k)
-            parts.append(v.assign(path="frame"))
+            parts.append(v.assign(scored_by="frame"))
         vdf = pd.concat(parts, ignore_index=True)
-        out.metrics["cross_paths"] = {p: int((vdf["path"] == p).sum())
+        out.metrics["cross_scored_by"] = {p: int((vdf["scored_by"] == p).sum())
                                       for p in ("video", "frame")}
     m = {"frame": frame_and_video_metrics(fdf["label"], fdf["score"], fdf["video_id"],
                                           how=how, k=k, threshold=threshold)["frame"],

@@ -83,9 +83,9 @@ def test_evaluate_scores_cross_dataset_data_and_fits_a_final_model():
     video = evaluate(LogisticRegression(), X, frames, temporal=["std"], cross_X=mixed_X,
                      cross_frames=mixed)
     n_clips = eframes["video_id"].nunique()
-    assert video.metrics["cross_paths"] == {"video": n_clips, "frame": len(one)}
+    assert video.metrics["cross_scored_by"] == {"video": n_clips, "frame": len(one)}
     vs = video.cross_video_scores
-    assert set(vs.loc[vs["video_id"].str.endswith("-image"), "path"]) == {"frame"}
+    assert set(vs.loc[vs["video_id"].str.endswith("-image"), "scored_by"]) == {"frame"}
     assert video.metrics["cross"]["video"]["n"] == n_clips + len(one)
     assert video.metrics["cross"]["frame"]["auc"] > 0.8  # the frame path is a real model
     assert all(np.isnan(v) for v in video.metrics["test"]["frame"].values())
