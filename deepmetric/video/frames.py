@@ -151,7 +151,10 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
                     f"{path}: image too large: {w}x{h} = {w * h / 1e6:.1f} megapixels, over "
                     f"the limit of {limit / 1e6:.1f} MP (max_pixels / DEEPMETRIC_MAX_PIXELS)")
             im.load()
-            im = ImageOps.exif_transpose(im)
+            try:
+                im = ImageOps.exif_transpose(im)
+            except Exception:  # noqa: BLE001 — a malformed EXIF block: keep the pixels as stored
+                pass
             arr = _to_rgb_uint8(im)
     except MediaError:
         raise
