@@ -151,7 +151,8 @@ def run(cfg: DictConfig) -> dict:
     metrics = {
         "name": str(cfg.name), "pipeline": first, "protocol": m0["protocol"],
         "test": m0["test"], "test_std": m0.get("test_std"), "per_method": m0["per_method"],
-        **{k: m0[k] for k in ("cross", "cross_skipped") if k in m0},
+        **{k: m0[k] for k in ("cross", "cross_skipped", "cross_scored_by",
+                              "n_left_out_few_frames") if k in m0},
         "pipelines": {n: r.metrics for n, r in results.items()},
         "data": {"n_videos": int(len(items)),
                  "n_scored_videos": int(feats.frames.video_id.nunique()),

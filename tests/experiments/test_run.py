@@ -131,12 +131,14 @@ def test_run_video_level_model_on_per_clip_spreads(slice_csv, dfdc_dir, tmp_path
     assert "video-level model" in m["protocol"]
     assert 0 <= m["test"]["video"]["auc"] <= 1 and m["test"]["video"]["n"] > 0
     assert all(math.isnan(v) for v in m["test"]["frame"].values())  # no frame level
-    assert "cross" not in m and "22 eval_data items" in m["cross_skipped"]  # single crops
+    # single crops have no spread: the same pipeline fitted on frames scores them
+    assert "cross_skipped" not in m and m["cross_scored_by"] == {"video": 0, "frame": 22}
+    assert m["cross"]["video"]["n"] == 22 and 0 <= m["cross"]["frame"]["auc"] <= 1
     videos = pd.read_csv(tmp_path / "t" / "video_scores.csv")
     assert len(videos) == len(items) and videos["video_id"].is_unique
     assert (videos["n_frames"] == 1).all()  # one pooled row per clip
     table = (tmp_path / "t" / "results.md").read_text()
-    assert "None: a video-level model" in table and "Not scored: all 22" in table
+    assert "None: a video-level model" in table
     model = DeepfakeModel.load(tmp_path / "t" / "model.joblib")
     assert model.temporal == ["std"] and model.ddof == 1
     arrays = model.extractor.extract_item(items["path"].iloc[0])
@@ -147,6 +149,8 @@ def test_run_video_level_model_on_per_clip_spreads(slice_csv, dfdc_dir, tmp_path
     with pytest.raises(NotImplementedError, match="frame-level model"):
         explain_arrays(model, arrays)
     crop = next((dfdc_dir / "prepared_dataset").rglob("*.png"))
+    assert model.predict(crop)["scored_by"] == "frame"  # one model scores images and clips
+    model.frame_pipeline = None  # as models saved before 0.2: no frame-level path
     with pytest.raises(TooFewFramesError, match="at least 2 frames; found 1"):
         model.predict(crop)
     # the crops joined into clips (one per video and face): the clips of 2+ crops are scored
@@ -154,7 +158,9 @@ def test_run_video_level_model_on_per_clip_spreads(slice_csv, dfdc_dir, tmp_path
                                     "plots=false", "save_model=false"], tmp_path / "c"))
     assert "cross_skipped" not in clips
     scored = pd.read_csv(tmp_path / "c" / "cross_video_scores_deepmetric.csv")
-    assert sorted(scored["video_id"]) == ["aapnvogymq-00", "aapnvogymq-01", "abarnvbtwb-00",
+    pooled = scored[scored["scored_by"] == "video"]
+    assert sorted(pooled["video_id"]) == ["aapnvogymq-00", "aapnvogymq-01", "abarnvbtwb-00",
                                           "abqwwspghj-00"]  # 2, 3, 11 and 4 crops
-    assert scored["label"].tolist().count(0) == 1 and scored["score"].between(0, 1).all()
-    assert clips["cross"]["video"]["n"] == 4 and 0 <= clips["cross"]["video"]["auc"] <= 1
+    assert pooled["label"].tolist().count(0) == 1 and scored["score"].between(0, 1).all()
+    assert clips["cross_scored_by"] == {"video": 4, "frame": len(scored) - 4}
+    assert clips["cross"]["video"]["n"] == len(scored) and len(scored) > 4
