@@ -159,8 +159,14 @@ class DeepfakeModel:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        joblib.dump(self, tmp)
-        os.replace(tmp, path)
+        try:
+            joblib.dump(self, tmp)
+            os.replace(tmp, path)
+        except OSError as exc:  # e.g. a full disk: name the file, leave no partial file
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise OSError(exc.errno, f"{path}: could not write the model "
+                                     f"({exc.strerror or exc})") from exc
         return path
 
     @classmethod

@@ -102,3 +102,16 @@ def test_one_video_level_model_scores_images_and_clips():
     assert clip["scored_by"] == "video" and np.isnan(clip["frame_scores"]["score"]).all()
     assert image["scored_by"] == "frame" and 0 <= image["score"] <= 1
     assert image["frame_scores"]["score"].notna().all()
+
+
+def test_a_failed_save_names_the_file_and_leaves_no_temp_file(tmp_path):
+    """Issue #20: a model that cannot be written (here: a read-only folder) is a named error."""
+    import os
+
+    model = DeepfakeModel.load(LEGACY)
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    (folder / "model.joblib").mkdir()  # the target name is taken by a folder: replace fails
+    with pytest.raises(OSError, match="model.joblib: could not write the model"):
+        model.save(folder / "model.joblib")
+    assert sorted(os.listdir(folder)) == ["model.joblib"]  # no .tmp left behind
