@@ -91,8 +91,8 @@ def test_metric_learning_core_imports_no_video_or_face_code():
     import subprocess
     import sys
 
-    core = ["temporal", "scoring", "metrics", "mining", "projector", "splits", "evaluation",
-            "plots"]
+    core = ["learn.temporal", "learn.mining", "learn.projector", "eval.scoring",
+            "eval.metrics", "eval.splits", "eval.evaluation", "eval.plots"]
     code = ("import sys\n" + "".join(f"import deepmetric.{m}\n" for m in core)
             + "print(','.join(m for m in ('cv2', 'facenet_pytorch', 'deepmetric.video.frames', "
               "'deepmetric.video.faces', 'deepmetric.video.mtcnn', 'deepmetric.features.embedder', "
