@@ -98,7 +98,7 @@ def _chunk_rows(b: int, chunk_elements: int) -> int:
 
 
 def _semihard_weights(
-    dist: torch.Tensor, labels: torch.Tensor, margin: float, chunk_elements: int
+    dist: torch.Tensor, labels: torch.Tensor, margin: float
 ) -> tuple[torch.Tensor, int]:
     """Signed triplet-count matrix ``W`` (B, B) and the number of kept triplets.
 
@@ -107,7 +107,7 @@ def _semihard_weights(
     which ``j`` is semi-hard. Both counts come from per-anchor sorted distances and binary
     searches, so this takes ``O(B² log B)`` time and ``O(B²)`` memory (no ``(B, B, B)``
     tensor). The comparisons run in float64, where sums of float32 distances and the margin
-    are exact. ``chunk_elements`` is kept for API compatibility (unused).
+    are exact.
     """
     b = dist.shape[0]
     with torch.no_grad():
@@ -138,10 +138,11 @@ def semihard_triplet_loss(
     embeddings: torch.Tensor,
     labels: torch.Tensor,
     margin: float = 0.2,
-    *,
-    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
 ) -> tuple[torch.Tensor, int]:
     """Semi-hard triplet margin loss, equal in value and gradient to PML's miner + loss.
+
+    Its memory is ``O(B²)`` (a few ``(B, B)`` tensors; no ``(B, B, B)`` block), so it needs
+    no chunking, unlike :func:`batch_all_triplet_loss`.
 
     Parameters
     ----------
@@ -150,9 +151,6 @@ def semihard_triplet_loss(
         default distance does.
     labels : torch.Tensor, shape (B,), integer
     margin : float, default=0.2
-    chunk_elements : int, default=2**22
-        Upper bound on ``c * B * B`` for one mining block of ``c`` anchors (at least one
-        anchor per block).
 
     Returns
     -------
@@ -166,7 +164,7 @@ def semihard_triplet_loss(
     if embeddings.shape[0] == 0:
         return torch.sum(embeddings * 0), 0
     dist = pairwise_distances(embeddings)
-    weights, n_kept = _semihard_weights(dist.detach(), labels, float(margin), chunk_elements)
+    weights, n_kept = _semihard_weights(dist.detach(), labels, float(margin))
     if n_kept == 0:
         return torch.sum(embeddings * 0), 0
     loss = torch.sum(weights * dist) / n_kept + margin
@@ -235,8 +233,6 @@ class SemiHardTripletLoss(nn.Module):
     Parameters
     ----------
     margin : float, default=0.2
-    chunk_elements : int, default=2**22
-        Bound on the size of one ``(c, B, B)`` mining block.
 
     Attributes
     ----------
@@ -244,10 +240,9 @@ class SemiHardTripletLoss(nn.Module):
         Number of triplets averaged over in the last call to ``forward``.
     """
 
-    def __init__(self, margin: float = 0.2, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS):
+    def __init__(self, margin: float = 0.2):
         super().__init__()
         self.margin = float(margin)
-        self.chunk_elements = int(chunk_elements)
         self.last_n_triplets = 0
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -262,9 +257,7 @@ class SemiHardTripletLoss(nn.Module):
         -------
         torch.Tensor, scalar
         """
-        loss, n = semihard_triplet_loss(
-            embeddings, labels, self.margin, chunk_elements=self.chunk_elements
-        )
+        loss, n = semihard_triplet_loss(embeddings, labels, self.margin)
         self.last_n_triplets = n
         return loss
 

@@ -108,7 +108,14 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
     miner : {"semihard", "pml"}, default="semihard"
         ``"semihard"``: :class:`deepmetric.learn.mining.SemiHardTripletLoss` (O(B²) memory);
         ``"pml"``: pytorch-metric-learning's ``TripletMarginMiner("semihard")`` +
-        ``TripletMarginLoss`` (same value, O(B³) memory).
+        ``TripletMarginLoss`` (same value, O(B³) memory). Used when ``loss`` is None.
+    loss : torch loss module or None, default=None
+        Any metric-learning loss called as ``loss(embeddings, labels)``, composed by its
+        constructor: e.g. ``pytorch_metric_learning.losses.SupConLoss()``,
+        ``ContrastiveLoss()``, or :class:`deepmetric.learn.losses.MinedLoss` (a PML loss
+        with a PML miner). It is deep-copied in ``fit``; its own parameters, if any, are
+        trained with the network. None: the semi-hard triplet loss chosen by ``miner``.
+        Validation (early stopping) always uses the batch-all triplet loss at ``margin``.
     batch_size : int, default=512
         Training batch size. When the training split has at most ``batch_size`` rows, each
         epoch is a single full batch (no sampling).
@@ -184,12 +191,15 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
     *Output dtype.* ``transform`` always returns float32.
     """
 
+    loss: Any = None  # class default: projectors pickled before the loss slot existed
+
     def __init__(
         self,
         hidden: Sequence[int] = (256, 256, 128),
         out_dim: int = 64,
         margin: float = 0.2,
         miner: str = "semihard",
+        loss: Any = None,
         batch_size: int = 512,
         m_per_class: int | None = None,
         epochs: int = 50,
@@ -208,6 +218,7 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         self.out_dim = out_dim
         self.margin = margin
         self.miner = miner
+        self.loss = loss
         self.batch_size = batch_size
         self.m_per_class = m_per_class
         self.epochs = epochs
@@ -392,8 +403,18 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         net = _build_trunk(
             xt.shape[1], hidden, int(self.out_dim), float(self.dropout), bool(self.batch_norm)
         ).to(device)
-        loss_fn = make_loss(self.miner, float(self.margin))
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        if getattr(self, "loss", None) is None:  # models pickled before the slot have none
+            loss_fn = make_loss(self.miner, float(self.margin))
+        else:
+            import copy
+
+            loss_fn = copy.deepcopy(self.loss)
+            if hasattr(loss_fn, "to"):
+                loss_fn = loss_fn.to(device)
+        params = list(net.parameters())
+        if hasattr(loss_fn, "parameters"):
+            params += list(loss_fn.parameters())
+        opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
 
         bs = int(self.batch_size)
         m = bs // 2 if self.m_per_class is None else int(self.m_per_class)
@@ -435,7 +456,7 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
                 loss.backward()
                 opt.step()
                 losses.append(float(loss.detach()))
-                n_trip += int(loss_fn.last_n_triplets)
+                n_trip += int(getattr(loss_fn, "last_n_triplets", 0))
 
             val_loss = math.nan
             if val_batches:

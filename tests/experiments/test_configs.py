@@ -91,3 +91,17 @@ def test_no_absolute_paths_in_configs():
         for line in path.read_text().splitlines():
             value = line.split("#")[0].split(":", 1)[-1].strip()
             assert not value.startswith("/"), f"{path}: absolute path in {line!r}"
+
+
+def test_a_pml_loss_from_the_command_line_builds_and_trains():
+    """Issue #19: ``projector.loss={_target_: <any PML loss>}`` plugs into the projector."""
+    import numpy as np
+
+    cfg = _compose(["projector.loss={_target_:pytorch_metric_learning.losses.SupConLoss}",
+                    "projector.epochs=3", "projector.device=cpu"])
+    pipe = build_pipeline({"projector": cfg.projector, "classifier": cfg.classifier})
+    assert type(pipe.named_steps["projector"].loss).__name__ == "SupConLoss"
+    rng = np.random.default_rng(0)
+    y = np.arange(120) % 2
+    X = (rng.normal(size=(120, 16)) + y[:, None]).astype(np.float32)
+    assert pipe.fit(X, y).predict_proba(X).shape == (120, 2)

@@ -188,3 +188,45 @@ def test_invalid_params_raise_in_fit() -> None:
                 {"hidden": "abc"}, {"margin": 0}):
         with pytest.raises(ValueError, match="TripletProjector: invalid"):
             _small(**bad).fit(X, y)
+
+
+def _pml_losses():
+    from pytorch_metric_learning import losses, miners
+
+    from deepmetric.learn.losses import MinedLoss
+
+    return {"supcon": losses.SupConLoss(temperature=0.1),
+            "contrastive+miner": MinedLoss(losses.ContrastiveLoss(pos_margin=0.0,
+                                                                  neg_margin=1.0),
+                                           miners.PairMarginMiner(0.2, 0.8))}
+
+
+@pytest.mark.parametrize("name", ["supcon", "contrastive+miner"])
+def test_any_pml_loss_trains_through_the_loss_slot(name) -> None:
+    """Issue #19: a pytorch-metric-learning loss (with or without a miner) is a component."""
+    from sklearn.base import clone
+
+    X, y, g = _clouds(400, seed=21)
+    Xte, yte, _ = _clouds(200, seed=22)
+    loss = _pml_losses()[name]
+    untrained = _small(epochs=1, lr=1e-9, loss=loss, validation_fraction=0.0).fit(X, y, g)
+    proj = clone(_small(epochs=25, loss=loss, validation_fraction=0.0))
+    assert proj.loss is not loss and type(proj.loss) is type(loss)  # clone copies the slot
+    proj.fit(X, y, g)
+    h = proj.history_
+    assert h[-1]["train_loss"] < h[0]["train_loss"]  # the PML loss drove training
+    auc = _centroid_auc(proj.transform(X), y, proj.transform(Xte), yte)
+    before = _centroid_auc(untrained.transform(X), y, untrained.transform(Xte), yte)
+    assert auc > 0.75 and auc > before
+
+
+def test_the_default_loss_slot_is_the_semihard_triplet_loss_and_old_pickles_train() -> None:
+    from deepmetric.learn.mining import SemiHardTripletLoss
+
+    X, y, g = _clouds(160, seed=23)
+    a = _small(epochs=3).fit(X, y, g)
+    b = _small(epochs=3, loss=SemiHardTripletLoss(0.2)).fit(X, y, g)
+    np.testing.assert_allclose(a.transform(X), b.transform(X), atol=1e-5)
+    old = _small(epochs=2)
+    del old.__dict__["loss"]  # a projector pickled before the slot existed
+    assert old.fit(X, y, g).transform(X).shape == (160, 8)
