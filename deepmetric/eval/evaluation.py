@@ -315,11 +315,12 @@ def _score_cross(out: Evaluation, X: np.ndarray, frames: pd.DataFrame, *, how: s
             _, v = score_frames(out.estimator, V[clip], videos[clip].drop(columns="n_frames"),
                                 how=how, k=k)
             parts.append(v.assign(scored_by="video"))
+        # every frame through the frame-level path once: the frame metrics, and the video
+        # scores of the items too short for the pooled path
         fdf, vf = score_frames(out.frame_estimator, X, frames, how=how, k=k)
-        single = ~frames["video_id"].isin(videos["video_id"][clip]).to_numpy()
+        single = ~vf["video_id"].isin(videos["video_id"][clip])
         if single.any():
-            _, v = score_frames(out.frame_estimator, X[single], frames[single], how=how, k=k)
-            parts.append(v.assign(scored_by="frame"))
+            parts.append(vf[single].assign(scored_by="frame"))
         vdf = pd.concat(parts, ignore_index=True)
         out.metrics["cross_scored_by"] = {p: int((vdf["scored_by"] == p).sum())
                                       for p in ("video", "frame")}
