@@ -24,7 +24,7 @@ from deepmetric.eval.splits import check_group_disjoint, grouped_kfold, split_fr
 from deepmetric.learn.temporal import MIN_FRAMES, pool_frames, video_table
 
 __all__ = ["CVResult", "Evaluation", "evaluate", "role_masks", "fit_pipeline", "score_frames",
-           "cross_validate", "per_method_metrics", "has_test_split", "split_masks"]
+           "cross_validate", "fit_grouped", "per_method_metrics", "has_test_split", "split_masks"]
 
 
 @dataclass
@@ -69,13 +69,39 @@ def fit_pipeline(pipeline: Any, X: np.ndarray, frames: pd.DataFrame) -> Any:
     estimator
         The fitted clone.
     """
-    est = clone(pipeline)
-    y = frames["label"].to_numpy(np.int64)
+    return fit_grouped(pipeline, X, frames["label"].to_numpy(np.int64),
+                       frames["group"].to_numpy())
+
+
+def fit_grouped(estimator: Any, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Any:
+    """Fit a clone of an estimator; each pipeline step (or the estimator itself) whose
+    ``fit`` takes ``groups`` gets them.
+
+    Parameters
+    ----------
+    estimator : sklearn estimator or Pipeline
+    X : numpy.ndarray
+        (n_rows, n_features).
+    y : numpy.ndarray
+        int (n_rows,) labels.
+    groups : numpy.ndarray
+        (n_rows,) identity groups.
+
+    Returns
+    -------
+    estimator
+        The fitted clone.
+    """
+    est = clone(estimator)
     params = {}
-    steps = dict(getattr(est, "steps", []))
-    for name, step in steps.items():
-        if "groups" in _fit_params(step):
-            params[f"{name}__groups"] = frames["group"].to_numpy()
+    steps = getattr(est, "steps", None)
+    if steps is None:
+        if "groups" in _fit_params(est):
+            params["groups"] = groups
+    else:
+        for name, step in steps:
+            if "groups" in _fit_params(step):
+                params[f"{name}__groups"] = groups
     est.fit(X, y, **params)
     return est
 

@@ -1,0 +1,387 @@
+"""The generalisation study: what holds up from FaceForensics++ to DFDC, on cached features.
+
+    python -m experiments.generalization --out runs/generalization            # every row
+    python -m experiments.generalization --out runs/g --rows blocks,metric     # some groups
+
+Data from ``FFPP_ROOT`` (the in-dataset set: identity-grouped 5-fold CV, video AUC) and
+``DFDC_FACES_ROOT`` (the cross-dataset development set: fitted on all of FF++, image AUC;
+``--head N`` keeps the first N rows of its hash-ordered ``labels.csv``). Features come from
+the extractor of ``+exp=deepmetric`` (FaceNet blocks averaged over the crop and its mirror,
+the spectrum, the crops themselves), extracted and cached on first use exactly as
+``python -m experiments.run +exp=deepmetric ... extractor.save_crops=true`` does; the
+ImageNet MobileNetV2 blocks (``mnv2/...``) are computed from the cached crops.
+
+Row groups (``--rows``):
+
+- ``blocks``: each feature block alone and a few combinations, standardised → logistic
+  regression (frame level; video score = mean of frame scores);
+- ``adapt``: each data set standardised with its own feature statistics (transductive: it
+  reads the unlabelled DFDC dev features' mean and std; a batch-statistics check on how much
+  of the gap is a shift of the feature distribution);
+- ``metric``: the same features with and without a metric-learning projection head
+  (semi-hard triplet, SupCon, one-class softmax) before the same classifier;
+- ``sbi``: self-blended pseudo-fakes of the real FF++ clips (``--sbi-copies``), with the real
+  fakes and real-only (pseudo-fakes as the only fakes);
+- ``multisource``: FF++ plus part of the DFDC dev set for training, tested on the rest of
+  it (grouped by source video, 5 folds) — a second protocol, not cross-dataset;
+- ``nested``: the choice of features and of C made by an inner grouped CV inside each outer
+  FF++ training fold (and on all of FF++ for the cross-dataset column).
+
+Every choice this study reports as "best" was made on the DFDC *development* set (or, for
+``nested``, inside the training folds); the held-out test splits are not read here.
+Writes ``generalization.json`` and ``generalization.md`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger("generalization")
+
+#: FaceNet blocks cached by +exp=deepmetric's extractor (plus the crop spectrum).
+FACENET_BLOCKS = ["embedding", "avgpool_1a", "repeat_1", "repeat_2", "repeat_3",
+                  "repeat_2@2x2", "spectrum"]
+MNV2_BLOCKS = ["mnv2/6", "mnv2/13", "mnv2/17", "mnv2/pool"]
+DEEPMETRIC = ["repeat_2@2x2", "repeat_3", "spectrum"]  # +exp=deepmetric's features
+
+
+@dataclass
+class Data:
+    """Frame features of one data set: ``X[block]`` float32 (F, D_b), ``frames`` F rows."""
+
+    X: dict[str, np.ndarray]
+    frames: pd.DataFrame
+
+    def stack(self, blocks: list[str]) -> np.ndarray:
+        return np.concatenate([self.X[b] for b in blocks], axis=1)
+
+    def take(self, mask: np.ndarray) -> "Data":
+        return Data({b: v[mask] for b, v in self.X.items()},
+                    self.frames[mask].reset_index(drop=True))
+
+
+# -- data ---------------------------------------------------------------------------------
+def _compose(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    conf = Path(__file__).resolve().parent / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def load_data(head: int | None, sbi_copies: int, batch_size: int = 64) -> dict[str, Data]:
+    """FF++, its self-blended copies (when asked) and the DFDC dev crops, as :class:`Data`."""
+    from hydra.utils import instantiate
+
+    from deepmetric.datasets.items import add_self_blended
+    from deepmetric.features.imagenet import ImageNetEmbedder
+    from experiments.run import _extractor_for, _load_items
+
+    cfg = _compose(["+exp=deepmetric", "data=ffpp", "eval_data=dfdc_faces",
+                    f"eval_data.head={head if head else 'null'}", "extractor.save_crops=true"])
+    extractor = instantiate(cfg.extractor, _convert_="all")
+    mnv2 = ImageNetEmbedder(layers=[b.split("/", 1)[1] for b in MNV2_BLOCKS],
+                            batch_size=batch_size, device="auto")
+    ffpp = _load_items(cfg.data, "data")
+    sets = {"ffpp": (ffpp, cfg.data),
+            "dfdc": (_load_items(cfg.eval_data, "eval_data"), cfg.eval_data)}
+    if sbi_copies:
+        sbi = add_self_blended(ffpp, sbi_copies)
+        sets["sbi"] = (sbi[sbi["blend_seed"].notna()].reset_index(drop=True), cfg.data)
+    out = {}
+    for name, (items, node) in sets.items():
+        ex = _extractor_for(extractor, node)
+        t = time.perf_counter()
+        rep = ex.run(items)
+        log.info("%s: %s", name, rep.summary().splitlines()[0])
+        feats = ex.features(items, FACENET_BLOCKS)
+        X = {b: feats.X[:, s] for b, s in feats.blocks.items()}
+        crops = ex.features(items, ["crops"]).X.reshape(-1, 160, 160, 3)
+        X.update(_mnv2(mnv2, crops, ex.cache.dir / "mnv2", feats.frames))
+        out[name] = Data(X, feats.frames)
+        log.info("%s: %d frames of %d items in %.0f s", name, len(feats.frames),
+                 feats.frames["video_id"].nunique(), time.perf_counter() - t)
+    return out
+
+
+def _mnv2(emb: Any, crops: np.ndarray, where: Path, frames: pd.DataFrame) -> dict:
+    """MobileNetV2 blocks of the crops, memoised in one file per data set and settings."""
+    from deepmetric.features.cache import read_npz, settings_hash, write_npz
+
+    key = settings_hash({**emb.settings(), "rows": pd.util.hash_pandas_object(
+        frames[["video_id", "frame_index"]], index=False).sum().item(), "n": len(frames)})
+    path = where / f"{key}.npz"
+    if path.is_file():
+        return read_npz(path)
+    arrays = emb.embed(crops)
+    write_npz(path, arrays)
+    return arrays
+
+
+# -- pipelines ----------------------------------------------------------------------------
+def logreg(C: float = 0.1) -> Any:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
+
+
+def projected(loss: str, C: float = 0.1, seed: int = 0) -> Any:
+    """A metric-learning head (``loss``) before the same standardised logistic regression."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from deepmetric.learn.projector import TripletProjector
+
+    if loss == "triplet":
+        lf = None
+    elif loss == "supcon":
+        from pytorch_metric_learning.losses import SupConLoss
+
+        lf = SupConLoss(temperature=0.1)
+    elif loss == "oneclass":
+        from deepmetric.learn.losses import OneClassSoftmaxLoss
+
+        lf = OneClassSoftmaxLoss(embedding_size=64)
+    else:
+        raise ValueError(f"unknown loss {loss!r}")
+    proj = TripletProjector(loss=lf, epochs=50, dropout=0.2, weight_decay=1e-4,
+                            device="cpu", random_state=seed)
+    return Pipeline([("projector", proj), ("scaler", StandardScaler()),
+                     ("classifier", LogisticRegression(C=C, max_iter=2000))])
+
+
+def seeds_recipe(seed: int = 0) -> Any:
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import Pipeline
+
+    from deepmetric.learn.projector import TripletProjector
+
+    return Pipeline([("projector", TripletProjector(device="cpu", random_state=seed)),
+                     ("classifier", RandomForestClassifier(n_estimators=300, n_jobs=2,
+                                                           random_state=seed))])
+
+
+# -- protocols ----------------------------------------------------------------------------
+def in_and_cross(pipe: Any, blocks: list[str], data: dict[str, Data], *,
+                 train: Data | None = None, temporal: list[str] | None = None) -> dict:
+    """FF++ grouped 5-fold CV (video AUC) and FF++ → DFDC dev (image AUC) of one pipeline.
+
+    ``train`` replaces FF++ as the training data of the cross-dataset fit (e.g. FF++ plus
+    self-blended copies); the in-dataset CV then runs on it too, testing only rows that may
+    be tested (``role``).
+    """
+    from deepmetric.eval.evaluation import evaluate
+
+    tr = train if train is not None else data["ffpp"]
+    ev = evaluate(pipe, tr.stack(blocks), tr.frames, n_splits=5, random_state=0,
+                  temporal=temporal or [], cross_X=data["dfdc"].stack(blocks),
+                  cross_frames=data["dfdc"].frames)
+    m = ev.metrics
+    return {"ffpp_video_auc": m["test"]["video"]["auc"],
+            "ffpp_video_auc_std": m["test_std"]["video"]["auc"],
+            "ffpp_frame_auc": m["test"]["frame"]["auc"],
+            "dfdc_image_auc": m["cross"]["frame"]["auc"],
+            "dfdc_image_ap": m["cross"]["frame"]["ap"],
+            "dfdc_image_eer": m["cross"]["frame"]["eer"],
+            "chosen": getattr(_last(ev.estimator), "best_name_", None),
+            "dim": int(tr.stack(blocks).shape[1])}
+
+
+def _last(est: Any) -> Any:
+    return est.steps[-1][1] if hasattr(est, "steps") else est
+
+
+def multisource(pipe: Any, blocks: list[str], data: dict[str, Data], n_splits: int = 5) -> dict:
+    """Train on FF++ plus 4/5 of the DFDC dev groups, test on the other 1/5 (image AUC)."""
+    from deepmetric.eval.evaluation import fit_pipeline
+    from deepmetric.eval.metrics import binary_metrics
+    from deepmetric.eval.scoring import frame_scores
+    from deepmetric.eval.splits import grouped_kfold
+
+    ff, dd = data["ffpp"], data["dfdc"]
+    y, g = dd.frames["label"].to_numpy(), dd.frames["group"].astype(str).to_numpy()
+    both, only = [], []
+    for tr, te in grouped_kfold(y, g, n_splits=n_splits, random_state=0):
+        Xte = dd.stack(blocks)[te]
+        for train_frames, Xtr, store in (
+                (pd.concat([ff.frames, dd.frames.iloc[tr]], ignore_index=True),
+                 np.concatenate([ff.stack(blocks), dd.stack(blocks)[tr]]), both),
+                (dd.frames.iloc[tr].reset_index(drop=True), dd.stack(blocks)[tr], only)):
+            est = fit_pipeline(pipe, Xtr, train_frames.astype({"group": str}))
+            store.append(binary_metrics(y[te], frame_scores(est, Xte))["auc"])
+    return {"dfdc_image_auc_ffpp_plus_dfdc": float(np.mean(both)),
+            "dfdc_image_auc_ffpp_plus_dfdc_std": float(np.std(both)),
+            "dfdc_image_auc_dfdc_only": float(np.mean(only)),
+            "dfdc_image_auc_dfdc_only_std": float(np.std(only))}
+
+
+# -- the rows -----------------------------------------------------------------------------
+def rows(data: dict[str, Data], groups: set[str]) -> list[dict]:
+    """Run the study's row groups; each row: name, group, blocks, what, and its metrics."""
+    out: list[dict] = []
+
+    def row(group: str, name: str, what: str, blocks: list[str], fn: Callable[[], dict]):
+        t = time.perf_counter()
+        try:
+            res = fn()
+        except Exception as exc:  # noqa: BLE001 — one failed row keeps the others
+            log.exception("row %s failed", name)
+            res = {"error": f"{type(exc).__name__}: {exc}"}
+        res.update(name=name, group=group, what=what, blocks=blocks,
+                   seconds=round(time.perf_counter() - t, 1))
+        log.info("%s", {k: (round(v, 3) if isinstance(v, float) else v)
+                        for k, v in res.items() if k != "blocks"})
+        out.append(res)
+
+    if "baselines" in groups:
+        row("baselines", "seeds' recipe on flip-averaged FaceNet", "embedding → semi-hard "
+            "triplet head → RF", ["embedding"],
+            lambda: in_and_cross(seeds_recipe(), ["embedding"], data))
+        row("baselines", "+exp=deepmetric, frame level", "texture stats + spectrum → logreg",
+            DEEPMETRIC, lambda: in_and_cross(logreg(), DEEPMETRIC, data))
+        row("baselines", "+exp=deepmetric, video level (images: its frame path)",
+            "per-clip std → logreg", DEEPMETRIC,
+            lambda: in_and_cross(logreg(), DEEPMETRIC, data, temporal=["std"]))
+    if "blocks" in groups:
+        for b in FACENET_BLOCKS + MNV2_BLOCKS:
+            row("blocks", b, "one block → logreg", [b],
+                lambda b=b: in_and_cross(logreg(), [b], data))
+        for combo in (["mnv2/13", "mnv2/17"], ["mnv2/6", "mnv2/13", "mnv2/17"],
+                      ["repeat_1", "mnv2/13"], ["repeat_1", "repeat_2", "spectrum"],
+                      DEEPMETRIC + ["mnv2/13", "mnv2/17"]):
+            row("blocks", "+".join(combo), "blocks → logreg", combo,
+                lambda c=combo: in_and_cross(logreg(), c, data))
+    best = best_blocks(out)
+    if "adapt" in groups:
+        for blocks in (best, DEEPMETRIC):
+            row("adapt", "+".join(blocks) + ": each data set standardised by its own "
+                "statistics", "transductive: uses the unlabelled DFDC dev features' mean/std",
+                blocks, lambda b=blocks: in_and_cross(logreg(), b, _self_standardised(data)))
+    if "metric" in groups:
+        for blocks in (best, DEEPMETRIC):
+            tag = "+".join(blocks)
+            row("metric", f"{tag}: no projector", "standardised → logreg", blocks,
+                lambda b=blocks: in_and_cross(logreg(), b, data))
+            for loss in ("triplet", "supcon", "oneclass"):
+                row("metric", f"{tag}: {loss} head", f"{loss} projection (64-d) → logreg",
+                    blocks, lambda b=blocks, lf=loss: in_and_cross(projected(lf), b, data))
+    if "sbi" in groups and "sbi" in data:
+        ff, sb = data["ffpp"], data["sbi"]
+        for blocks in (best, DEEPMETRIC):
+            tag = "+".join(blocks)
+            both = Data({b: np.concatenate([ff.X[b], sb.X[b]]) for b in ff.X},
+                        pd.concat([ff.frames.assign(role="both"), sb.frames.assign(role="train")],
+                                  ignore_index=True))
+            row("sbi", f"{tag}: FF++ + self-blended copies", "real + fakes + pseudo-fakes",
+                blocks, lambda b=blocks, d=both: in_and_cross(logreg(), b, data, train=d))
+            only = both.frames.copy()
+            only.loc[only["label"].eq(1) & only["role"].eq("both"), "role"] = "test"
+            d2 = Data(both.X, only)
+            row("sbi", f"{tag}: real + self-blended only", "no real fake in training",
+                blocks, lambda b=blocks, d=d2: in_and_cross(logreg(), b, data, train=d))
+    if "multisource" in groups:
+        for blocks in (best, DEEPMETRIC):
+            row("multisource", "+".join(blocks), "FF++ + 4/5 of DFDC dev → 1/5", blocks,
+                lambda b=blocks: multisource(logreg(), b, data))
+    if "nested" in groups:
+        from sklearn.compose import ColumnTransformer
+        from sklearn.pipeline import make_pipeline
+
+        from deepmetric.eval.selection import InnerCVSelector
+
+        choices = [["repeat_1"], ["mnv2/13"], ["mnv2/13", "mnv2/17"], DEEPMETRIC,
+                   ["repeat_1", "mnv2/13"], best]
+        uniq = {"+".join(c): c for c in choices}
+        allb = sorted({b for c in uniq.values() for b in c})
+        widths = {b: data["ffpp"].X[b].shape[1] for b in allb}
+        starts = dict(zip(allb, np.cumsum([0] + [widths[b] for b in allb])))
+        cand = {}
+        for tag, c in uniq.items():
+            cols = np.concatenate([np.arange(starts[b], starts[b] + widths[b]) for b in c])
+            for C in (0.01, 0.1):
+                cand[f"{tag} C={C}"] = make_pipeline(
+                    ColumnTransformer([("keep", "passthrough", cols)]), logreg(C))
+        row("nested", "inner-CV choice of blocks and C", f"{len(cand)} candidates, inner "
+            "grouped 3-fold CV on the training rows", allb,
+            lambda: in_and_cross(InnerCVSelector(cand, n_splits=3), allb, data))
+    return out
+
+
+def _self_standardised(data: dict[str, Data]) -> dict[str, Data]:
+    """Each data set's blocks standardised by that set's own mean and std (no labels used)."""
+    def norm(d: Data) -> Data:
+        return Data({b: ((v - v.mean(0)) / (v.std(0) + 1e-6)).astype(np.float32)
+                     for b, v in d.X.items()}, d.frames)
+    return {k: norm(v) for k, v in data.items()}
+
+
+def best_blocks(done: list[dict]) -> list[str]:
+    """The blocks of the ``blocks`` row with the best DFDC dev image AUC (a dev-set choice)."""
+    cands = [r for r in done if r["group"] == "blocks" and "dfdc_image_auc" in r]
+    if not cands:
+        return ["repeat_1"]
+    return max(cands, key=lambda r: r["dfdc_image_auc"])["blocks"]
+
+
+def markdown(results: list[dict], head: int | None) -> str:
+    lines = ["# Generalisation study", "",
+             f"FF++ c23 sample (142 clips), identity-grouped 5-fold CV, **video** AUC (mean of "
+             f"frame scores; ± std over folds) | FF++ → DFDC dev crops "
+             f"({head or 'all'} rows), **image** AUC, fitted on all of FF++.", "",
+             "| group | row | FF++ in-dataset, video AUC | FF++ → DFDC dev, image AUC | "
+             "dim | s |", "|---|---|---|---|---|---|"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['group']} | {r['name']} | error: {r['error']} | | | |")
+        elif r["group"] == "multisource":
+            lines.append(
+                f"| multisource | {r['name']} | — | FF++ + DFDC 4/5 → 1/5: "
+                f"{r['dfdc_image_auc_ffpp_plus_dfdc']:.3f} ± "
+                f"{r['dfdc_image_auc_ffpp_plus_dfdc_std']:.3f}; DFDC 4/5 alone: "
+                f"{r['dfdc_image_auc_dfdc_only']:.3f} ± {r['dfdc_image_auc_dfdc_only_std']:.3f}"
+                f" | | {r['seconds']} |")
+        else:
+            chosen = f" (chose {r['chosen']})" if r.get("chosen") else ""
+            lines.append(f"| {r['group']} | {r['name']}{chosen} | {r['ffpp_video_auc']:.3f} ± "
+                         f"{r['ffpp_video_auc_std']:.3f} | {r['dfdc_image_auc']:.3f} | "
+                         f"{r['dim']} | {r['seconds']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--head", type=int, default=2000,
+                   help="first N DFDC dev rows (0: all 8,329)")
+    p.add_argument("--rows", default="baselines,blocks,adapt,metric,sbi,multisource,nested")
+    p.add_argument("--sbi-copies", type=int, default=2)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    groups = set(a.rows.split(","))
+    data = load_data(a.head or None, a.sbi_copies if "sbi" in groups else 0)
+    results = rows(data, groups)
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "generalization.json").write_text(json.dumps(results, indent=1, default=str))
+    (a.out / "generalization.md").write_text(markdown(results, a.head or None))
+    print(markdown(results, a.head or None))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
