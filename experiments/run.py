@@ -86,7 +86,12 @@ def _extractor_for(extractor, node: DictConfig):
 
 
 def _features(extractor, items: pd.DataFrame, blocks: list[str], out: Path,
-              tag: str) -> tuple[FrameFeatures, dict]:
+              tag: str, ext: DictConfig | None = None) -> tuple[FrameFeatures, dict]:
+    from experiments.extract import extract_items, wants_sharding
+
+    if wants_sharding(ext) and not all(extractor.cache.has(p) for p in items["path"]):
+        # a cold cache: shard the extraction first (extract.jobs / extract.executor)
+        extract_items(extractor, items, ext, tag).raise_for_failures()
     report = extractor.run(items)
     log.info("%s extraction: %s", tag, report.summary())
     feats = extractor.features(items, blocks)
@@ -124,11 +129,13 @@ def run(cfg: DictConfig) -> dict:
     sbi = cfg.get("self_blend") or {}
     if int(sbi.get("copies", 0)) or sbi.get("only", False):
         items = add_self_blended(items, int(sbi.get("copies", 0)), only=bool(sbi.get("only")))
-    feats, rep = _features(_extractor_for(extractor, cfg.data), items, blocks, out, "data")
+    feats, rep = _features(_extractor_for(extractor, cfg.data), items, blocks, out, "data",
+                           cfg.get("extract"))
     cross = {}
     if cfg.get("eval_data"):
         efeats, _ = _features(_extractor_for(extractor, cfg.eval_data),
-                              _load_items(cfg.eval_data, "eval_data"), blocks, out, "eval")
+                              _load_items(cfg.eval_data, "eval_data"), blocks, out, "eval",
+                              cfg.get("extract"))
         cross = {"cross_X": efeats.X, "cross_frames": efeats.frames}
     tcfg = cfg.get("temporal") or {}
     protocol = {"n_splits": int(cfg.cv.n_splits), "random_state": int(cfg.seed),

@@ -12,7 +12,9 @@
   final name. Files are written with fixed zip timestamps, so the same arrays give the same
   bytes.
 - Concurrent jobs coordinate with an advisory lock per clip (``fcntl.flock``): a job that
-  finds another extracting the same clip waits for it and reuses its result.
+  finds another extracting the same clip skips it (:meth:`FeatureCache.try_lock`, a
+  non-blocking lock), goes on with other clips and revisits it later, reusing the other
+  job's result. The lock dies with its process (killed, timed out): never a stale lock.
 - A corrupt file (bad zip, bad CRC, missing arrays) is reported, moved aside as
   ``*.corrupt`` and extracted again.
 """
@@ -181,21 +183,49 @@ class FeatureCache:
         write_npz(path, arrays)
         return path
 
-    @contextlib.contextmanager
-    def lock(self, media_path: str | os.PathLike) -> Iterator[None]:
-        """Hold an exclusive advisory lock for one media file (blocks while another holds it)."""
+    def _lock_path(self, media_path: str | os.PathLike) -> Path:
         self._ensure_dir()
         lock_dir = self.dir / "locks"
         lock_dir.mkdir(exist_ok=True)
-        lock_path = lock_dir / self.path_for(media_path).with_suffix(".lock").name
+        return lock_dir / self.path_for(media_path).with_suffix(".lock").name
+
+    @contextlib.contextmanager
+    def lock(self, media_path: str | os.PathLike) -> Iterator[None]:
+        """Hold an exclusive advisory lock for one media file (blocks while another holds it)."""
+        with self.try_lock(media_path, blocking=True) as got:
+            assert got
+            yield
+
+    @contextlib.contextmanager
+    def try_lock(self, media_path: str | os.PathLike, blocking: bool = False) -> Iterator[bool]:
+        """Try to take the exclusive advisory lock of one media file without waiting.
+
+        Parameters
+        ----------
+        media_path : path-like
+            The media file (its lock file is under ``<cache dir>/locks/``).
+        blocking : bool
+            Wait for the lock instead (as :meth:`lock`).
+
+        Yields
+        ------
+        bool
+            True when this process holds the lock inside the block; False when another
+            process holds it (nothing is held then: skip the file and come back later).
+        """
+        lock_path = self._lock_path(media_path)
         try:
             import fcntl
         except ImportError:  # not POSIX: atomic renames still keep files whole
-            yield
+            yield True
             return
         with open(lock_path, "a+") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
-                yield
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

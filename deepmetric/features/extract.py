@@ -14,7 +14,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -249,17 +249,27 @@ class Extractor:
         return out
 
     # -- a manifest ---------------------------------------------------------------------------
-    def run(self, manifest: pd.DataFrame) -> ExtractionReport:
+    def run(self, manifest: pd.DataFrame,
+            on_progress: Callable[[int, int], None] | None = None) -> ExtractionReport:
         """Extract every item of the manifest that is not cached yet.
 
         Rows with a ``blend_seed`` (see :func:`deepmetric.datasets.items.add_self_blended`) are
         self-blended copies of their clip: the clip is decoded and searched for faces once
         for all its rows.
 
+        Jobs sharing the cache never extract a clip twice and never wait on each other: a
+        clip another job holds locked is skipped, the run goes on with the next clips, and
+        comes back to it at the end (then it is usually cached by the other job; if that
+        job died, its lock died with it and this run extracts the clip).
+
         Parameters
         ----------
         manifest : pandas.DataFrame
             A validated manifest (see :func:`deepmetric.datasets.items.validate_manifest`).
+        on_progress : callable, optional
+            Called as ``on_progress(done, total)`` once before the first item and after each
+            finished item (extracted, found cached or failed); ``total`` counts the items
+            that were not cached when the run started.
 
         Returns
         -------
@@ -282,42 +292,26 @@ class Extractor:
             # failure of every item.
             self.embedder.model  # noqa: B018
         t0 = time.perf_counter()
-        bar = tqdm(total=sum(map(len, todo.values())), desc="extract", unit="item",
-                   disable=not self.progress)
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            # Decode the next clip while the current one runs through MTCNN/FaceNet.
-            pending = pool.submit(_read, paths[0], self.n_frames) if paths else None
-            for k, path in enumerate(paths):
-                frames_or_exc = pending.result()
-                pending = (pool.submit(_read, paths[k + 1], self.n_frames)
-                           if k + 1 < len(paths) else None)
-                faces = None
-                for vid, seed in todo[path]:
-                    try:
-                        with cache.lock(path):
-                            if self._usable(cache.load(path, _variant(seed))):  # concurrent job
-                                report.n_cached += 1
-                                continue
-                            if isinstance(frames_or_exc, BaseException):
-                                raise frames_or_exc
-                            if faces is None:  # once for the clip and all its copies
-                                faces = self.detector.detect(frames_or_exc.images)
-                            arrays = self._extract(path, frames_or_exc, faces, seed)
-                            cache.save(path, arrays, _variant(seed))
-                        report.n_extracted += 1
-                        report.n_frames += int(len(arrays["found"]))
-                        report.n_faces += int(arrays["found"].sum())
-                    except (MediaError, ValueError, RuntimeError, OSError) as exc:
-                        msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
-                        if self.on_error == "raise":
-                            raise ExtractionError(msg) from exc
-                        report.failures.append({"video_id": vid, "path": path,
-                                                "error": msg.replace(f"{path}: ", "", 1)})
-                    finally:
-                        bar.update(1)
-                del frames_or_exc, faces
-                if self.trim_memory:
-                    malloc_trim()
+        total = sum(map(len, todo.values()))
+        bar = tqdm(total=total, desc="extract", unit="item", disable=not self.progress)
+        done = 0
+        if on_progress is not None:
+            on_progress(0, total)
+
+        def finished(n: int) -> None:
+            nonlocal done
+            done += n
+            bar.update(n)
+            if on_progress is not None:
+                on_progress(done, total)
+
+        wait = 0.0
+        while paths:
+            if wait:  # every remaining clip is locked by another job: let it work
+                time.sleep(wait)
+            busy = self._pass(paths, todo, report, finished)
+            wait = 0.0 if len(busy) < len(paths) else min(max(2 * wait, 0.2), 5.0)
+            paths = busy
         bar.close()
         report.seconds = time.perf_counter() - t0
         for v, p, s in zip(manifest["video_id"], manifest["path"], _seeds(manifest)):
@@ -338,6 +332,51 @@ class Extractor:
                               f"{f['path']} ({f['read']} of {f['asked']})"
                               for f in report.short[:5]), stacklevel=2)
         return report
+
+    def _pass(self, paths: list[str], todo: dict, report: ExtractionReport,
+              finished: Callable[[int], None]) -> list[str]:
+        """One pass over ``paths``; returns those another job held locked (not done)."""
+        cache = self.cache
+        busy: list[str] = []
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # Decode the next clip while the current one runs through MTCNN/FaceNet.
+            pending = pool.submit(_read, paths[0], self.n_frames) if paths else None
+            for k, path in enumerate(paths):
+                frames_or_exc = pending.result()
+                pending = (pool.submit(_read, paths[k + 1], self.n_frames)
+                           if k + 1 < len(paths) else None)
+                faces = None
+                with cache.try_lock(path) as mine:
+                    if not mine:  # another job is on it: come back later
+                        busy.append(path)
+                        del frames_or_exc
+                        continue
+                    for vid, seed in todo[path]:
+                        try:
+                            if self._usable(cache.load(path, _variant(seed))):  # another job
+                                report.n_cached += 1
+                                continue
+                            if isinstance(frames_or_exc, BaseException):
+                                raise frames_or_exc
+                            if faces is None:  # once for the clip and all its copies
+                                faces = self.detector.detect(frames_or_exc.images)
+                            arrays = self._extract(path, frames_or_exc, faces, seed)
+                            cache.save(path, arrays, _variant(seed))
+                            report.n_extracted += 1
+                            report.n_frames += int(len(arrays["found"]))
+                            report.n_faces += int(arrays["found"].sum())
+                        except (MediaError, ValueError, RuntimeError, OSError) as exc:
+                            msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+                            if self.on_error == "raise":
+                                raise ExtractionError(msg) from exc
+                            report.failures.append({"video_id": vid, "path": path,
+                                                    "error": msg.replace(f"{path}: ", "", 1)})
+                        finally:
+                            finished(1)
+                del frames_or_exc, faces
+                if self.trim_memory:
+                    malloc_trim()
+        return busy
 
     def features(self, manifest: pd.DataFrame,
                  blocks: Sequence[str] | str = (EMBEDDING,)) -> FrameFeatures:
