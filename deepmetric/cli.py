@@ -1,14 +1,18 @@
 """The ``deepmetric`` console script.
 
-    deepmetric predict MODEL PATH [PATH ...] [--frames] [--json]
+    deepmetric predict MODEL PATH [PATH ...] [--frames] [--json] [--trust-pickle]
 
-``MODEL`` is a ``model.joblib`` written by ``python -m experiments.run`` (a pickle: only load
-files you trust). ``PATH`` is a clip, an image or a folder (searched recursively for media).
+``MODEL`` is a ``model.skops`` written by ``python -m experiments.run``: data, not code (a
+file naming any type deepmetric does not trust is refused before anything in it is built).
+A ``model.joblib`` of deepmetric 0.1/0.2 is a pickle, which runs any code it holds: it is
+refused unless ``--trust-pickle`` is given (only for files from a source you trust).
+``PATH`` is a clip, an image or a folder (searched recursively for media).
 
 Every item gets one line: its score, or ``ERROR`` with the file and the problem (unreadable,
 too large, no face, too few frames for a video-level model, ...); one bad item never stops
 the batch. The exit status is 0 when every item was scored, 1 when any failed (listed again
-on stderr at the end), 2 when no media file was found.
+on stderr at the end), 2 when the model could not be loaded (missing, refused, not a model)
+or no media file was found.
 """
 
 from __future__ import annotations
@@ -54,7 +58,13 @@ def _problem(path: Path, exc: Exception) -> str:
 def _predict(args: argparse.Namespace) -> int:
     from deepmetric.model import DeepfakeModel
 
-    model = DeepfakeModel.load(args.model)
+    from deepmetric.modelfile import UntrustedModelError
+
+    try:
+        model = DeepfakeModel.load(args.model, trust_pickle=args.trust_pickle)
+    except (FileNotFoundError, UntrustedModelError, TypeError) as exc:
+        print(f"deepmetric predict: {exc}", file=sys.stderr)
+        return 2
     files = media_files(args.paths)
     if not files:
         print(f"no media file found in {args.paths}", file=sys.stderr)
@@ -97,10 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("predict", help="score clips, images or folders with a fitted model")
-    p.add_argument("model", help="model.joblib from experiments.run (trusted files only)")
+    p.add_argument("model", help="model.skops from experiments.run")
     p.add_argument("paths", nargs="+", help="clips, images or folders")
     p.add_argument("--frames", action="store_true", help="also print per-frame scores")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="also load a joblib pickle (deepmetric 0.1/0.2 model.joblib); a pickle "
+                        "runs any code it holds: only for files you trust")
     p.set_defaults(func=_predict)
     args = parser.parse_args(argv)
     return args.func(args)

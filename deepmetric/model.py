@@ -1,13 +1,14 @@
 """A fitted detector: extraction settings + fitted frame pipeline + the video rule.
 
-This is what ``experiments.run`` saves (``model.joblib``) and what ``experiments.predict``
-and the app load. It is a joblib pickle: **load it only from a path you trust** (pickles run
-code when loaded). :meth:`DeepfakeModel.load` only ever opens the path it is given.
+This is what ``experiments.run`` saves (``model.skops``) and what ``deepmetric predict`` and
+the app load. The file is data, not code (:mod:`deepmetric.modelfile`): loading it builds
+only trusted types and refuses any other file before building anything. Pickles written by
+deepmetric 0.1/0.2 (``model.joblib``) run code when loaded and load only with
+``trust_pickle=True``. :meth:`DeepfakeModel.load` only ever opens the path it is given.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from pathlib import Path
@@ -153,68 +154,49 @@ class DeepfakeModel:
         return out
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the model atomically with joblib (a pickle: see the module docstring)."""
-        import joblib
+        """Write the model as a ``.skops`` data file, atomically (see :mod:`deepmetric.modelfile`).
+
+        Raises
+        ------
+        ValueError
+            ``path`` is named like a pickle (``.joblib``, ``.pkl``, ``.pickle``): this writes
+            data, not a pickle.
+        OSError
+            The file could not be written; the message names it and no temp file is left.
+        """
+        from deepmetric.modelfile import save_model
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            joblib.dump(self, tmp)
-            os.replace(tmp, path)
-        except OSError as exc:  # e.g. a full disk: name the file, leave no partial file
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise OSError(exc.errno, f"{path}: could not write the model "
-                                     f"({exc.strerror or exc})") from exc
-        return path
+        if path.suffix.lower() in (".joblib", ".pkl", ".pickle"):
+            raise ValueError(f"{path}: DeepfakeModel.save writes a data file (skops), not a "
+                             "pickle; name it .skops")
+        return save_model(self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "DeepfakeModel":
-        """Load a model saved by :meth:`save`. Only load files you trust.
+    def load(cls, path: str | os.PathLike, *, trust_pickle: bool = False) -> "DeepfakeModel":
+        """Load a model saved by :meth:`save`, or, with ``trust_pickle``, an older pickle.
 
-        Models saved before the package was split into layer folders (0.1.x, classes under
-        ``deepmetric.extract``, ``deepmetric.projector``, ...) load too.
+        Parameters
+        ----------
+        path : path-like
+            A ``.skops`` file (data: loads only the types :data:`deepmetric.modelfile.
+            TRUSTED_TYPES` and skops' defaults name, and refuses any other before building
+            anything), or a joblib pickle written by deepmetric 0.1/0.2.
+        trust_pickle : bool
+            Load a pickle too. **A pickle runs any code it holds**: only for files you trust.
+            Without it a pickle is refused (recognised by its content) before it is read.
+            Pickles of the flat 0.1.x layout (``deepmetric.extract``, ...) load too.
+
+        Raises
+        ------
+        FileNotFoundError, deepmetric.modelfile.UntrustedModelError, TypeError
+            No such file; a refused file (a pickle without ``trust_pickle``, or untrusted
+            types, named); not a deepmetric model. Each message names the file.
         """
-        import joblib
+        from deepmetric.modelfile import load_model
 
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: model file not found")
-        with _legacy_module_names():
-            obj = joblib.load(path)
+        obj = load_model(path, trust_pickle=trust_pickle)
         if not isinstance(obj, cls):
             raise TypeError(f"{path}: not a deepmetric model (got {type(obj).__name__})")
         return obj
-
-
-#: Where the modules of deepmetric 0.1.x (a flat package) live now; pickles name them.
-LEGACY_MODULES = {
-    "items": "datasets.items", "frames": "video.frames", "faces": "video.faces",
-    "mtcnn": "video.mtcnn", "embedder": "features.embedder", "weights": "features.weights",
-    "spectrum": "features.spectrum", "cache": "features.cache",
-    "extract": "features.extract", "blend": "features.blend",
-    "finetune": "features.finetune", "mining": "learn.mining",
-    "projector": "learn.projector", "temporal": "learn.temporal", "splits": "eval.splits",
-    "scoring": "eval.scoring", "metrics": "eval.metrics",
-    "evaluation": "eval.evaluation", "plots": "eval.plots",
-}
-
-
-@contextlib.contextmanager
-def _legacy_module_names():
-    """Let unpickling find 0.1.x module names (``deepmetric.extract``, ...) for a while."""
-    import importlib
-    import sys
-
-    added = []
-    for old, new in LEGACY_MODULES.items():
-        name = f"deepmetric.{old}"
-        if name not in sys.modules:
-            sys.modules[name] = importlib.import_module(f"deepmetric.{new}")
-            added.append(name)
-    try:
-        yield
-    finally:
-        for name in added:
-            sys.modules.pop(name, None)

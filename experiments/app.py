@@ -1,13 +1,15 @@
 """Web app: upload an image or a clip → verdict, P(fake), per-frame scores, heat maps; flag it.
 
-    python -m experiments.app model=outputs/triplet_rf/<run>/model.joblib
+    python -m experiments.app model=outputs/triplet_rf/<run>/model.skops
     python -m experiments.app model=... port=7860 db=sqlite:///reports.db max_mb=100 \\
         keep_uploads=uploads/ method=gradcam layer=repeat_3 explain_frames=3
 
 Options (``key=value``; ``python -m experiments.app --help`` lists them):
 
-``model``           a ``model.joblib`` from ``python -m experiments.run`` (a pickle: only
-                    load files you trust). Required.
+``model``           a ``model.skops`` from ``python -m experiments.run`` (data: a file
+                    naming types deepmetric does not trust is refused). Required.
+``trust_pickle``    ``true`` also loads a ``model.joblib`` of deepmetric 0.1/0.2, a pickle,
+                    which runs any code it holds: only for files you trust (default false).
 ``port``            port on ``host`` (default 7860; 0 picks a free one).
 ``host``            interface to listen on (default 127.0.0.1, this machine only).
 ``db``              reports database: a SQLAlchemy URL (``postgresql+psycopg://u@h/db``) or
@@ -56,6 +58,7 @@ SUPPORTED = tuple(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))
 DEFAULTS: dict[str, Any] = {
     "model": "", "port": 7860, "host": "127.0.0.1", "db": "reports.db", "max_mb": 100.0,
     "keep_uploads": "", "method": "gradcam", "layer": "repeat_3", "explain_frames": 3,
+    "trust_pickle": False,
 }
 CSS = "#verdict {min-height: 4em} footer {display: none !important}"
 
@@ -443,12 +446,18 @@ def parse_args(argv: Sequence[str]) -> dict:
                              f"key in {sorted(DEFAULTS)}")
         kind = type(DEFAULTS[key])
         try:
-            opts[key] = kind(value) if kind is not str else value
+            if kind is bool:
+                opts[key] = {"true": True, "false": False}[value.strip().lower()]
+            else:
+                opts[key] = kind(value) if kind is not str else value
+        except KeyError:
+            raise SystemExit(f"experiments.app: {key} must be true or false, got "
+                             f"{value!r}") from None
         except ValueError:
             raise SystemExit(f"experiments.app: {key} must be {kind.__name__}, got "
                              f"{value!r}") from None
     if not opts["model"]:
-        raise SystemExit("experiments.app: model=<path to model.joblib> is required")
+        raise SystemExit("experiments.app: model=<path to model.skops> is required")
     return opts
 
 
@@ -457,7 +466,7 @@ def make_app(opts: dict) -> DetectorApp:
     from deepmetric.model import DeepfakeModel
     from experiments.reports import ReportStore
 
-    model = DeepfakeModel.load(opts["model"])
+    model = DeepfakeModel.load(opts["model"], trust_pickle=opts["trust_pickle"])
     store = ReportStore(opts["db"])
     return DetectorApp(model, store, max_mb=opts["max_mb"],
                        keep_uploads=opts["keep_uploads"] or None, method=opts["method"],

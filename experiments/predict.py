@@ -1,6 +1,6 @@
 """Score clips, images or folders with a fitted model (same as ``deepmetric predict``).
 
-    python -m experiments.predict outputs/triplet_rf/<run>/model.joblib clip.mp4 --frames
+    python -m experiments.predict outputs/triplet_rf/<run>/model.skops clip.mp4 --frames
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@
         eval_data.root=/data/dfdc-crops
 
 Outputs in the Hydra run dir: ``metrics.json``, ``results.md``, ``frame_scores.csv``,
-``video_scores.csv``, ``roc.png``, ``triplet_scatter.png``, ``model.joblib``,
-``extraction.json``.
+``video_scores.csv``, ``roc.png``, ``triplet_scatter.png``, ``model.skops`` (the fitted
+model as data, see :mod:`deepmetric.modelfile`), ``extraction.json``.
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def run(cfg: DictConfig) -> dict:
                       frame_pipeline=results[first].frame_estimator,
                       info={"version": f"{cfg.name}-{first}-{time.strftime('%Y%m%d%H%M%S')}",
                             "config": OmegaConf.to_container(cfg, resolve=False),
-                            "test": metrics["test"]}).save(out / "model.joblib")
+                            "test": metrics["test"]}).save(out / "model.skops")
     log.info("results in %s\n%s", out, (out / "results.md").read_text())
     return metrics
 

@@ -20,6 +20,16 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    """The 0.1.0 fixture model saved again as data (model.skops), as a user would."""
+    from deepmetric.model import DeepfakeModel
+
+    with pytest.warns(UserWarning, match="loading a pickle"):
+        old = DeepfakeModel.load(LEGACY, trust_pickle=True)
+    return old.save(tmp_path_factory.mktemp("model") / "model.skops")
+
+
+@pytest.fixture(scope="module")
 def folder(tmp_path_factory, faces_dir, dfdc_dir):
     d = tmp_path_factory.mktemp("inputs")
     photo = next(iter(sorted((faces_dir / "test_images").rglob("*.jpg"))))
@@ -31,24 +41,57 @@ def folder(tmp_path_factory, faces_dir, dfdc_dir):
     return d
 
 
-def test_predict_a_folder_prints_one_line_per_media_file(folder):
-    proc = _run("predict", str(LEGACY), str(folder))
+def test_predict_a_folder_prints_one_line_per_media_file(model, folder):
+    proc = _run("predict", str(model), str(folder))
     assert proc.returncode == 0, proc.stderr
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     assert len(lines) == 2 and all(ln.split()[0] in ("REAL", "FAKE") for ln in lines)
     assert any("photo.jpg" in ln for ln in lines) and not any("notes" in ln for ln in lines)
 
 
-def test_predict_json_has_score_verdict_and_frames(folder):
-    proc = _run("predict", str(LEGACY), str(folder / "photo.jpg"), "--json")
+def test_predict_json_has_score_verdict_and_frames(model, folder):
+    proc = _run("predict", str(model), str(folder / "photo.jpg"), "--json")
     assert proc.returncode == 0, proc.stderr
     rec = json.loads(proc.stdout.strip().splitlines()[-1])
     assert 0 <= rec["score"] <= 1 and rec["verdict"] in ("real", "fake")
     assert rec["n_faces"] >= 1 and rec["path"].endswith("photo.jpg")
 
 
-def test_predict_names_a_missing_model_and_empty_input(tmp_path, folder):
-    proc = _run("predict", str(tmp_path / "none.joblib"), str(folder))
-    assert proc.returncode != 0 and "none.joblib" in proc.stderr + proc.stdout
-    proc = _run("predict", str(LEGACY), str(tmp_path))
+def test_predict_names_a_missing_model_and_empty_input(model, tmp_path, folder):
+    proc = _run("predict", str(tmp_path / "none.skops"), str(folder))
+    assert proc.returncode == 2 and "none.skops: model file not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = _run("predict", str(model), str(tmp_path))
     assert proc.returncode == 2 and "no media file" in proc.stderr
+
+
+def test_predict_loads_a_pickle_only_with_trust_pickle(model, folder):
+    """Issue #20: model.joblib of 0.1/0.2 is a pickle: refused before it is read, unless
+    the user says they trust it; then it scores what the data file scores."""
+    proc = _run("predict", str(LEGACY), str(folder / "photo.jpg"))
+    assert proc.returncode == 2 and not proc.stdout
+    assert "model-0.1.0.joblib: refused: this is a pickle" in proc.stderr
+    assert "--trust-pickle" in proc.stderr and "Traceback" not in proc.stderr
+    trusted = _run("predict", str(LEGACY), str(folder / "photo.jpg"), "--trust-pickle")
+    assert trusted.returncode == 0, trusted.stderr
+    assert "loading a pickle" in trusted.stderr
+    data = _run("predict", str(model), str(folder / "photo.jpg"))
+    assert trusted.stdout.split()[:2] == data.stdout.split()[:2]  # same verdict and score
+
+
+def test_predict_never_runs_a_malicious_pickle_without_the_flag(tmp_path, folder):
+    import joblib
+
+    marker = tmp_path / "marker.txt"
+
+    class Payload:
+        def __reduce__(self):
+            return exec, (f"open({str(marker)!r}, 'w').write('ran')",)
+
+    joblib.dump(Payload(), evil := tmp_path / "shared-model.skops")  # a pickle, named .skops
+    proc = _run("predict", str(evil), str(folder))
+    assert proc.returncode == 2 and "shared-model.skops: refused: this is a pickle" in proc.stderr
+    assert not marker.exists()
+    proc = _run("predict", str(evil), str(folder), "--trust-pickle")
+    assert proc.returncode == 2 and "not a deepmetric model" in proc.stderr
+    assert marker.read_text() == "ran"  # the flag really is the user's trust

@@ -1,4 +1,6 @@
-"""deepmetric.model: a fitted detector end to end, saving and loading it (old files too)."""
+"""deepmetric.model: a fitted detector end to end, saving and loading it (old files too).
+
+Model files are data (``.skops``); pickles of earlier versions load only when trusted."""
 
 from __future__ import annotations
 
@@ -17,6 +19,12 @@ from deepmetric.model import DeepfakeModel, NoFaceError, TooFewFramesError
 LEGACY = Path(__file__).parent / "data" / "model-0.1.0.joblib"
 
 
+def _legacy() -> DeepfakeModel:
+    """The 0.1.0 pickle, loaded as a user who trusts it does (with the warning)."""
+    with pytest.warns(UserWarning, match="model-0.1.0.joblib: loading a pickle"):
+        return DeepfakeModel.load(LEGACY, trust_pickle=True)
+
+
 def _legacy_X() -> np.ndarray:
     """The training features the legacy fixture was fitted on (tests/data/README.md)."""
     rng = np.random.default_rng(0)
@@ -32,7 +40,7 @@ def _arrays(X: np.ndarray) -> dict:
 
 
 def test_a_model_saved_by_the_flat_0_1_layout_still_loads_and_scores_the_same():
-    model = DeepfakeModel.load(LEGACY)
+    model = _legacy()
     assert type(model.extractor).__module__ == "deepmetric.features.extract"
     proj = model.pipeline.named_steps["projector"]
     assert type(proj).__module__ == "deepmetric.learn.projector"
@@ -43,7 +51,7 @@ def test_a_model_saved_by_the_flat_0_1_layout_still_loads_and_scores_the_same():
 
 
 def test_predict_scores_a_real_photo_end_to_end(faces_dir, tmp_path):
-    model = DeepfakeModel.load(LEGACY)
+    model = _legacy()
     photo = next(iter(sorted((faces_dir).glob("*.jpg"))))
     out = model.predict(photo)
     assert out["n_faces"] == 1 and 0.0 <= out["score"] <= 1.0
@@ -58,7 +66,7 @@ def test_save_load_roundtrip_keeps_scores(tmp_path):
                                                     device="cpu", random_state=0)),
                      ("classifier", LogisticRegression())]).fit(X, y)
     model = DeepfakeModel(Extractor(progress=False), pipe, ["embedding"], threshold=0.3)
-    path = model.save(tmp_path / "m" / "model.joblib")
+    path = model.save(tmp_path / "m" / "model.skops")
     again = DeepfakeModel.load(path)
     assert again.threshold == 0.3
     a, b = model.score_arrays(_arrays(X[:5])), again.score_arrays(_arrays(X[:5]))
@@ -67,7 +75,7 @@ def test_save_load_roundtrip_keeps_scores(tmp_path):
 
 
 def test_named_errors_for_no_face_and_too_few_frames():
-    model = DeepfakeModel.load(LEGACY)
+    model = _legacy()
     empty = _arrays(_legacy_X()[:2])
     empty["found"][:] = False
     with pytest.raises(NoFaceError, match="clip.mp4: no face"):
@@ -78,8 +86,11 @@ def test_named_errors_for_no_face_and_too_few_frames():
 
 
 def test_load_names_missing_and_foreign_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.joblib"):
-        DeepfakeModel.load(tmp_path / "nope.joblib")
+    with pytest.raises(FileNotFoundError, match="nope.skops"):
+        DeepfakeModel.load(tmp_path / "nope.skops")
+    (notes := tmp_path / "notes.skops").write_text("not a model")
+    with pytest.raises(TypeError, match="notes.skops: not a deepmetric model file"):
+        DeepfakeModel.load(notes)
 
 
 def test_one_video_level_model_scores_images_and_clips():
@@ -108,10 +119,10 @@ def test_a_failed_save_names_the_file_and_leaves_no_temp_file(tmp_path):
     """Issue #20: a model that cannot be written (here: a read-only folder) is a named error."""
     import os
 
-    model = DeepfakeModel.load(LEGACY)
+    model = _legacy()
     folder = tmp_path / "ro"
     folder.mkdir()
-    (folder / "model.joblib").mkdir()  # the target name is taken by a folder: replace fails
-    with pytest.raises(OSError, match="model.joblib: could not write the model"):
-        model.save(folder / "model.joblib")
-    assert sorted(os.listdir(folder)) == ["model.joblib"]  # no .tmp left behind
+    (folder / "model.skops").mkdir()  # the target name is taken by a folder: replace fails
+    with pytest.raises(OSError, match="model.skops: could not write the model"):
+        model.save(folder / "model.skops")
+    assert sorted(os.listdir(folder)) == ["model.skops"]  # no .tmp left behind

@@ -351,6 +351,16 @@ def batch_dir(tmp_path_factory, faces_dir, ffpp_dir) -> Path:
     return d
 
 
+@pytest.fixture(scope="module")
+def data_model(tmp_path_factory) -> Path:
+    """The 0.1.0 fixture model as a data file (model.skops), what predict gets now."""
+    from deepmetric.model import DeepfakeModel
+
+    with pytest.warns(UserWarning, match="loading a pickle"):
+        model = DeepfakeModel.load(LEGACY_MODEL, trust_pickle=True)
+    return model.save(tmp_path_factory.mktemp("model") / "model.skops")
+
+
 def _cli(capsys, *argv: str) -> tuple[int, list[str], str]:
     from deepmetric.cli import main
 
@@ -362,13 +372,14 @@ def _cli(capsys, *argv: str) -> tuple[int, list[str], str]:
 def _video_level_model(tmp_path: Path) -> Path:
     from deepmetric.model import DeepfakeModel
 
-    model = DeepfakeModel.load(LEGACY_MODEL)
+    with pytest.warns(UserWarning, match="loading a pickle"):
+        model = DeepfakeModel.load(LEGACY_MODEL, trust_pickle=True)
     model.temporal = ["std"]  # the frame head reads the 512-d std row: a video-level model
-    return model.save(tmp_path / "video-level.joblib")
+    return model.save(tmp_path / "video-level.skops")
 
 
-def test_predict_scores_every_scorable_item_and_names_the_rest(batch_dir, capsys):
-    code, lines, err = _cli(capsys, LEGACY_MODEL, batch_dir)
+def test_predict_scores_every_scorable_item_and_names_the_rest(batch_dir, data_model, capsys):
+    code, lines, err = _cli(capsys, data_model, batch_dir)
     assert code == 1
     rows = {}
     for ln in lines:
@@ -386,14 +397,14 @@ def test_predict_scores_every_scorable_item_and_names_the_rest(batch_dir, capsys
     assert all(n in err for n in ("a_bomb.png", "e_notes.mp4", "f_wall.png"))
 
 
-def test_predict_json_rows_and_exit_status(batch_dir, capsys):
-    code, lines, _ = _cli(capsys, LEGACY_MODEL, batch_dir / "a_bomb.png",
+def test_predict_json_rows_and_exit_status(batch_dir, data_model, capsys):
+    code, lines, _ = _cli(capsys, data_model, batch_dir / "a_bomb.png",
                           batch_dir / "b_face.jpg", "--json")
     recs = [json.loads(ln) for ln in lines]
     assert code == 1 and [Path(r["path"]).name for r in recs] == ["a_bomb.png", "b_face.jpg"]
     assert recs[0]["error_type"] == "MediaError" and "too large" in recs[0]["error"]
     assert 0.0 <= recs[1]["score"] <= 1.0 and "error" not in recs[1]
-    code, _, err = _cli(capsys, LEGACY_MODEL, batch_dir / "b_face.jpg")
+    code, _, err = _cli(capsys, data_model, batch_dir / "b_face.jpg")
     assert code == 0 and not err
 
 

@@ -88,8 +88,9 @@ class FaceNetFineTuner(TransformerMixin, BaseEstimator):
 
     Attributes
     ----------
-    state_dict_ : dict of str to torch.Tensor
-        Fine-tuned weights of the trained blocks (on the CPU).
+    state_dict_ : dict of str to numpy.ndarray
+        Fine-tuned weights of the trained blocks (plain arrays: a model file stores them as
+        data, and the network is rebuilt from them on first use).
     history_ : list of float
         Mean training loss of each epoch.
     n_features_out_ : int
@@ -197,7 +198,7 @@ class FaceNetFineTuner(TransformerMixin, BaseEstimator):
                 total += float(loss.detach()) * len(idx)
                 n += len(idx)
             self.history_.append(total / max(n, 1))
-        self.state_dict_ = {f"{name}.{k}": v.detach().cpu().clone()
+        self.state_dict_ = {f"{name}.{k}": v.detach().cpu().numpy().copy()
                             for name, m in suffix.items() for k, v in m.state_dict().items()}
         self.n_features_out_ = 512 if self.output == "embedding" else 1792
         self._net = None
@@ -254,10 +255,14 @@ class FaceNetFineTuner(TransformerMixin, BaseEstimator):
         return load_facenet(self.pretrained, self.weights_path).to(dev).eval()
 
     def _fitted_model(self, dev):
+        import torch
+
         net = getattr(self, "_net", None)
         if net is None:
             net = self._model(dev)
-            net.load_state_dict(self.state_dict_, strict=False)
+            # arrays; tuners pickled by earlier versions hold tensors (as_tensor keeps them)
+            net.load_state_dict({k: torch.as_tensor(v) for k, v in self.state_dict_.items()},
+                                strict=False)
             self._net = net.eval()
         return self._net
 

@@ -116,6 +116,8 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         with a PML miner). It is deep-copied in ``fit``; its own parameters, if any, are
         trained with the network. None: the semi-hard triplet loss chosen by ``miner``.
         Validation (early stopping) always uses the batch-all triplet loss at ``margin``.
+        A model file (:mod:`deepmetric.modelfile`) keeps only the module's name (a str):
+        the loaded projector transforms, and needs a loss module again to be refitted.
     batch_size : int, default=512
         Training batch size. When the training split has at most ``batch_size`` rows, each
         epoch is a single full batch (no sampling).
@@ -261,6 +263,9 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
             raise bad("out_dim", "must be >= 1")
         if not self.margin > 0:
             raise bad("margin", "must be > 0")
+        if isinstance(self.loss, str):  # a projector loaded from a model file
+            raise bad("loss", "the training loss of a projector loaded from a model file is "
+                              "not saved with it; set loss to a loss module (or None) to fit")
         if self.miner not in ("semihard", "pml"):
             raise bad("miner", "expected 'semihard' or 'pml'")
         if int(self.batch_size) < 2:

@@ -2,7 +2,7 @@
 unsupported types, kept uploads, reports; and its command line.
 
 The model is trained here by ``experiments.run.run`` on a small built-in demo set (the
-config the users run, shrunk), so the test exercises the saved ``model.joblib``.
+config the users run, shrunk), so the test exercises the saved ``model.skops``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ CONF = Path(__file__).resolve().parents[2] / "experiments" / "conf"
 
 
 def build_demo_model(out_dir: Path) -> Path:
-    """Train ``+exp=triplet_rf`` on 4+4 demo clips of 8 frames; return its model.joblib.
+    """Train ``+exp=triplet_rf`` on 4+4 demo clips of 8 frames; return its model.skops.
 
     The extraction settings equal tests/test_explain.py's, so both reuse one feature cache.
     """
@@ -43,7 +43,7 @@ def build_demo_model(out_dir: Path) -> Path:
     with open_dict(cfg):
         cfg.paths.output_dir = str(out_dir)
     run(cfg)
-    path = out_dir / "model.joblib"
+    path = out_dir / "model.skops"
     assert path.is_file()
     return path
 
@@ -221,11 +221,29 @@ def test_command_line_options(model_path):
         parse_args([f"model={model_path}", "prot=1"])
     with pytest.raises(SystemExit, match="port must be int"):
         parse_args([f"model={model_path}", "port=abc"])
-    with pytest.raises(SystemExit, match="model=<path to model.joblib> is required"):
+    with pytest.raises(SystemExit, match="model=<path to model.skops> is required"):
         parse_args(["port=1"])
+    assert o["trust_pickle"] is False
+    assert parse_args([f"model={model_path}", "trust_pickle=true"])["trust_pickle"] is True
+    with pytest.raises(SystemExit, match="trust_pickle must be true or false, got 'yes'"):
+        parse_args([f"model={model_path}", "trust_pickle=yes"])
     with pytest.raises(SystemExit) as e:
         parse_args(["--help"])
     assert e.value.code == 0
+
+
+def test_the_app_loads_a_pickle_only_when_told_to_trust_it(tmp_path):
+    """Issue #20: a model.joblib (a pickle) is refused before it is read, unless trusted."""
+    from deepmetric.modelfile import UntrustedModelError
+    from experiments.app import DEFAULTS, make_app
+
+    legacy = Path(__file__).resolve().parents[1] / "data" / "model-0.1.0.joblib"
+    opts = {**DEFAULTS, "model": str(legacy), "db": str(tmp_path / "reports.db")}
+    with pytest.raises(UntrustedModelError, match=r"model-0\.1\.0\.joblib: refused: .*pickle"):
+        make_app(opts)
+    with pytest.warns(UserWarning, match="loading a pickle"):
+        app = make_app({**opts, "trust_pickle": True})
+    assert type(app.model).__name__ == "DeepfakeModel"
 
 
 def test_the_ui_builds(app):

@@ -51,7 +51,7 @@ def test_run_end_to_end_and_deterministic(slice_csv, dfdc_dir, tmp_path):
     m1 = run(compose_run(_overrides(slice_csv, dfdc_dir, cache), tmp_path / "a"))
     out = tmp_path / "a"
     for name in ("metrics.json", "results.md", "frame_scores.csv", "video_scores.csv",
-                 "roc.png", "triplet_scatter.png", "model.joblib", "extraction.json"):
+                 "roc.png", "triplet_scatter.png", "model.skops", "extraction.json"):
         assert (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
     for section in ("test", "cross"):
@@ -68,7 +68,7 @@ def test_run_end_to_end_and_deterministic(slice_csv, dfdc_dir, tmp_path):
     videos = pd.read_csv(out / "video_scores.csv")
     assert videos["video_id"].is_unique and videos["score"].between(0, 1).all()
     # the saved model predicts a real clip end to end
-    model = DeepfakeModel.load(out / "model.joblib")
+    model = DeepfakeModel.load(out / "model.skops")
     clip = pd.read_csv(slice_csv)["path"].iloc[0]
     pred = model.predict(clip)
     assert pred["verdict"] in ("real", "fake") and 0 <= pred["score"] <= 1
@@ -101,7 +101,7 @@ def test_run_with_self_blended_training_and_fine_tuning(slice_csv, tmp_path):
     assert len(videos) == len(items) and not videos["video_id"].str.contains("#sbi").any()
     assert "self-blended" not in m["per_method"] and m["data"]["features"] == ["crops"]
     assert (tmp_path / "ft" / "triplet_scatter.png").stat().st_size > 0
-    model = DeepfakeModel.load(tmp_path / "ft" / "model.joblib")
+    model = DeepfakeModel.load(tmp_path / "ft" / "model.skops")
     pred = model.predict(items["path"].iloc[0])
     assert 0 <= pred["score"] <= 1
     # SBI alone: the data's own fakes are scored but never trained on
@@ -139,7 +139,7 @@ def test_run_video_level_model_on_per_clip_spreads(slice_csv, dfdc_dir, tmp_path
     assert (videos["n_frames"] == 1).all()  # one pooled row per clip
     table = (tmp_path / "t" / "results.md").read_text()
     assert "None: a video-level model" in table
-    model = DeepfakeModel.load(tmp_path / "t" / "model.joblib")
+    model = DeepfakeModel.load(tmp_path / "t" / "model.skops")
     assert model.temporal == ["std"] and model.ddof == 1
     arrays = model.extractor.extract_item(items["path"].iloc[0])
     pred = model.score_arrays(arrays)

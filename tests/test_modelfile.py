@@ -1,0 +1,229 @@
+"""Model files as data (issue #20): a round trip that scores the same, and hostile files
+(a pickle with a payload, a data file naming an untrusted type) refused before anything
+in them runs or is built."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from deepmetric.datasets.items import validate_manifest
+from deepmetric.eval.evaluation import evaluate
+from deepmetric.features.extract import Extractor
+from deepmetric.learn.projector import TripletProjector
+from deepmetric.model import DeepfakeModel
+from deepmetric.modelfile import TRUSTED_TYPES, UntrustedModelError, file_format
+
+LEGACY = Path(__file__).parent / "data" / "model-0.1.0.joblib"
+
+
+class Payload:
+    """A pickle whose loading writes a marker file (what a hostile model.joblib does)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('payload ran')",)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory, dfdc_dir, detector, embedder):
+    """Two real models on the DFDC fixture's 22 face crops (real FaceNet features): a
+    frame-level projector + logistic head (its loss a PML module), and a video-level random
+    forest with its frame-level path."""
+    from pytorch_metric_learning.losses import SupConLoss
+
+    crops = sorted((dfdc_dir / "prepared_dataset").rglob("*.png")) \
+        or sorted((dfdc_dir / "prepared_dataset").rglob("*.jpg"))
+    items = validate_manifest(pd.DataFrame({
+        "path": [str(p) for p in crops], "label": [p.parent.name for p in crops],
+        "video_id": [p.stem for p in crops], "group": [p.stem for p in crops]}))
+    ex = Extractor(detector, embedder, n_frames=1, cache_dir=tmp_path_factory.mktemp("c"),
+                   progress=False)
+    ex.run(items)
+    feats = ex.features(items)
+    proj = TripletProjector(hidden=[32], out_dim=8, epochs=3, validation_fraction=0,
+                            loss=SupConLoss(), device="cpu", random_state=0)
+    frame = DeepfakeModel(ex, Pipeline([("projector", proj), ("classifier",
+                                                              LogisticRegression())])
+                          .fit(feats.X, feats.y), ["embedding"], threshold=0.4,
+                          info={"version": "test-frame", "n": 22})
+    # a video-level model: clips are made of 3 crops of one label each
+    frames = feats.frames.assign(video_id=[f"{lab}{i // 3}" for i, lab in
+                                           enumerate(feats.frames["label"])])
+    ev = evaluate(Pipeline([("scaler", StandardScaler()),
+                            ("classifier", RandomForestClassifier(20, random_state=0))]),
+                  feats.X, frames, temporal=["mean", "std"], n_splits=2, fit_final=True)
+    video = DeepfakeModel(ex, ev.estimator, ["embedding"], temporal=["mean", "std"],
+                          frame_pipeline=ev.frame_estimator)
+    return {"frame": frame, "video": video, "crops": crops}
+
+
+@pytest.mark.parametrize("kind", ["frame", "video"])
+def test_a_saved_model_is_data_and_scores_identically(kind, fitted, tmp_path, faces_dir,
+                                                      ffpp_dir):
+    model = fitted[kind]
+    path = model.save(tmp_path / "model.skops")
+    assert file_format(path) == "skops"
+    with zipfile.ZipFile(path) as zf:  # a JSON schema and plain arrays, nothing else
+        names = zf.namelist()
+        assert "schema.json" in names and all(n.endswith(".npy") for n in names
+                                              if n != "schema.json")
+        for n in names:
+            if n.endswith(".npy"):
+                np.load(io.BytesIO(zf.read(n)), allow_pickle=False)
+    assert path.stat().st_size < 2_000_000  # the FaceNet weights (~90 MB) are not in it
+    again = DeepfakeModel.load(path)
+    assert again.extractor.embedder._model is None  # rebuilt offline on first use
+    assert again.extractor.detector._mtcnn is None
+    clip = sorted((ffpp_dir / "original_sequences/youtube/c23/videos").glob("*.mp4"))[0]
+    inputs = [fitted["crops"][0], faces_dir / "test_images" / "kate_siegel" / "1.jpg", clip]
+    for f in inputs:
+        a, b = model.predict(f), again.predict(f)
+        assert (b["score"], b["verdict"], b["scored_by"]) == (a["score"], a["verdict"],
+                                                               a["scored_by"]), f
+        pd.testing.assert_frame_equal(a["frame_scores"], b["frame_scores"])
+    assert again.info == model.info and again.threshold == model.threshold
+    assert again.temporal == model.temporal
+
+
+def test_a_projectors_torch_loss_is_kept_by_name_and_refitting_says_so(fitted, tmp_path):
+    again = DeepfakeModel.load(fitted["frame"].save(tmp_path / "model.skops"))
+    proj = again.pipeline.named_steps["projector"]
+    assert proj.loss == "pytorch_metric_learning.losses.supcon_loss.SupConLoss (not saved)"
+    assert fitted["frame"].pipeline.named_steps["projector"].loss is not proj.loss  # a copy
+    X = np.random.default_rng(0).normal(size=(20, 512)).astype(np.float32)
+    with pytest.raises(ValueError, match="invalid loss=.*SupConLoss.*not saved with it"):
+        proj.fit(X, np.arange(20) % 2)
+
+
+def test_save_refuses_a_pickle_name(fitted, tmp_path):
+    with pytest.raises(ValueError, match=r"model\.joblib: DeepfakeModel\.save writes a data"):
+        fitted["frame"].save(tmp_path / "model.joblib")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["evil.joblib", "evil.skops"])  # by content, not by name
+def test_a_malicious_pickle_is_refused_before_it_runs(name, tmp_path):
+    marker = tmp_path / "marker.txt"
+    path = tmp_path / name
+    joblib.dump(Payload(marker), path)
+    assert file_format(path) == "pickle"
+    with pytest.raises(UntrustedModelError, match=rf"{name}: refused: this is a pickle"):
+        DeepfakeModel.load(path)
+    assert not marker.exists()
+    # the payload is real: a user who says they trust the file runs it
+    with pytest.warns(UserWarning, match="loading a pickle"), \
+            pytest.raises(TypeError, match=rf"{name}: not a deepmetric model"):
+        DeepfakeModel.load(path, trust_pickle=True)
+    assert marker.read_text() == "payload ran"
+
+
+def test_a_compressed_pickle_is_recognised(tmp_path):
+    marker = tmp_path / "marker.txt"
+    joblib.dump(Payload(marker), path := tmp_path / "evil.bin", compress=3)
+    with pytest.raises(UntrustedModelError, match="evil.bin: refused"):
+        DeepfakeModel.load(path)
+    assert not marker.exists()
+
+
+def _inject(path: Path, out: Path, node: dict) -> Path:
+    """Copy a .skops file with ``info`` replaced by ``node`` (an attacker's edit)."""
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    schema = json.loads(members["schema.json"])
+    schema["content"]["content"]["info"] = node
+    members["schema.json"] = json.dumps(schema).encode()
+    with zipfile.ZipFile(out, "w") as zf:
+        for n, data in members.items():
+            zf.writestr(n, data)
+    return out
+
+
+def test_a_data_file_naming_an_untrusted_type_is_refused_before_construction(fitted, tmp_path):
+    import skops.io as sio
+
+    marker = tmp_path / "marker.txt"
+    # subprocess.Popen([python, -c, <write marker>]): built by calling the type with its args
+    args = json.loads(zipfile.ZipFile(io.BytesIO(sio.dumps(
+        ([sys.executable, "-c", f"open({str(marker)!r}, 'w').write('ran')"],)))).read(
+        "schema.json"))
+    node = {"__class__": "Popen", "__module__": "subprocess",
+            "__loader__": "ConstructorFromReduceNode", "content": args}
+    good = fitted["frame"].save(tmp_path / "good.skops")
+    evil = _inject(good, tmp_path / "evil.skops", node)
+    with pytest.raises(UntrustedModelError,
+                       match=r"evil\.skops: refused: .*not trusted \['subprocess\.Popen'\]"):
+        DeepfakeModel.load(evil)
+    time.sleep(1.0)
+    assert not marker.exists()
+    # the injected node is real: trusting the type builds it, and the command runs
+    sio.load(evil, trusted=[*TRUSTED_TYPES, "subprocess.Popen"])
+    for _ in range(100):
+        if marker.exists():
+            break
+        time.sleep(0.1)
+    assert marker.read_text() == "ran"
+
+
+def test_old_pickles_load_under_the_flag_and_resave_as_data(tmp_path):
+    with pytest.raises(UntrustedModelError, match="model-0.1.0.joblib: refused"):
+        DeepfakeModel.load(LEGACY)
+    with pytest.warns(UserWarning, match="trust_pickle=True"):
+        old = DeepfakeModel.load(LEGACY, trust_pickle=True)
+    new = DeepfakeModel.load(old.save(tmp_path / "model.skops"))
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3, 512)).astype(np.float32)
+    arrays = {"found": np.ones(3, bool), "frame_index": np.arange(3),
+              "prob": np.ones(3, np.float32), "embedding": X}
+    assert new.score_arrays(arrays)["score"] == old.score_arrays(arrays)["score"]
+
+
+def test_a_forest_with_out_of_range_tree_nodes_is_refused_before_construction(fitted,
+                                                                              tmp_path):
+    """skops does not trust sklearn's Tree (its indices are not bounds-checked in predict);
+    deepmetric trusts it only after checking every node of every tree in the file."""
+    good = fitted["video"].save(tmp_path / "good.skops")
+    with zipfile.ZipFile(good) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    schema = json.loads(members["schema.json"])
+
+    def trees(node):
+        if isinstance(node, dict):
+            if node.get("__loader__") == "TreeNode":
+                yield node
+            for v in node.values():
+                yield from trees(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from trees(v)
+
+    found = list(trees(schema))
+    assert len(found) == 40  # 20 trees in each of the video and the frame-level forest
+    name = found[3]["content"]["content"]["nodes"]["file"]
+    nodes = np.load(io.BytesIO(members[name]), allow_pickle=False)
+    assert nodes["left_child"][0] > 0  # an inner root
+    nodes["left_child"][0] = 10 ** 6  # an attacker's index, far outside the node array
+    buf = io.BytesIO()
+    np.save(buf, nodes, allow_pickle=False)
+    members[name] = buf.getvalue()
+    with zipfile.ZipFile(evil := tmp_path / "evil.skops", "w") as zf:
+        for n, data in members.items():
+            zf.writestr(n, data)
+    with pytest.raises(UntrustedModelError, match=r"evil\.skops: refused: decision tree 3 .*"
+                                                  r"node 0 has children or a feature out"):
+        DeepfakeModel.load(evil)
