@@ -150,15 +150,22 @@ class Extractor:
         to the OS (glibc ``malloc_trim``; nothing elsewhere). Frames of ever new sizes
         otherwise leave fragmented free memory behind, and RSS creeps up over a long run.
         It does not change any result.
+    backbones : sequence of embedders, optional
+        Further networks run on the same crops (e.g.
+        :class:`deepmetric.features.imagenet.ImageNetEmbedder`): anything with
+        ``embed(crops) -> {block: (N, D) float32}`` and ``settings()``. Their blocks are
+        cached beside FaceNet's; their settings join the cache key (only when there are any,
+        so caches made without backbones keep their key).
     """
 
-    trim_memory = True  # class default: extractors pickled before the option existed
+    trim_memory = True  # class defaults: extractors pickled before the options existed
+    backbones: Sequence = ()
 
     def __init__(self, detector: FaceDetector | None = None,
                  embedder: FaceEmbedder | None = None, n_frames: int = 25,
                  cache_dir: str | Path | None = None, spectrum_bins: int = 0,
                  save_crops: bool = False, on_error: str = "skip", progress: bool = True,
-                 trim_memory: bool = True):
+                 trim_memory: bool = True, backbones: Sequence = ()):
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
         if isinstance(n_frames, bool) or not isinstance(n_frames, (int, np.integer)) \
@@ -174,6 +181,7 @@ class Extractor:
         self.on_error = on_error
         self.progress = progress
         self.trim_memory = trim_memory
+        self.backbones = list(backbones)
 
     # -- settings and cache ---------------------------------------------------------------
     def settings(self) -> dict:
@@ -181,7 +189,9 @@ class Extractor:
         # save_crops is not a setting: a file with crops serves a request without them, and
         # a file without them is extracted again when crops are needed (see _usable).
         return {"version": 1, "n_frames": self.n_frames, **self.detector.settings(),
-                **self.embedder.settings(), "spectrum_bins": self.spectrum_bins}
+                **self.embedder.settings(), "spectrum_bins": self.spectrum_bins,
+                **({"backbones": [b.settings() for b in self.backbones]}
+                   if self.backbones else {})}
 
     def _usable(self, arrays: dict | None) -> bool:
         """Whether cached arrays serve this extractor (present, with crops if it saves them)."""
@@ -237,6 +247,8 @@ class Extractor:
         }
         idx = np.flatnonzero(faces.found)
         blocks = self.embedder.embed(faces.crops[idx])
+        for backbone in self.backbones:
+            blocks.update(backbone.embed(faces.crops[idx]))
         if self.spectrum_bins:
             blocks[SPECTRUM] = radial_spectrum(faces.crops[idx], self.spectrum_bins)
         for name, arr in blocks.items():
@@ -291,6 +303,8 @@ class Extractor:
             # Load the weights now: a refused weights file is a settings error, not a
             # failure of every item.
             self.embedder.model  # noqa: B018
+            for backbone in self.backbones:
+                getattr(backbone, "model", None)
         t0 = time.perf_counter()
         total = sum(map(len, todo.values()))
         bar = tqdm(total=total, desc="extract", unit="item", disable=not self.progress)

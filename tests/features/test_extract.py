@@ -222,3 +222,23 @@ def test_malloc_trim_returns_fragmented_heap_memory():
     assert malloc_trim() is True
     assert before - rss_mib() > 30, "freed heap memory stayed resident"
     assert len(keep) == 500
+
+
+def test_a_second_backbone_is_cached_beside_facenet_and_keys_the_cache(
+        tmp_path, faces_dir, detector, embedder):
+    from deepmetric.features.imagenet import ImageNetEmbedder
+
+    photo = faces_dir / "test_images" / "paul_rudd" / "1.jpg"
+    items = validate_manifest(pd.DataFrame({"path": [str(photo)], "label": [0]}))
+    plain = Extractor(detector, embedder, cache_dir=tmp_path, progress=False)
+    both = Extractor(detector, embedder, cache_dir=tmp_path, progress=False,
+                     backbones=[ImageNetEmbedder(layers=["13"], device="cpu")])
+    assert plain.cache.dir != both.cache.dir          # a different extraction, its own files
+    assert both.run(items).n_extracted == 1
+    f = both.features(items, ["embedding", "mnv2/13"])
+    assert f.X.shape == (1, 512 + 192) and f.blocks["mnv2/13"] == slice(512, 704)
+    # the cached block is what the backbone computes on the cached crop
+    arrays = both.cache.load(photo)
+    fresh = both.extract_item(photo)  # no cache: recomputed from the file
+    np.testing.assert_allclose(arrays["mnv2/13"], fresh["mnv2/13"], atol=1e-5)
+    assert both.run(items).n_cached == 1
