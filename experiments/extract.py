@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.experimental.callback import Callback
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
@@ -107,6 +108,56 @@ def extract(cfg: DictConfig) -> int:
             log.error("%s", failure_message(rep))
             status = 1
     return status
+
+
+class SlurmStatesCallback(Callback):
+    """Job states of a ``hydra/launcher=slurm`` sweep from ``squeue`` where ``sacct`` fails.
+
+    hydra-submitit-launcher waits on submitit, which asks ``sacct`` for job states; on a
+    cluster without accounting storage every poll warns ("Bypassing sacct error") and a job
+    killed before writing its result is never seen as finished (the sweep waits forever).
+    Where ``sacct`` does not answer, this swaps submitit's SLURM watcher for one that reads
+    :func:`deepmetric.features.shard.slurm_states` (squeue, then sacct). Listed in
+    ``conf/hydra/default.yaml``; it does nothing for other launchers or with accounting.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
+        if not target.endswith("SlurmLauncher"):
+            return
+        from deepmetric.features.shard import _sacct_works
+
+        if not _sacct_works():
+            install_squeue_watcher()
+
+
+def install_squeue_watcher() -> None:
+    """Make submitit's SLURM jobs read their states through ``squeue`` (see above)."""
+    import time
+
+    from submitit.slurm import slurm
+
+    from deepmetric.features.shard import slurm_states
+
+    if getattr(slurm.SlurmJob.watcher, "deepmetric_squeue", False):
+        return
+
+    class SqueueWatcher(slurm.SlurmInfoWatcher):
+        deepmetric_squeue = True
+
+        def update(self) -> None:
+            todo = sorted(self._registered - self._finished)
+            if not todo:
+                return
+            self._num_calls += 1
+            for jid, state in slurm_states(todo).items():
+                self._info_dict[jid] = {"JobID": jid, "State": state}
+            self._last_status_check = time.time()
+            for jid in todo:
+                if self.is_done(jid, mode="cache"):
+                    self._finished.add(jid)
+
+    slurm.SlurmJob.watcher = SqueueWatcher(delay_s=60)
 
 
 @hydra.main(config_path="conf", config_name="extract", version_base="1.3")

@@ -7,10 +7,10 @@
   again, while a dataset that is copied, moved, re-mounted or staged to node-local scratch
   (new paths, new modification times) keeps its cache. The hash is computed once per
   file state (path, inode, size, modification time) in a process.
-- Writes are atomic (a unique temp file in the same directory, fsync, ``os.replace``): a run
+- Writes are atomic (a unique temp file in ``<dir>/tmp/``, fsync, ``os.replace``): a run
   killed midway leaves either no file or a complete one, never a partial file under the
-  final name. Files are written with fixed zip timestamps, so the same arrays give the same
-  bytes.
+  final name; the next job to take the clip's lock removes a killed writer's temp file.
+  Files are written with fixed zip timestamps, so the same arrays give the same bytes.
 - Concurrent jobs coordinate with an advisory lock per clip (``fcntl.flock``): a job that
   finds another extracting the same clip skips it (:meth:`FeatureCache.try_lock`, a
   non-blocking lock), goes on with other clips and revisits it later, reusing the other
@@ -52,10 +52,17 @@ def settings_hash(settings: Mapping) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
-def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Atomically write arrays as a reproducible ``.npz`` (fixed timestamps, sorted names)."""
+def write_npz(path: Path, arrays: Mapping[str, np.ndarray],
+              tmp_dir: Path | None = None) -> None:
+    """Atomically write arrays as a reproducible ``.npz`` (fixed timestamps, sorted names).
+
+    The bytes go to a unique temp file first, in ``tmp_dir`` (same file system; default
+    ``path``'s folder), named ``.<file name>.<pid>.<random>.tmp``, then replace ``path``.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    where = path.parent if tmp_dir is None else Path(tmp_dir)
+    where.mkdir(parents=True, exist_ok=True)
+    tmp = where / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         with open(tmp, "wb") as fh:
             with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED,
@@ -180,8 +187,28 @@ class FeatureCache:
         """Atomically write the arrays of one media file; returns the cache file."""
         self._ensure_dir()
         path = self.path_for(media_path, variant)
-        write_npz(path, arrays)
+        write_npz(path, arrays, self.dir / "tmp")
         return path
+
+    def clear_stale(self, media_path: str | os.PathLike, variant: str | None = None) -> int:
+        """Remove the temp files a killed writer left for one media file; the count removed.
+
+        Call it holding the file's lock (no live writer then). Temp files live in
+        ``<cache dir>/tmp/`` (only those in flight or left by killed jobs), so this lists a
+        small folder, not the cache.
+        """
+        prefix = f".{self.path_for(media_path, variant).name}."
+        removed = 0
+        try:
+            names = os.listdir(self.dir / "tmp")
+        except FileNotFoundError:
+            return 0
+        for name in names:
+            if name.startswith(prefix) and name.endswith(".tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.dir / "tmp" / name)
+                    removed += 1
+        return removed
 
     def _lock_path(self, media_path: str | os.PathLike) -> Path:
         self._ensure_dir()

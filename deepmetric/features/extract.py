@@ -370,6 +370,7 @@ class Extractor:
                             if self._usable(cache.load(path, _variant(seed))):  # another job
                                 report.n_cached += 1
                                 continue
+                            cache.clear_stale(path, _variant(seed))  # a killed job's temp
                             if isinstance(frames_or_exc, BaseException):
                                 raise frames_or_exc
                             if faces is None:  # once for the clip and all its copies

@@ -33,7 +33,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -139,7 +139,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def progress_path(folder: str | os.PathLike, index: int) -> Path:
-    """The progress file of shard ``index``: JSON ``{"n_items", "finished"}``."""
+    """The progress file of shard ``index``: JSON ``{"n_items", "finished", "job", "pid"}``
+    (``job``: its SLURM id, ``<array id>_<task>`` in an array; None outside SLURM)."""
     return Path(folder) / f"shard-{index:04d}.progress"
 
 
@@ -149,7 +150,8 @@ def report_path(folder: str | os.PathLike, index: int) -> Path:
 
 
 def run_shard(extractor: Extractor, rows: pd.DataFrame, index: int,
-              folder: str | os.PathLike, threads: int | None = None) -> dict:
+              folder: str | os.PathLike, threads: int | None = None,
+              on_progress: Callable[[int], None] | None = None) -> dict:
     """Extract one shard: the body of each job (also run in-process by ``executor="none"``).
 
     Parameters
@@ -165,6 +167,8 @@ def run_shard(extractor: Extractor, rows: pd.DataFrame, index: int,
     threads : int, optional
         torch intra-op threads; default ``$SLURM_CPUS_PER_TASK`` inside a SLURM job (so
         jobs sharing a node do not oversubscribe it), else torch's default.
+    on_progress : callable, optional
+        Called with the shard's finished items (cached ones included) after each item.
 
     Returns
     -------
@@ -186,18 +190,25 @@ def run_shard(extractor: Extractor, rows: pd.DataFrame, index: int,
     n_items = len(rows)
     last = [0.0]
 
-    def on_progress(done: int, total: int) -> None:
+    env = os.environ
+    job = (f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+           if env.get("SLURM_ARRAY_TASK_ID") else env.get("SLURM_JOB_ID"))
+    who = {"job": job, "pid": os.getpid()}
+
+    def progress(done: int, total: int) -> None:
         now = time.monotonic()
         if done == total or now - last[0] >= 0.2:  # at most 5 writes a second, and the end
             last[0] = now
             _write_atomic(prog, json.dumps({"n_items": n_items,
-                                            "finished": n_items - total + done}))
+                                            "finished": n_items - total + done, **who}))
+        if on_progress is not None:
+            on_progress(n_items - total + done)
 
-    report = ex.run(rows, on_progress=on_progress) if n_items else ExtractionReport()
+    report = ex.run(rows, on_progress=progress) if n_items else ExtractionReport()
     out = report.to_dict()
     out["threads"] = int(threads) if threads else None
     _write_atomic(report_path(folder, index), json.dumps(out, indent=1, default=str))
-    _write_atomic(prog, json.dumps({"n_items": n_items, "finished": n_items}))
+    _write_atomic(prog, json.dumps({"n_items": n_items, "finished": n_items, **who}))
     return out
 
 
@@ -350,8 +361,11 @@ def _run_in_process(extractor: Extractor, parts: list[pd.DataFrame], folder: Pat
     shards = []
     finished: dict[int, int] = {}
     for i, rows in enumerate(parts):
+        def moved(n: int, i: int = i) -> None:
+            _bar_to(bar, folder, len(parts), {**finished, i: n})
+
         try:
-            rep = run_shard(extractor, rows, i, folder, threads)
+            rep = run_shard(extractor, rows, i, folder, threads, moved)
             shards.append(_entry(i, rows, state="COMPLETED", report=rep))
         except Exception as exc:  # noqa: BLE001 — recorded per shard, the others still run
             shards.append(_entry(i, rows, state="FAILED",
@@ -438,11 +452,16 @@ def _collect(i: int, rows: pd.DataFrame, job) -> dict:
     try:
         rep = job.result()
     except Exception as exc:  # noqa: BLE001 — submitit's FailedJobError carries the traceback
-        text = str(exc).strip().splitlines()
-        last = next((ln for ln in reversed(text) if ln.strip()), repr(exc))
-        return _entry(i, rows, **_job_files(job), state="FAILED", error=last.strip(),
+        return _entry(i, rows, **_job_files(job), state="FAILED", error=_last_error(exc),
                       traceback=str(exc)[-4000:])
     return _entry(i, rows, **_job_files(job), state="COMPLETED", report=rep)
+
+
+def _last_error(exc: BaseException) -> str:
+    """The exception line of a job's traceback (submitit appends log paths after it)."""
+    text = str(exc).split("You can check full logs")[0]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and set(ln.strip()) != {"-"}]
+    return lines[-1] if lines else f"{type(exc).__name__}: {exc}"
 
 
 def _why(state: str, job) -> str:
