@@ -32,6 +32,12 @@ $(STAMP): $(BASE)
 	  $$S apt-get update -q && $$S apt-get install -y -q chromium \
 	  || echo "WARNING: could not install chromium: the browser test skips (fails with CI=true)"; \
 	fi
+	@# SLURM + munge for the private test cluster (tests/conftest.py, marker slurm)
+	@if ! command -v slurmctld >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+	  S=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	  $$S apt-get update -q && $$S apt-get install -y -q slurm-wlm munge \
+	  || echo "WARNING: could not install slurm-wlm/munge: the slurm tests skip (fail with CI=true)"; \
+	fi
 	touch $(STAMP)
 
 demo: $(BASE)

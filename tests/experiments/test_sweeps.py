@@ -287,3 +287,24 @@ def test_two_jobs_extract_each_clip_once(tmp_path, tiny_demo, sweep_env):
         assert arrays["found"].shape == (2,) and arrays["embedding"].shape == (2, 512)
     assert not list(ex.cache.dir.glob("*.tmp")) and not list(ex.cache.dir.glob("*.corrupt"))
     assert len(ex.features(items).frames) == sum(read_npz(f)["found"].sum() for f in files)
+
+
+@pytest.mark.slurm
+def test_grid_sweep_on_the_slurm_test_cluster(sweep_env, tiny_demo, slurm_cluster):
+    """A 2x2 grid through hydra/launcher=slurm on a live (private) SLURM cluster: one job
+    array of 4 tasks, summarised; no sacct warning although the cluster has no accounting
+    storage (the job states come from squeue, experiments.extract.SlurmStatesCallback)."""
+    env = {**slurm_cluster.env, **{k: v for k, v in sweep_env.items() if k.startswith(
+        ("DEEPMETRIC_", "OMP_", "HYDRA_"))}, "OMP_NUM_THREADS": "1"}
+    proc = _run(["-m", "hydra/launcher=slurm", "name=slurm_grid", "projector.margin=0.2,0.5",
+                 "classifier=rf,sgd", *TINY], env)
+    assert "sacct" not in proc.stdout + proc.stderr
+    sweep = _sweep_dir(env, "slurm_grid")
+    df = summarize(sweep)
+    assert len(df) == 4 and (df["status"] == "ok").all()
+    assert set(zip(df["projector.margin"], df["classifier"], strict=True)) == {
+        (0.2, "rf"), (0.2, "sgd"), (0.5, "rf"), (0.5, "sgd")}
+    assert df["video_auc"].between(0, 1).all()
+    # one array: every task's sbatch logs under .submitit/<array id>_<task>/
+    tasks = sorted(p.name for p in (sweep / ".submitit").iterdir() if p.is_dir())
+    assert len(tasks) == 4 and len({t.split("_")[0] for t in tasks}) == 1
