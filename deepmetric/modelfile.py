@@ -88,8 +88,10 @@ def save_model(obj: Any, path: str | os.PathLike) -> Path:
     """Write ``obj`` as a ``.skops`` data file, atomically.
 
     Torch losses held by a fitted :class:`~deepmetric.learn.projector.TripletProjector`
-    (training-time components, not needed to score) are stored as their names, and the
-    extractor's ``cache_dir`` as a str; ``obj`` itself is not changed.
+    (training-time components, not needed to score) are stored as their names, a k-NN
+    head's search tree is dropped (it searches its training rows by brute force, the same
+    neighbours), and the extractor's ``cache_dir`` is stored as a str; ``obj`` itself is not
+    changed.
 
     Raises
     ------
@@ -306,12 +308,20 @@ def _data_only(obj: Any) -> Any:
 
 
 def _without_torch_losses(est: Any) -> Any:
-    """``est`` with each projector's torch loss module replaced by its name (copies)."""
+    """``est`` with each projector's torch loss module replaced by its name, and each k-NN
+    search tree by brute-force search (copies; ``est`` is not changed)."""
     from deepmetric.learn.projector import TripletProjector
 
     if hasattr(est, "steps"):
         est = copy.copy(est)
         est.steps = [(n, _without_torch_losses(s)) for n, s in est.steps]
+        return est
+    if getattr(est, "_tree", None) is not None and getattr(est, "_fit_method", "") in (
+            "kd_tree", "ball_tree") and getattr(est, "_fit_X", None) is not None:
+        # a fitted k-NN's KD/ball tree is an index skops does not trust (like Tree): search
+        # the stored training rows by brute force instead, which finds the same neighbours
+        est = copy.copy(est)
+        est._fit_method, est._tree = "brute", None
         return est
     loss = getattr(est, "loss", None)
     if isinstance(est, TripletProjector) and loss is not None and not isinstance(loss, str):

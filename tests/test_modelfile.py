@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -44,7 +45,7 @@ class Payload:
 def fitted(tmp_path_factory, dfdc_dir, detector, embedder):
     """Two real models on the DFDC fixture's 22 face crops (real FaceNet features): a
     frame-level projector + logistic head (its loss a PML module), and a video-level random
-    forest with its frame-level path."""
+    forest with its frame-level path; and a k-NN head."""
     from pytorch_metric_learning.losses import SupConLoss
 
     crops = sorted((dfdc_dir / "prepared_dataset").rglob("*.png")) \
@@ -70,10 +71,13 @@ def fitted(tmp_path_factory, dfdc_dir, detector, embedder):
                   feats.X, frames, temporal=["mean", "std"], n_splits=2, fit_final=True)
     video = DeepfakeModel(ex, ev.estimator, ["embedding"], temporal=["mean", "std"],
                           frame_pipeline=ev.frame_estimator)
-    return {"frame": frame, "video": video, "crops": crops}
+    # a k-NN head with a KD tree (an index skops does not trust: saved as brute-force search)
+    knn = DeepfakeModel(ex, Pipeline([("classifier", KNeighborsClassifier(
+        5, weights="distance", algorithm="kd_tree"))]).fit(feats.X, feats.y), ["embedding"])
+    return {"frame": frame, "video": video, "knn": knn, "crops": crops}
 
 
-@pytest.mark.parametrize("kind", ["frame", "video"])
+@pytest.mark.parametrize("kind", ["frame", "video", "knn"])
 def test_a_saved_model_is_data_and_scores_identically(kind, fitted, tmp_path, faces_dir,
                                                       ffpp_dir):
     model = fitted[kind]
@@ -92,13 +96,20 @@ def test_a_saved_model_is_data_and_scores_identically(kind, fitted, tmp_path, fa
     assert again.extractor.detector._mtcnn is None
     clip = sorted((ffpp_dir / "original_sequences/youtube/c23/videos").glob("*.mp4"))[0]
     inputs = [fitted["crops"][0], faces_dir / "test_images" / "kate_siegel" / "1.jpg", clip]
+    # bit for bit, but k-NN: brute-force search finds the same neighbours, its distances
+    # differ from the KD tree's in the last float32 digits
+    tol = 1e-6 if kind == "knn" else 0.0
     for f in inputs:
         a, b = model.predict(f), again.predict(f)
-        assert (b["score"], b["verdict"], b["scored_by"]) == (a["score"], a["verdict"],
-                                                               a["scored_by"]), f
-        pd.testing.assert_frame_equal(a["frame_scores"], b["frame_scores"])
+        assert b["score"] == pytest.approx(a["score"], abs=tol), f
+        assert (b["verdict"], b["scored_by"]) == (a["verdict"], a["scored_by"]), f
+        pd.testing.assert_frame_equal(a["frame_scores"], b["frame_scores"], atol=tol,
+                                      check_exact=not tol)
     assert again.info == model.info and again.threshold == model.threshold
     assert again.temporal == model.temporal
+    if kind == "knn":
+        assert model.pipeline[-1]._fit_method == "kd_tree"  # the model itself is unchanged
+        assert again.pipeline[-1]._fit_method == "brute"
 
 
 def test_a_projectors_torch_loss_is_kept_by_name_and_refitting_says_so(fitted, tmp_path):
