@@ -34,6 +34,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "deepmetric.features.extract.Extractor",
     "deepmetric.video.faces.FaceDetector",
     "deepmetric.features.embedder.FaceEmbedder",
+    "deepmetric.features.imagenet.ImageNetEmbedder",
     "deepmetric.learn.projector.TripletProjector",
     "deepmetric.features.finetune.FaceNetFineTuner",
 )

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import deepmetric
 from deepmetric.eval.evaluation import evaluate
+from deepmetric.eval.splits import check_two_classes
 from deepmetric.features.extract import FrameFeatures
 from deepmetric.datasets.items import add_self_blended
 from deepmetric.model import DeepfakeModel
@@ -129,6 +130,10 @@ def run(cfg: DictConfig) -> dict:
     sbi = cfg.get("self_blend") or {}
     if int(sbi.get("copies", 0)) or sbi.get("only", False):
         items = add_self_blended(items, int(sbi.get("copies", 0)), only=bool(sbi.get("only")))
+    # before extraction: one-class data cannot train, whatever the features
+    trainable = items["role"].fillna("both") != "test" if "role" in items else items.index
+    where = cfg.data.get("path") or cfg.data.get("root") or cfg.data.get("_target_")
+    check_two_classes(items.loc[trainable, "label"], f"data ({where}, {len(items)} items)")
     feats, rep = _features(_extractor_for(extractor, cfg.data), items, blocks, out, "data",
                            cfg.get("extract"))
     cross = {}

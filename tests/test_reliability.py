@@ -417,3 +417,76 @@ def test_predict_video_level_model_names_images_and_scores_clips(batch_dir, tmp_
     assert lines[1].split()[0] in ("REAL", "FAKE") and "d_clip.mp4" in lines[1], lines[1]
     assert "(4/4 frames with a face" in lines[1]
     assert "1 of 2 item(s) failed" in err
+
+
+# -- round three: one-class training data, a cache file missing an array, one file under two
+# paths with different labels -----------------------------------------------------------------
+
+def _photos(faces_dir: Path) -> list[Path]:
+    return sorted((faces_dir / "test_images").rglob("1.jpg"))[:4]
+
+
+def test_cache_file_missing_a_feature_array_is_extracted_again(tmp_path, faces_dir, detector,
+                                                               embedder):
+    from deepmetric.features.cache import read_npz, write_npz
+
+    good, damaged = _photos(faces_dir)[:2]
+    items = validate_manifest(pd.DataFrame({"path": [str(good), str(damaged)], "label": [0, 1],
+                                            "video_id": ["good", "damaged"]}))
+    ex = Extractor(detector, embedder, cache_dir=tmp_path / "cache", progress=False)
+    ex.run(items)
+    before = ex.features(items).X
+    file = ex.cache.path_for(damaged)
+    arrays = read_npz(file)
+    del arrays["embedding"]  # e.g. written by a tool that dropped a block
+    write_npz(file, arrays)
+    with pytest.raises(KeyError, match=rf"'embedding' is not in the cache for {damaged}: the "
+                                       r"file lacks it; Extractor.run\(manifest\) extracts"):
+        ex.features(items)
+    report = ex.run(items)  # no KeyError: the file is extracted again, the good one reused
+    assert (report.n_extracted, report.n_cached, report.failures) == (1, 1, [])
+    feats = ex.features(items)
+    assert list(feats.frames["video_id"]) == ["good", "damaged"]  # both scored
+    np.testing.assert_allclose(feats.X, before, atol=1e-6)
+
+
+def test_one_file_through_two_paths_with_different_labels_is_refused(tmp_path, faces_dir):
+    from deepmetric.datasets.items import ManifestError
+
+    photo, other = _photos(faces_dir)[:2]
+    (tmp_path / "a").mkdir()
+    (link := tmp_path / "a" / "link.jpg").symlink_to(photo)
+    dotted = f"{photo.parent}/../{photo.parent.name}/{photo.name}"  # no link: a/../a/x.jpg
+    for second in (str(link), dotted):
+        df = pd.DataFrame({"path": [str(photo), str(other), second], "label": [0, 0, 1],
+                           "video_id": ["a", "b", "c"]})
+        with pytest.raises(ManifestError, match=r"rows 1 and 3: one file through two paths "
+                           r"with different labels") as err:
+            validate_manifest(df, source="labels.csv")
+        assert str(photo) in str(err.value) and second in str(err.value)
+        assert "labels.csv" in str(err.value)
+    # the same file twice with one label stays valid (e.g. a clip listed in two folders)
+    same = validate_manifest(pd.DataFrame({"path": [str(photo), str(link)], "label": [0, 0],
+                                           "video_id": ["a", "b"]}))
+    assert len(same) == 2
+
+
+def test_one_class_training_data_is_refused_naming_the_fold(tmp_path, faces_dir, detector,
+                                                            embedder):
+    """A CV fold whose training part has one class fails before fitting, naming the fold."""
+    from sklearn.linear_model import LogisticRegression
+
+    from deepmetric.eval.evaluation import evaluate
+
+    photos = _photos(faces_dir)
+    items = validate_manifest(pd.DataFrame({
+        "path": [str(p) for p in photos], "label": [0, 0, 1, 1],
+        # both fakes in one identity group: the fold that tests them trains on reals only
+        "group": ["r1", "r2", "f", "f"], "video_id": ["a", "b", "c", "d"]}))
+    ex = Extractor(detector, embedder, cache_dir=tmp_path / "cache", progress=False)
+    ex.run(items)
+    feats = ex.features(items)
+    with pytest.raises(ValueError, match=r"training part of fold \d of 2 \(grouped CV\): "
+                                         r"training needs both real \(0\) and fake \(1\) "
+                                         r"items; it has only real \(0\): all \d row\(s\)"):
+        evaluate(LogisticRegression(), feats.X, feats.frames, n_splits=2)

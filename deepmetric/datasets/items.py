@@ -128,7 +128,8 @@ def validate_manifest(
     Raises
     ------
     ManifestError
-        On a missing column, unknown label, missing file, empty or duplicate id, or a
+        On a missing column, unknown label, missing file, empty or duplicate id, one file
+        reached through two paths (a symlink, ``a/../a/x.mp4``) with different labels, or a
         ``clip`` whose items differ in label or group. The message names the row (1-based,
         as in the file) and the offending value.
     """
@@ -158,6 +159,7 @@ def validate_manifest(
         labels.append(parse_label(lab, where=f"{where} ({p})"))
     out["path"] = paths
     out["label"] = np.asarray(labels, dtype=np.int64)
+    _check_one_label_per_file(out, [str(p) for p in df["path"]], source)
 
     if "video_id" not in out.columns:
         if base is not None:
@@ -187,6 +189,27 @@ def validate_manifest(
                        for c in out["clip"]]
         _check_clips(out, source)
     return out
+
+
+def _check_one_label_per_file(df: pd.DataFrame, given: list[str], source: str) -> None:
+    """One file reached through two paths (a symlink, a hard link, ``a/../a/x.mp4``) has one
+    label: the same content cannot be both real and fake. Self-blended copies are exempt."""
+    seeds = df["blend_seed"] if "blend_seed" in df.columns else None
+    seen: dict = {}
+    for i, (p, lab) in enumerate(zip(df["path"], df["label"])):
+        if seeds is not None and not pd.isna(seeds.iloc[i]):
+            continue
+        try:
+            st = os.stat(p)
+            key: object = (st.st_dev, st.st_ino)
+        except OSError:  # check_files=False and no such file: compare the resolved path
+            key = os.path.realpath(p)
+        j = seen.setdefault(key, i)
+        if j != i and df["label"].iloc[j] != lab:
+            raise ManifestError(
+                f"{source} rows {j + 1} and {i + 1}: one file through two paths with "
+                f"different labels: {given[j]!r} (label {df['label'].iloc[j]}) and "
+                f"{given[i]!r} (label {lab}) are the same file {os.path.realpath(p)}")
 
 
 def _check_clips(df: pd.DataFrame, source: str) -> None:

@@ -20,7 +20,8 @@ from sklearn.base import clone
 
 from deepmetric.eval.metrics import binary_metrics, frame_and_video_metrics, summarize_folds
 from deepmetric.eval.scoring import aggregate_scores, frame_scores
-from deepmetric.eval.splits import check_group_disjoint, grouped_kfold, split_from_column
+from deepmetric.eval.splits import (check_group_disjoint, check_two_classes, grouped_kfold,
+                                    split_from_column)
 from deepmetric.learn.temporal import MIN_FRAMES, pool_frames, video_table
 
 __all__ = ["CVResult", "Evaluation", "evaluate", "role_masks", "fit_pipeline", "score_frames",
@@ -192,6 +193,8 @@ def cross_validate(pipeline: Any, X: np.ndarray, frames: pd.DataFrame, *, n_spli
         check_group_disjoint(videos["group"].to_numpy(), tr_v, te_v)
         tr = np.flatnonzero(np.isin(frame_video, tr_v) & trainable)
         te = np.flatnonzero(np.isin(frame_video, te_v) & testable)
+        check_two_classes(frames["label"].to_numpy()[tr],
+                          f"training part of fold {fold + 1} of {n_splits} (grouped CV)")
         est = fit_pipeline(pipeline, X[tr], frames.iloc[tr])
         fdf, vdf = score_frames(est, X[te], frames.iloc[te], how=how, k=k)
         fdf["fold"] = fold
@@ -292,6 +295,7 @@ def evaluate(pipeline: Any, X: np.ndarray, frames: pd.DataFrame, *, n_splits: in
         X, frames = X[~few], frames[~few].reset_index(drop=True)
     if has_test_split(frames):
         tr, te = split_masks(frames)
+        check_two_classes(frames["label"].to_numpy()[tr], "the split column's train videos")
         est = fit_pipeline(pipeline, X[tr], frames[tr])
         fdf, vdf = score_frames(est, X[te], frames[te], how=how, k=k)
         res: dict = {"protocol": "split column",

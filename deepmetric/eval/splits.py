@@ -19,6 +19,7 @@ __all__ = [
     "split_from_column",
     "frame_indices",
     "check_group_disjoint",
+    "check_two_classes",
 ]
 
 _SPLIT_ALIASES = {
@@ -176,6 +177,32 @@ def split_from_column(
             )
         check_group_disjoint(groups, out["train"], out["val"], out["test"])
     return out
+
+
+def check_two_classes(y: Any, where: str) -> None:
+    """Refuse training labels with fewer than two classes, naming where they come from.
+
+    Parameters
+    ----------
+    y : array-like
+        0 (real) / 1 (fake) labels of the rows a model is about to be fitted on.
+    where : str
+        What the rows are, for the message (a manifest, a fold).
+
+    Raises
+    ------
+    ValueError
+        ``y`` is empty or has one class; the message names ``where`` and the class.
+    """
+    y = np.asarray(y)
+    classes, counts = np.unique(y, return_counts=True)
+    if classes.size >= 2:
+        return
+    names = {0: "real (0)", 1: "fake (1)"}
+    have = "no rows" if not classes.size else \
+        f"only {names.get(int(classes[0]), repr(classes[0]))}: all {int(counts[0])} row(s)"
+    raise ValueError(f"{where}: training needs both real (0) and fake (1) items; it has "
+                     f"{have} (add the other class, or self_blend.copies for pseudo-fakes)")
 
 
 def check_group_disjoint(groups: Any, *index_sets: Sequence[int]) -> None:

@@ -193,9 +193,18 @@ class Extractor:
                 **({"backbones": [b.settings() for b in self.backbones]}
                    if self.backbones else {})}
 
+    def feature_names(self) -> list[str]:
+        """The feature blocks this extractor writes for every item (from its settings)."""
+        names = list(self.embedder.feature_names())
+        for backbone in self.backbones:
+            names += backbone.feature_names()
+        return names + ([SPECTRUM] if self.spectrum_bins else [])
+
     def _usable(self, arrays: dict | None) -> bool:
-        """Whether cached arrays serve this extractor (present, with crops if it saves them)."""
-        return arrays is not None and (not self.save_crops or "crops" in arrays)
+        """Whether cached arrays serve this extractor: present, with every feature block its
+        settings produce (a file missing one is extracted again), and crops if it saves them."""
+        return arrays is not None and set(self.feature_names()) <= arrays.keys() \
+            and (not self.save_crops or "crops" in arrays)
 
     @property
     def cache(self) -> FeatureCache:
@@ -436,8 +445,11 @@ class Extractor:
             parts = []
             for b in blocks:
                 if b not in arrays:
-                    raise KeyError(f"feature block {b!r} is not in the cache for {row.path}; "
-                                   f"cached blocks: {_feature_keys(arrays)}")
+                    why = ("this extractor's settings do not produce it (its blocks: "
+                           f"{self.feature_names()})" if b not in self.feature_names() else
+                           "the file lacks it; Extractor.run(manifest) extracts it again")
+                    raise KeyError(f"feature block {b!r} is not in the cache for {row.path}: "
+                                   f"{why}; cached blocks: {_feature_keys(arrays)}")
                 part = arrays[b][found]
                 parts.append(part.reshape(len(part), -1) if b == "crops" else part)
             if not slices:

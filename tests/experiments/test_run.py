@@ -164,3 +164,17 @@ def test_run_video_level_model_on_per_clip_spreads(slice_csv, dfdc_dir, tmp_path
     assert pooled["label"].tolist().count(0) == 1 and scored["score"].between(0, 1).all()
     assert clips["cross_scored_by"] == {"video": 4, "frame": len(scored) - 4}
     assert clips["cross"]["video"]["n"] == len(scored) and len(scored) > 4
+
+
+def test_one_class_data_is_refused_before_extraction(tmp_path, faces_dir):
+    """Issue #20: data with only real items fails at once, naming the manifest and the class,
+    and extracts nothing (not deep in scikit-learn after extraction)."""
+    photos = sorted((faces_dir / "test_images").rglob("1.jpg"))[:3]
+    csv = tmp_path / "only_real.csv"
+    pd.DataFrame({"path": [str(p) for p in photos], "label": "real"}).to_csv(csv, index=False)
+    cfg = compose_run(["data=manifest", f"data.path={csv}", f"paths.cache_dir={tmp_path / 'c'}",
+                       "extractor.progress=false", "plots=false"], tmp_path / "out")
+    with pytest.raises(ValueError, match=rf"data \({csv}, 3 items\): training needs both real "
+                                         r"\(0\) and fake \(1\) items; it has only real \(0\)"):
+        run(cfg)
+    assert not (tmp_path / "c").exists() or not list((tmp_path / "c").rglob("*.npz"))
