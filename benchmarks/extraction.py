@@ -44,8 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import (ffpp_manifest, interleave, log, median, paired_ratios,
-                               precisions, sync, table)
+from benchmarks.common import (ffpp_dir, ffpp_manifest, interleave, log, median,
+                               paired_ratios, precisions, shared_dir, sync, table)
 
 NAME = "extraction"
 GOAL = 3.0
@@ -314,6 +314,56 @@ def breakdown(manifest, n_frames: int, detector, embedder, naive: Naive) -> dict
 
 
 # ----------------------------------------------------------------------------- main
+def fingerprint_cost(clip_seconds: float, n_frames: int, detector, embedder,
+                     n_crops: int = 60) -> dict:
+    """Time :func:`~deepmetric.features.cache.content_fingerprint` over every FF++ clip and
+    every DFDC crop, against the extraction time of one item measured in the same run.
+
+    ``clip_seconds``: ours' mean extraction time per FF++ clip (``n_frames`` frames) from
+    the timed rounds. The DFDC crops' extraction time per item is measured here on the first
+    ``n_crops`` crops (fresh cache, one frame each). Each set is fingerprinted twice with the
+    in-process memo cleared: pass 1 reads the files as the page cache holds them, pass 2
+    from a warm page cache.
+    """
+    import pandas as pd
+
+    from deepmetric.datasets.items import validate_manifest
+    from deepmetric.features import cache as cache_mod
+    from deepmetric.features.extract import Extractor
+
+    dfdc_root = shared_dir() / "data" / "dfdc-faces"
+    crops = pd.read_csv(dfdc_root / "labels.csv", dtype=str)
+    crops["path"] = [str(dfdc_root / p) for p in crops["path"]]
+    sample = validate_manifest(crops[["path", "label"]].iloc[:n_crops].assign(
+        video_id=lambda d: d["path"]))
+    cache_mod._fingerprints.clear()
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        Extractor(detector, embedder, n_frames=1, cache_dir=tmp, progress=False).run(sample)
+        crop_seconds = (time.perf_counter() - t) / len(sample)
+    sets = {"FF++ c23 clips": ([str(ffpp_dir() / p) for p in pd.read_csv(
+                ffpp_dir() / "labels.csv", dtype=str)["path"]], clip_seconds,
+                f"{n_frames} frames/clip, timed rounds"),
+            "DFDC face crops": (list(crops["path"]), crop_seconds,
+                                f"1 frame/crop, {len(sample)} crops")}
+    rows = []
+    for data, (paths, extract_s, how) in sets.items():
+        size = sum(os.path.getsize(p) for p in paths)
+        for pass_ in ("pass 1", "pass 2 (warm page cache)"):
+            cache_mod._fingerprints.clear()
+            t = time.perf_counter()
+            for p in paths:
+                cache_mod.content_fingerprint(p)
+            sec = time.perf_counter() - t
+            rows.append({"data": data, "pass": pass_, "items": len(paths),
+                         "MB": size / 1e6, "fingerprint s": sec, "MB/s": size / 1e6 / sec,
+                         "fingerprint ms/item": 1e3 * sec / len(paths),
+                         "extraction ms/item": 1e3 * extract_s, "extraction measured": how,
+                         "fingerprint / extraction": sec / len(paths) / extract_s})
+    cache_mod._fingerprints.clear()
+    return {"rows": rows}
+
+
 def run(cfg: dict) -> dict:
     import pandas as pd
     import torch
@@ -480,6 +530,10 @@ def run(cfg: dict) -> dict:
         v = variants["fp32"]
         bd = breakdown(prof_clips, n_frames, v["detector"], v["embedder"], v["naive"])
 
+    v = variants["fp32"]
+    fp = fingerprint_cost(sum(times["ours_fp32"]) / len(manifest), n_frames, v["detector"],
+                          v["embedder"], n_crops=10 if quick else 60)
+
     # --------------------------------------------------------------- report
     rows, summary = [], []
     for prec in variants:
@@ -522,6 +576,12 @@ def run(cfg: dict) -> dict:
         table(check_rows, title="Same faces? (boxes on frames both found; embeddings of the "
                                 "same naive crops through both embedders)"),
     ]
+    tables.append(table(fp["rows"], title="Content fingerprint (BLAKE2b of every byte, "
+                                          "cache key) vs extraction, per item, this run"))
+    summary += [{"benchmark": NAME, "metric": f"fingerprint / extraction time per item "
+                                              f"({r['data']}, {r['pass']}) [extra]",
+                 "ratio": r["fingerprint / extraction"], "goal": "(report)", "met": None}
+                for r in fp["rows"]]
     for p_, c in checks.items():
         if c["iou_le_0.9_frames"]:
             tables.append(f"{p_}: matched frames with IoU <= 0.9: {c['iou_le_0.9_frames']}\n")
@@ -549,7 +609,7 @@ def run(cfg: dict) -> dict:
     return {"name": NAME, "device": device, "n_clips": len(manifest), "n_frames": n_frames,
             "clips": list(manifest["video_id"]), "rounds": len(rounds),
             "times_s": times, "n_faces": n_faces, "rows": rows, "checks": checks,
-            "breakdown": bd, "summary": summary, "tables": tables,
+            "breakdown": bd, "fingerprint": fp, "summary": summary, "tables": tables,
             "resolutions": pd.Series(sizes).value_counts().to_dict()}
 
 
