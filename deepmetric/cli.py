@@ -4,7 +4,7 @@
 
 ``MODEL`` is a ``model.skops`` written by ``python -m experiments.run``: data, not code (a
 file naming any type deepmetric does not trust is refused before anything in it is built).
-A ``model.joblib`` of deepmetric 0.1/0.2 is a pickle, which runs any code it holds: it is
+A ``model.joblib`` of earlier deepmetric versions is a pickle, which runs any code it holds: it is
 refused unless ``--trust-pickle`` is given (only for files from a source you trust).
 ``PATH`` is a clip, an image or a folder (searched recursively for media).
 
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--frames", action="store_true", help="also print per-frame scores")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--trust-pickle", action="store_true",
-                   help="also load a joblib pickle (deepmetric 0.1/0.2 model.joblib); a pickle "
+                   help="also load a joblib pickle (model.joblib of earlier versions); a pickle "
                         "runs any code it holds: only for files you trust")
     p.set_defaults(func=_predict)
     args = parser.parse_args(argv)

@@ -3,7 +3,7 @@
 This is what ``experiments.run`` saves (``model.skops``) and what ``deepmetric predict`` and
 the app load. The file is data, not code (:mod:`deepmetric.modelfile`): loading it builds
 only trusted types and refuses any other file before building anything. Pickles written by
-deepmetric 0.1/0.2 (``model.joblib``) run code when loaded and load only with
+earlier deepmetric versions (``model.joblib``) run code when loaded and load only with
 ``trust_pickle=True``. :meth:`DeepfakeModel.load` only ever opens the path it is given.
 """
 
@@ -181,7 +181,7 @@ class DeepfakeModel:
         path : path-like
             A ``.skops`` file (data: loads only the types :data:`deepmetric.modelfile.
             TRUSTED_TYPES` and skops' defaults name, and refuses any other before building
-            anything), or a joblib pickle written by deepmetric 0.1/0.2.
+            anything), or a joblib pickle written by earlier versions.
         trust_pickle : bool
             Load a pickle too. **A pickle runs any code it holds**: only for files you trust.
             Without it a pickle is refused (recognised by its content) before it is read.

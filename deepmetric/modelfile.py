@@ -9,7 +9,7 @@ Nothing in a model file is code; torch networks are stored as their weights (num
 and rebuilt on load, and the FaceNet weights are not in the file at all: the embedder loads
 them offline on first use, as it does when it is created.
 
-Pickles (``joblib``, what deepmetric 0.1 and 0.2 wrote) run code when loaded. They are
+Pickles (``joblib``, what earlier deepmetric versions wrote) run code when loaded. They are
 recognised by their content, not their name, and refused unless the caller says it trusts
 the file (``trust_pickle=True``, ``deepmetric predict --trust-pickle``).
 """
@@ -130,7 +130,7 @@ def load_model(path: str | os.PathLike, *, trust_pickle: bool = False) -> Any:
     path : path-like
         The model file.
     trust_pickle : bool
-        Also load pickles (joblib files of deepmetric 0.1/0.2). A pickle runs any code it
+        Also load pickles (joblib files of earlier deepmetric versions). A pickle runs any code it
         holds: only for files from a source you trust. A warning says so each time.
 
     Raises

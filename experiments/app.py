@@ -8,7 +8,7 @@ Options (``key=value``; ``python -m experiments.app --help`` lists them):
 
 ``model``           a ``model.skops`` from ``python -m experiments.run`` (data: a file
                     naming types deepmetric does not trust is refused). Required.
-``trust_pickle``    ``true`` also loads a ``model.joblib`` of deepmetric 0.1/0.2, a pickle,
+``trust_pickle``    ``true`` also loads a ``model.joblib`` of earlier deepmetric versions, a pickle,
                     which runs any code it holds: only for files you trust (default false).
 ``port``            port on ``host`` (default 7860; 0 picks a free one).
 ``host``            interface to listen on (default 127.0.0.1, this machine only).
