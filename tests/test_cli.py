@@ -66,7 +66,7 @@ def test_predict_names_a_missing_model_and_empty_input(model, tmp_path, folder):
 
 
 def test_predict_loads_a_pickle_only_with_trust_pickle(model, folder):
-    """Issue #20: model.joblib of 0.1/0.2 is a pickle: refused before it is read, unless
+    """Issue #20: a model.joblib of earlier versions is a pickle: refused before it is read, unless
     the user says they trust it; then it scores what the data file scores."""
     proc = _run("predict", str(LEGACY), str(folder / "photo.jpg"))
     assert proc.returncode == 2 and not proc.stdout
