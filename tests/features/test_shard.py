@@ -1,6 +1,6 @@
 """deepmetric.features.shard without a scheduler: the split, the merge, in-process shards, and
 Extractor.run skipping (not waiting on) a clip another job holds locked. The SLURM job
-arrays are tested on a live cluster in tests/experiments/test_extract.py."""
+arrays are tested on a live cluster in tests/experiments/test_extract_slurm.py."""
 
 from __future__ import annotations
 
