@@ -74,5 +74,8 @@ def test_self_blended_copies_of_a_clip_form_their_own_clip(tmp_path):
     out = add_self_blended(_clip_manifest(tmp_path), copies=1)
     new = out[out["role"] == "train"]
     assert new["clip"].tolist() == ["v2#sbi0", ""]
-    assert validate_manifest(out.drop(columns=["blend_seed", "role"]))["clip"].tolist()[-2:] \
-        == ["v2#sbi0", ""]
+    # validated again as it is (a copy shares its clip's file, and is told apart by its
+    # blend_seed: without it, one file with two labels is refused)
+    assert validate_manifest(out)["clip"].tolist()[-2:] == ["v2#sbi0", ""]
+    with pytest.raises(ManifestError, match="one file through two paths with different"):
+        validate_manifest(out.drop(columns=["blend_seed", "role"]))
