@@ -306,7 +306,8 @@ def test_self_blend_only_without_copies_is_refused(faces_dir):
     from deepmetric.datasets.items import add_self_blended
 
     photo = faces_dir.joinpath(*KATE)
-    items = validate_manifest(pd.DataFrame({"path": [str(photo), str(photo)], "label": [0, 1],
+    other = faces_dir / "test_images" / "paul_rudd" / "1.jpg"  # one file has one label
+    items = validate_manifest(pd.DataFrame({"path": [str(photo), str(other)], "label": [0, 1],
                                             "video_id": ["a", "b"]}))
     with pytest.raises(ValueError, match="only=True.*copies >= 1"):
         add_self_blended(items, 0, only=True)
