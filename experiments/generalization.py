@@ -231,11 +231,19 @@ def multisource(pipe: Any, blocks: list[str], data: dict[str, Data], n_splits: i
 
 
 # -- the rows -----------------------------------------------------------------------------
-def rows(data: dict[str, Data], groups: set[str]) -> list[dict]:
-    """Run the study's row groups; each row: name, group, blocks, what, and its metrics."""
-    out: list[dict] = []
+def rows(data: dict[str, Data], groups: set[str],
+         on_row: Callable[[list[dict]], None] | None = None,
+         done: list[dict] | None = None) -> list[dict]:
+    """Run the study's row groups; each row: name, group, blocks, what, and its metrics.
+
+    ``on_row`` is called with all rows so far after each row (to write them as they come);
+    ``done`` holds rows of an earlier run (``--append``): they are kept and count for the
+    dev-set choice of the best blocks.
+    """
+    out: list[dict] = list(done or [])
 
     def row(group: str, name: str, what: str, blocks: list[str], fn: Callable[[], dict]):
+        nonlocal out
         t = time.perf_counter()
         try:
             res = fn()
@@ -246,7 +254,9 @@ def rows(data: dict[str, Data], groups: set[str]) -> list[dict]:
                    seconds=round(time.perf_counter() - t, 1))
         log.info("%s", {k: (round(v, 3) if isinstance(v, float) else v)
                         for k, v in res.items() if k != "blocks"})
-        out.append(res)
+        out = [r for r in out if (r["group"], r["name"]) != (group, name)] + [res]
+        if on_row is not None:
+            on_row(out)
 
     if "baselines" in groups:
         row("baselines", "seeds' recipe on flip-averaged FaceNet", "embedding → semi-hard "
@@ -304,7 +314,7 @@ def rows(data: dict[str, Data], groups: set[str]) -> list[dict]:
 
         from deepmetric.eval.selection import InnerCVSelector
 
-        choices = [DEEPMETRIC, best, ["repeat_3", "spectrum"], ["mnv2/13", "mnv2/17"]]
+        choices = [DEEPMETRIC, ["repeat_3", "spectrum"], ["spectrum"]]
         uniq = {"+".join(c): c for c in choices}
         allb = sorted({b for c in uniq.values() for b in c})
         widths = {b: data["ffpp"].X[b].shape[1] for b in allb}
@@ -369,15 +379,23 @@ def main(argv: list[str] | None = None) -> int:
                    help="first N DFDC dev rows (0: all 8,329)")
     p.add_argument("--rows", default="baselines,blocks,adapt,metric,sbi,multisource,nested")
     p.add_argument("--sbi-copies", type=int, default=2)
+    p.add_argument("--append", action="store_true",
+                   help="keep the rows already in OUT/generalization.json (others rerun)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     groups = set(a.rows.split(","))
-    data = load_data(a.head or None, a.sbi_copies if "sbi" in groups else 0)
-    results = rows(data, groups)
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "generalization.json").write_text(json.dumps(results, indent=1, default=str))
-    (a.out / "generalization.md").write_text(markdown(results, a.head or None))
+    store = a.out / "generalization.json"
+    done = json.loads(store.read_text()) if a.append and store.is_file() else []
+
+    def write(results: list[dict]) -> None:  # after every row: a killed run keeps its rows
+        store.write_text(json.dumps(results, indent=1, default=str))
+        (a.out / "generalization.md").write_text(markdown(results, a.head or None))
+
+    data = load_data(a.head or None, a.sbi_copies if "sbi" in groups else 0)
+    results = rows(data, groups, on_row=write, done=done)
+    write(results)
     print(markdown(results, a.head or None))
     return 0
 
