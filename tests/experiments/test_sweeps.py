@@ -305,6 +305,8 @@ def test_grid_sweep_on_the_slurm_test_cluster(sweep_env, tiny_demo, slurm_cluste
     assert set(zip(df["projector.margin"], df["classifier"], strict=True)) == {
         (0.2, "rf"), (0.2, "sgd"), (0.5, "rf"), (0.5, "sgd")}
     assert df["video_auc"].between(0, 1).all()
-    # one array: every task's sbatch logs under .submitit/<array id>_<task>/
-    tasks = sorted(p.name for p in (sweep / ".submitit").iterdir() if p.is_dir())
+    # one array: every task's sbatch logs under .submitit/<array id>_<task>/ (submitit also
+    # writes the array's submission script under .submitit/<array id>/)
+    tasks = sorted(p.name for p in (sweep / ".submitit").iterdir()
+                   if p.is_dir() and "_" in p.name)
     assert len(tasks) == 4 and len({t.split("_")[0] for t in tasks}) == 1
