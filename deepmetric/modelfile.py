@@ -37,6 +37,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "deepmetric.features.imagenet.ImageNetEmbedder",
     "deepmetric.learn.projector.TripletProjector",
     "deepmetric.features.finetune.FaceNetFineTuner",
+    "deepmetric.eval.selection.InnerCVSelector",
 )
 
 #: sklearn's decision-tree storage (random forests, ...). skops does not trust it by default:

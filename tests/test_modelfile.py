@@ -238,3 +238,34 @@ def test_a_forest_with_out_of_range_tree_nodes_is_refused_before_construction(fi
     with pytest.raises(UntrustedModelError, match=r"evil\.skops: refused: decision tree 3 .*"
                                                   r"node 0 has children or a feature out"):
         DeepfakeModel.load(evil)
+
+
+def test_a_model_with_a_second_backbone_and_a_nested_selector_round_trips(
+        fitted, tmp_path, detector, embedder):
+    """The generalisation study's parts in a model file: an ImageNet MobileNetV2 backbone in
+    the extractor and an InnerCVSelector head (its candidates' pipelines inside)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import make_pipeline
+
+    from deepmetric.eval.selection import InnerCVSelector
+    from deepmetric.features.imagenet import ImageNetEmbedder
+
+    crops = fitted["crops"]
+    items = validate_manifest(pd.DataFrame({
+        "path": [str(p) for p in crops], "label": [p.parent.name for p in crops],
+        "video_id": [p.stem for p in crops], "group": [p.stem for p in crops]}))
+    ex = Extractor(detector, embedder, n_frames=1, cache_dir=tmp_path / "c", progress=False,
+                   backbones=[ImageNetEmbedder(layers=["13"], device="cpu")])
+    ex.run(items)
+    feats = ex.features(items, ["embedding", "mnv2/13"])
+    pick = {n: make_pipeline(ColumnTransformer([("keep", "passthrough", np.arange(s.start,
+                                                                                  s.stop))]),
+                             StandardScaler(), LogisticRegression())
+            for n, s in feats.blocks.items()}
+    head = InnerCVSelector(pick, n_splits=2).fit(feats.X, feats.y, feats.groups)
+    model = DeepfakeModel(ex, head, ["embedding", "mnv2/13"])
+    again = DeepfakeModel.load(model.save(tmp_path / "model.skops"))
+    assert again.pipeline.best_name_ == head.best_name_
+    assert again.extractor.backbones[0]._model is None  # weights reloaded, not stored
+    for f in crops[:3]:
+        assert again.predict(f)["score"] == model.predict(f)["score"]
