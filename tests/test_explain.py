@@ -122,7 +122,7 @@ def test_reproduction_matches_the_pipeline(case, demo_features, linear_model, al
     elif "modified_huber" in case:
         model = _fit(demo_features, ["embedding"],
                      [("projector", _projector()), ("scaler", StandardScaler()),
-                      ("classifier", SGDClassifier(loss="modified_huber", alpha=0.5,
+                      ("classifier", SGDClassifier(loss="modified_huber", alpha=5.0,
                                                    random_state=0))])
     else:
         model = _fit(demo_features, ["embedding"],
