@@ -314,7 +314,7 @@ def rows(data: dict[str, Data], groups: set[str],
 
         from deepmetric.eval.selection import InnerCVSelector
 
-        choices = [DEEPMETRIC, ["repeat_3", "spectrum"], ["spectrum"]]
+        choices = [DEEPMETRIC, best, ["repeat_3", "spectrum"], ["mnv2/13", "mnv2/17"]]
         uniq = {"+".join(c): c for c in choices}
         allb = sorted({b for c in uniq.values() for b in c})
         widths = {b: data["ffpp"].X[b].shape[1] for b in allb}
