@@ -25,7 +25,9 @@ Row groups (``--rows``):
 - ``multisource``: FF++ plus part of the DFDC dev set for training, tested on the rest of
   it (grouped by source video, 5 folds) — a second protocol, not cross-dataset;
 - ``nested``: the choice of features and of C made by an inner grouped CV inside each outer
-  FF++ training fold (and on all of FF++ for the cross-dataset column).
+  FF++ training fold (and on all of FF++ for the cross-dataset column);
+- ``nested_video``: the same for the video-level model, whose per-clip statistics
+  ([std] or [mean, std]) are chosen too (in-dataset only; ``--rows nested_video``).
 
 Every choice this study reports as "best" was made on the DFDC *development* set (or, for
 ``nested``, inside the training folds); the held-out test splits are not read here.
@@ -328,7 +330,49 @@ def rows(data: dict[str, Data], groups: set[str],
         row("nested", "inner-CV choice of blocks and C", f"{len(cand)} candidates, inner "
             "grouped 3-fold CV on the training rows", allb,
             lambda: in_and_cross(InnerCVSelector(cand, n_splits=3), allb, data))
+    if "nested_video" in groups:
+        row("nested_video", "inner-CV choice of blocks, statistics and C, video level",
+            "per-clip [std] or [mean, std] pooled blocks, standardised logreg; inner grouped "
+            "3-fold CV on the training clips", DEEPMETRIC,
+            lambda: nested_video(data, [DEEPMETRIC, best, ["repeat_3", "spectrum"]]))
     return out
+
+
+def nested_video(data: dict[str, Data], choices: list[list[str]]) -> dict:
+    """FF++ grouped 5-fold CV (video AUC) of a video-level model whose blocks, per-clip
+    statistics ([std] or [mean, std]) and C are chosen inside each training fold.
+
+    Cross-dataset scoring is left out: a video-level model scores images with its frame
+    path, whose columns (frame features) are not the pooled ones the candidates select.
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import make_pipeline
+
+    from deepmetric.eval.evaluation import evaluate
+    from deepmetric.eval.selection import InnerCVSelector
+
+    uniq = {"+".join(c): c for c in choices}
+    allb = sorted({b for c in uniq.values() for b in c})
+    widths = {b: data["ffpp"].X[b].shape[1] for b in allb}
+    starts = dict(zip(allb, np.cumsum([0] + [widths[b] for b in allb])))
+    d = int(sum(widths.values()))  # pooled columns: [mean of all blocks, std of all blocks]
+    cand = {}
+    for tag, c in uniq.items():
+        cols = np.concatenate([np.arange(starts[b], starts[b] + widths[b]) for b in c])
+        for stats, sel in (("std", cols + d), ("mean+std", np.concatenate([cols, cols + d]))):
+            for C in (0.01, 0.1):
+                cand[f"{tag} [{stats}] C={C}"] = make_pipeline(
+                    ColumnTransformer([("keep", "passthrough", sel)]), logreg(C))
+    ff = data["ffpp"]
+    ev = evaluate(InnerCVSelector(cand, n_splits=3), ff.stack(allb), ff.frames, n_splits=5,
+                  random_state=0, temporal=["mean", "std"], fit_final=True)
+    m = ev.metrics
+    return {"ffpp_video_auc": m["test"]["video"]["auc"],
+            "ffpp_video_auc_std": m["test_std"]["video"]["auc"],
+            "ffpp_frame_auc": float("nan"), "dfdc_image_auc": float("nan"),
+            "dfdc_image_ap": float("nan"), "dfdc_image_eer": float("nan"),
+            "chosen": ev.estimator.best_name_, "n_candidates": len(cand),
+            "dim": int(2 * d)}
 
 
 def _self_standardised(data: dict[str, Data]) -> dict[str, Data]:

@@ -24,8 +24,8 @@ from deepmetric.device import resolve_device
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["FaceEmbedder", "standardize_crops", "parse_tap", "pool_activations", "with_mirrors",
-           "mean_of_views", "EMBEDDING"]
+__all__ = ["FaceEmbedder", "checked_crops", "standardize_crops", "parse_tap",
+           "pool_activations", "with_mirrors", "mean_of_views", "EMBEDDING"]
 
 #: Name of the 512-d L2-normalised embedding in the dict :meth:`FaceEmbedder.embed` returns.
 EMBEDDING = "embedding"
@@ -37,6 +37,14 @@ def standardize_crops(crops: np.ndarray):
 
     x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
     return (x - 127.5) / 128.0
+
+
+def checked_crops(crops: Any) -> np.ndarray:
+    """Face crops as an (N, H, W, 3) array; ``ValueError`` naming the shape otherwise."""
+    crops = np.asarray(crops)
+    if crops.ndim != 4 or crops.shape[-1] != 3:
+        raise ValueError(f"crops must be (N, H, W, 3) uint8, got shape {crops.shape}")
+    return crops
 
 
 def with_mirrors(x: torch.Tensor) -> torch.Tensor:
@@ -232,9 +240,7 @@ class FaceEmbedder:
         """
         import torch
 
-        crops = np.asarray(crops)
-        if crops.ndim != 4 or crops.shape[-1] != 3:
-            raise ValueError(f"crops must be (N, H, W, 3) uint8, got shape {crops.shape}")
+        crops = checked_crops(crops)
         names = self.feature_names()
         if len(crops) == 0:
             return {n: np.zeros((0, 0), np.float32) for n in names}

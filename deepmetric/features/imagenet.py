@@ -149,11 +149,10 @@ class ImageNetEmbedder:
         """
         import torch
 
-        from deepmetric.features.embedder import mean_of_views, pool_activations, with_mirrors
+        from deepmetric.features.embedder import (checked_crops, mean_of_views,
+                                                  pool_activations, with_mirrors)
 
-        crops = np.asarray(crops)
-        if crops.ndim != 4 or crops.shape[-1] != 3:
-            raise ValueError(f"crops must be (N, H, W, 3) uint8, got shape {crops.shape}")
+        crops = checked_crops(crops)
         names = self.feature_names()
         if len(crops) == 0:
             return {n: np.zeros((0, 0), np.float32) for n in names}
