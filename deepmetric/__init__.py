@@ -39,6 +39,7 @@ _EXPORTS = {
     "resolve_weights": "features.weights", "Extractor": "features.extract",
     "FrameFeatures": "features.extract", "FeatureCache": "features.cache",
     "radial_spectrum": "features.spectrum", "self_blend": "features.blend",
+    "ImageNetEmbedder": "features.imagenet",
     # metric-learning core
     "TripletProjector": "learn.projector", "SemiHardTripletLoss": "learn.mining",
     "pool_frames": "learn.temporal",
@@ -47,6 +48,7 @@ _EXPORTS = {
     "binary_metrics": "eval.metrics", "frame_and_video_metrics": "eval.metrics",
     "grouped_kfold": "eval.splits", "grouped_train_test_split": "eval.splits",
     "cross_validate": "eval.evaluation", "fit_pipeline": "eval.evaluation",
+    "evaluate": "eval.evaluation", "InnerCVSelector": "eval.selection",
     "plot_roc": "eval.plots", "plot_embedding_scatter": "eval.plots",
     # fitted models
     "DeepfakeModel": "model", "NoFaceError": "model", "TooFewFramesError": "model",
@@ -75,7 +77,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from deepmetric import datasets  # noqa: F401
     from deepmetric.datasets.items import (ManifestError, manifest_from_paths,  # noqa: F401
                                            validate_manifest)
-    from deepmetric.eval.evaluation import cross_validate, fit_pipeline  # noqa: F401
+    from deepmetric.eval.evaluation import cross_validate, evaluate, fit_pipeline  # noqa: F401
+    from deepmetric.eval.selection import InnerCVSelector  # noqa: F401
     from deepmetric.eval.metrics import binary_metrics, frame_and_video_metrics  # noqa: F401
     from deepmetric.eval.plots import plot_embedding_scatter, plot_roc  # noqa: F401
     from deepmetric.eval.scoring import aggregate_scores, frame_scores  # noqa: F401
@@ -84,6 +87,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from deepmetric.features.cache import FeatureCache  # noqa: F401
     from deepmetric.features.embedder import FaceEmbedder  # noqa: F401
     from deepmetric.features.extract import Extractor, FrameFeatures  # noqa: F401
+    from deepmetric.features.imagenet import ImageNetEmbedder  # noqa: F401
     from deepmetric.features.spectrum import radial_spectrum  # noqa: F401
     from deepmetric.features.weights import load_facenet, resolve_weights  # noqa: F401
     from deepmetric.learn.mining import SemiHardTripletLoss  # noqa: F401
