@@ -178,6 +178,8 @@ def run_shard(extractor: Extractor, rows: pd.DataFrame, index: int,
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if os.environ.get("SLURM_JOB_ID"):
+        _stop_on_sigterm()
     if threads is None and os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
         threads = int(os.environ["SLURM_CPUS_PER_TASK"])
     if threads:
@@ -210,6 +212,25 @@ def run_shard(extractor: Extractor, rows: pd.DataFrame, index: int,
     _write_atomic(report_path(folder, index), json.dumps(out, indent=1, default=str))
     _write_atomic(prog, json.dumps({"n_items": n_items, "finished": n_items, **who}))
     return out
+
+
+def _stop_on_sigterm() -> None:
+    """Let ``scancel`` (SIGTERM, then SIGKILL after ``KillWait``) stop a shard job.
+
+    submitit's job wrapper ignores SIGTERM ("Bypassing signal SIGTERM": it waits for the
+    preemption or timeout that usually follows); a cancelled extraction shard should stop
+    at once instead. Items already written stay in the cache (writes are atomic) and a rerun
+    extracts the rest. Only in the main thread (signal handlers can only be set there).
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum, frame):  # noqa: ARG001 — signal handler signature
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def merge_reports(shards: Sequence[dict], executor: str, seconds: float) -> dict:
