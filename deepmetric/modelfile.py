@@ -24,7 +24,7 @@ import os
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 __all__ = ["TRUSTED_TYPES", "UntrustedModelError", "save_model", "load_model", "file_format"]
 
@@ -211,6 +211,18 @@ def _legacy_module_names():
             sys.modules.pop(name, None)
 
 
+def schema_trees(node: Any) -> Iterator[dict]:
+    """Every decision-tree node (``"__loader__": "TreeNode"``) of a skops schema, depth first."""
+    if isinstance(node, dict):
+        if node.get("__loader__") == "TreeNode":
+            yield node
+        for v in node.values():
+            yield from schema_trees(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from schema_trees(v)
+
+
 def _check_trees(path: Path) -> None:
     """Refuse a ``.skops`` file whose decision trees could index outside their arrays.
 
@@ -230,18 +242,8 @@ def _check_trees(path: Path) -> None:
             raise ValueError("not a plain value")
         return json.loads(node["content"])
 
-    def walk(node: Any):
-        if isinstance(node, dict):
-            if node.get("__loader__") == "TreeNode":
-                yield node
-            for v in node.values():
-                yield from walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                yield from walk(v)
-
     with zipfile.ZipFile(path) as zf:
-        for k, tree in enumerate(walk(json.loads(zf.read("schema.json")))):
+        for k, tree in enumerate(schema_trees(json.loads(zf.read("schema.json")))):
             try:
                 n_features = int(value(tree["__reduce__"]["args"]["content"][0]))
                 state = tree["content"]["content"]

@@ -67,10 +67,6 @@ class Data:
     def stack(self, blocks: list[str]) -> np.ndarray:
         return np.concatenate([self.X[b] for b in blocks], axis=1)
 
-    def take(self, mask: np.ndarray) -> "Data":
-        return Data({b: v[mask] for b, v in self.X.items()},
-                    self.frames[mask].reset_index(drop=True))
-
 
 # -- data ---------------------------------------------------------------------------------
 def _compose(overrides: list[str]):
@@ -200,12 +196,8 @@ def in_and_cross(pipe: Any, blocks: list[str], data: dict[str, Data], *,
             "dfdc_image_auc": m["cross"]["frame"]["auc"],
             "dfdc_image_ap": m["cross"]["frame"]["ap"],
             "dfdc_image_eer": m["cross"]["frame"]["eer"],
-            "chosen": getattr(_last(ev.estimator), "best_name_", None),
+            "chosen": getattr(ev.estimator, "best_name_", None),
             "dim": int(tr.stack(blocks).shape[1])}
-
-
-def _last(est: Any) -> Any:
-    return est.steps[-1][1] if hasattr(est, "steps") else est
 
 
 def multisource(pipe: Any, blocks: list[str], data: dict[str, Data], n_splits: int = 5) -> dict:
@@ -317,13 +309,9 @@ def rows(data: dict[str, Data], groups: set[str],
         from deepmetric.eval.selection import InnerCVSelector
 
         choices = [DEEPMETRIC, best, ["repeat_3", "spectrum"], ["mnv2/13", "mnv2/17"]]
-        uniq = {"+".join(c): c for c in choices}
-        allb = sorted({b for c in uniq.values() for b in c})
-        widths = {b: data["ffpp"].X[b].shape[1] for b in allb}
-        starts = dict(zip(allb, np.cumsum([0] + [widths[b] for b in allb])))
+        allb, columns = block_columns(data["ffpp"], choices)
         cand = {}
-        for tag, c in uniq.items():
-            cols = np.concatenate([np.arange(starts[b], starts[b] + widths[b]) for b in c])
+        for tag, cols in columns.items():
             for C in (0.01, 0.1):
                 cand[f"{tag} C={C}"] = make_pipeline(
                     ColumnTransformer([("keep", "passthrough", cols)]), logreg(C))
@@ -336,6 +324,16 @@ def rows(data: dict[str, Data], groups: set[str],
             "3-fold CV on the training clips", DEEPMETRIC,
             lambda: nested_video(data, [DEEPMETRIC, best, ["repeat_3", "spectrum"]]))
     return out
+
+
+def block_columns(d: Data, choices: list[list[str]]) -> tuple[list[str], dict]:
+    """The blocks of all choices (sorted, the order of ``d.stack``) and, per choice (named
+    ``"a+b"``), the int64 column indices of its blocks in that stack."""
+    allb = sorted({b for c in choices for b in c})
+    widths = [d.X[b].shape[1] for b in allb]
+    starts = dict(zip(allb, np.cumsum([0] + widths)))
+    span = {b: np.arange(starts[b], starts[b] + w) for b, w in zip(allb, widths)}
+    return allb, {"+".join(c): np.concatenate([span[b] for b in c]) for c in choices}
 
 
 def nested_video(data: dict[str, Data], choices: list[list[str]]) -> dict:
@@ -351,14 +349,10 @@ def nested_video(data: dict[str, Data], choices: list[list[str]]) -> dict:
     from deepmetric.eval.evaluation import evaluate
     from deepmetric.eval.selection import InnerCVSelector
 
-    uniq = {"+".join(c): c for c in choices}
-    allb = sorted({b for c in uniq.values() for b in c})
-    widths = {b: data["ffpp"].X[b].shape[1] for b in allb}
-    starts = dict(zip(allb, np.cumsum([0] + [widths[b] for b in allb])))
-    d = int(sum(widths.values()))  # pooled columns: [mean of all blocks, std of all blocks]
+    allb, columns = block_columns(data["ffpp"], choices)
+    d = data["ffpp"].stack(allb).shape[1]  # pooled: [mean of all blocks, std of all blocks]
     cand = {}
-    for tag, c in uniq.items():
-        cols = np.concatenate([np.arange(starts[b], starts[b] + widths[b]) for b in c])
+    for tag, cols in columns.items():
         for stats, sel in (("std", cols + d), ("mean+std", np.concatenate([cols, cols + d]))):
             for C in (0.01, 0.1):
                 cand[f"{tag} [{stats}] C={C}"] = make_pipeline(

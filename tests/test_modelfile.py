@@ -26,7 +26,7 @@ from deepmetric.eval.evaluation import evaluate
 from deepmetric.features.extract import Extractor
 from deepmetric.learn.projector import TripletProjector
 from deepmetric.model import DeepfakeModel
-from deepmetric.modelfile import TRUSTED_TYPES, UntrustedModelError, file_format
+from deepmetric.modelfile import TRUSTED_TYPES, UntrustedModelError, file_format, schema_trees
 
 LEGACY = Path(__file__).parent / "data" / "model-0.1.0.joblib"
 
@@ -213,17 +213,7 @@ def test_a_forest_with_out_of_range_tree_nodes_is_refused_before_construction(fi
         members = {n: zf.read(n) for n in zf.namelist()}
     schema = json.loads(members["schema.json"])
 
-    def trees(node):
-        if isinstance(node, dict):
-            if node.get("__loader__") == "TreeNode":
-                yield node
-            for v in node.values():
-                yield from trees(v)
-        elif isinstance(node, list):
-            for v in node:
-                yield from trees(v)
-
-    found = list(trees(schema))
+    found = list(schema_trees(schema))
     assert len(found) == 40  # 20 trees in each of the video and the frame-level forest
     name = found[3]["content"]["content"]["nodes"]["file"]
     nodes = np.load(io.BytesIO(members[name]), allow_pickle=False)

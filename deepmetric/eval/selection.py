@@ -78,6 +78,7 @@ class InnerCVSelector(ClassifierMixin, BaseEstimator):
         from sklearn.model_selection import StratifiedGroupKFold
 
         from deepmetric.eval.evaluation import fit_grouped
+        from deepmetric.eval.scoring import frame_scores
 
         if not self.candidates:
             raise ValueError("InnerCVSelector needs at least one candidate")
@@ -98,7 +99,7 @@ class InnerCVSelector(ClassifierMixin, BaseEstimator):
                 if np.unique(y[te]).size < 2 or np.unique(y[tr]).size < 2:
                     continue
                 est = fit_grouped(cand, X[tr], y[tr], groups[tr])
-                aucs.append(roc_auc_score(y[te], _positive_scores(est, X[te])))
+                aucs.append(roc_auc_score(y[te], frame_scores(est, X[te])))
             self.inner_scores_[str(name)] = float(np.mean(aucs)) if aucs else float("nan")
         scored = {n: s for n, s in self.inner_scores_.items() if not np.isnan(s)}
         if not scored:
@@ -112,14 +113,11 @@ class InnerCVSelector(ClassifierMixin, BaseEstimator):
         """float64 (n_rows, 2): the chosen candidate's class probabilities."""
         if hasattr(self.best_estimator_, "predict_proba"):
             return self.best_estimator_.predict_proba(X)
-        p = _positive_scores(self.best_estimator_, X)
+        from deepmetric.eval.scoring import frame_scores
+
+        p = frame_scores(self.best_estimator_, X)
         return np.stack([1 - p, p], axis=1)
 
     def predict(self, X: Any) -> np.ndarray:
         return self.best_estimator_.predict(X)
 
-
-def _positive_scores(est: Any, X: np.ndarray) -> np.ndarray:
-    from deepmetric.eval.scoring import frame_scores
-
-    return frame_scores(est, X)
