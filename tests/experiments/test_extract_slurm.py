@@ -3,8 +3,9 @@ fixture of tests/conftest.py), as a user starts it, over 40 DFDC face crops:
 
 - a sharded extraction (a 2-task job array) leaves the cache an in-process extraction of
   the same manifest leaves: the same files with the same bytes;
-- a shard cancelled mid-way is reported (exit 1, shard, job id, log), and the same
-  command again extracts only what is missing and ends with that same cache;
+- a shard cancelled mid-way (scancel), or whose Python is killed with SIGKILL, is reported
+  (exit 1, shard, job id, log), and the same command again extracts only what is missing
+  and ends with that same cache;
 - a shard job that fails is reported with its SLURM job id and log path;
 - the extract.slurm resources are the hydra/launcher=slurm ones (no cluster needed).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -133,6 +135,47 @@ def test_cancelled_shard_then_rerun_extracts_only_the_rest(work, reference, slur
     assert rep["n_extracted"] == N_ITEMS - done_before
     assert rep["shards"][1]["n_extracted"] == 0  # shard 1 had finished: nothing redone
     assert _cache(work / "killed" / "cache") == reference
+
+
+@pytest.mark.slurm
+def test_a_shard_killed_with_sigkill_then_rerun_ends_with_the_same_cache(work, reference,
+                                                                        slurm_cluster,
+                                                                        shared_dir):
+    """SIGKILL runs no handler (unlike scancel's SIGTERM): the shard's Python dies wherever it
+    is, maybe inside a cache write. The job is reported as failed, and the rerun leaves no
+    temp file and the same cache as one uninterrupted process."""
+    env = _env(shared_dir, slurm_cluster.env)
+    args = _args(work, "sigkill", "extract.jobs=2", "extract.executor=slurm",
+                 "extract.poll_s=2")
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.extract", *args], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    progress = work / "sigkill" / "shards" / "data" / "shard-0001.progress"
+    deadline, state = time.time() + 300, None
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            state = json.loads(progress.read_text())
+        except (OSError, ValueError):
+            state = None
+        if state and 3 <= state["finished"] < N_ITEMS // 2:
+            break
+        time.sleep(0.05)
+    assert state and state["pid"], f"shard 1 never reported progress: {state}"
+    os.kill(state["pid"], signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, out[-2000:] + err[-3000:]
+    rep = _report(work, "sigkill")
+    assert rep["failed_shards"] == [1]
+    bad = rep["shards"][1]
+    assert bad["job_id"].endswith("_1") and bad["state"] not in ("COMPLETED", None)
+    assert f"shard 1/2 job {bad['job_id']}: {bad['state']}" in out + err
+    done_before = len(list((work / "sigkill" / "cache").rglob("*.npz")))
+    assert done_before < N_ITEMS, "the kill did not land mid-way"
+
+    _extract(args, env)  # the same command again
+    rep = _report(work, "sigkill")
+    assert rep["failed_shards"] == [] and rep["n_cached"] == done_before
+    assert rep["n_extracted"] == N_ITEMS - done_before and rep["shards"][0]["n_extracted"] == 0
+    assert _cache(work / "sigkill" / "cache") == reference  # no .tmp left, same bytes
 
 
 @pytest.mark.slurm
