@@ -8,7 +8,8 @@ The package's folders are its layers; data flows one way through them:
   crop's spectrum, self-blended pseudo-fakes (``blend``), the per-clip ``cache`` and the
   ``extract`` loop over a manifest, fine-tuning FaceNet itself (``finetune``);
 - ``learn``: the metric-learning core on arrays: losses and miners (``losses``,
-  ``mining``), the projection head (``projector``), per-clip pooling (``temporal``);
+  ``mining``), the projection head (``projector``), identity nuisance projection
+  (``nuisance``), per-clip pooling (``temporal``);
 - ``eval``: identity-grouped ``splits``, frame → video ``scoring``, ``metrics``, the
   evaluation protocol (``evaluation``) and ``plots``;
 - on top: a fitted end-to-end detector (``model``), explanations (``explain``) and the
@@ -42,7 +43,7 @@ _EXPORTS = {
     "ImageNetEmbedder": "features.imagenet",
     # metric-learning core
     "TripletProjector": "learn.projector", "SemiHardTripletLoss": "learn.mining",
-    "pool_frames": "learn.temporal",
+    "pool_frames": "learn.temporal", "NuisanceProjection": "learn.nuisance",
     # evaluation
     "frame_scores": "eval.scoring", "aggregate_scores": "eval.scoring",
     "binary_metrics": "eval.metrics", "frame_and_video_metrics": "eval.metrics",

@@ -36,6 +36,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "deepmetric.features.embedder.FaceEmbedder",
     "deepmetric.features.imagenet.ImageNetEmbedder",
     "deepmetric.learn.projector.TripletProjector",
+    "deepmetric.learn.nuisance.NuisanceProjection",
     "deepmetric.features.finetune.FaceNetFineTuner",
     "deepmetric.eval.selection.InnerCVSelector",
 )

@@ -22,6 +22,9 @@ Row groups (``--rows``):
   (semi-hard triplet, SupCon, one-class softmax) before the same classifier;
 - ``sbi``: self-blended pseudo-fakes of the real FF++ clips (``--sbi-copies``), with the real
   fakes and real-only (pseudo-fakes as the only fakes);
+- ``identity``: the top k between-identity directions of the training data projected out
+  (:class:`deepmetric.learn.nuisance.NuisanceProjection`, nuisance attribute projection)
+  before the same classifier, k in {8, 16, 32};
 - ``multisource``: FF++ plus part of the DFDC dev set for training, tested on the rest of
   it (grouped by source video, 5 folds) — a second protocol, not cross-dataset;
 - ``nested``: the choice of features and of C made by an inner grouped CV inside each outer
@@ -163,6 +166,18 @@ def projected(loss: str, C: float = 0.1, seed: int = 0) -> Any:
                      ("classifier", LogisticRegression(C=C, max_iter=2000))])
 
 
+def identity_removed(k: int, C: float = 0.1) -> Any:
+    """The top ``k`` between-identity directions projected out (fitted on the training
+    identity groups), then the same logistic regression (NuisanceProjection standardises)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from deepmetric.learn.nuisance import NuisanceProjection
+
+    return Pipeline([("nuisance", NuisanceProjection(n_components=k)),
+                     ("classifier", LogisticRegression(C=C, max_iter=2000))])
+
+
 def seeds_recipe(seed: int = 0) -> Any:
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.pipeline import Pipeline
@@ -227,12 +242,14 @@ def multisource(pipe: Any, blocks: list[str], data: dict[str, Data], n_splits: i
 # -- the rows -----------------------------------------------------------------------------
 def rows(data: dict[str, Data], groups: set[str],
          on_row: Callable[[list[dict]], None] | None = None,
-         done: list[dict] | None = None) -> list[dict]:
+         done: list[dict] | None = None, sbi_copies: int = 0) -> list[dict]:
     """Run the study's row groups; each row: name, group, blocks, what, and its metrics.
 
     ``on_row`` is called with all rows so far after each row (to write them as they come);
     ``done`` holds rows of an earlier run (``--append``): they are kept and count for the
-    dev-set choice of the best blocks.
+    dev-set choice of the best blocks. ``sbi_copies`` (self-blended copies per real clip in
+    ``data["sbi"]``) names the ``sbi`` rows, so runs with other numbers of copies keep
+    their own rows.
     """
     out: list[dict] = list(done or [])
 
@@ -291,13 +308,21 @@ def rows(data: dict[str, Data], groups: set[str],
             both = Data({b: np.concatenate([ff.X[b], sb.X[b]]) for b in ff.X},
                         pd.concat([ff.frames.assign(role="both"), sb.frames.assign(role="train")],
                                   ignore_index=True))
-            row("sbi", f"{tag}: FF++ + self-blended copies", "real + fakes + pseudo-fakes",
+            n = f" ({sbi_copies} per real clip)" if sbi_copies > 1 else ""
+            row("sbi", f"{tag}: FF++ + self-blended copies{n}", "real + fakes + pseudo-fakes",
                 blocks, lambda b=blocks, d=both: in_and_cross(logreg(), b, data, train=d))
             only = both.frames.copy()
             only.loc[only["label"].eq(1) & only["role"].eq("both"), "role"] = "test"
             d2 = Data(both.X, only)
-            row("sbi", f"{tag}: real + self-blended only", "no real fake in training",
+            row("sbi", f"{tag}: real + self-blended only{n}", "no real fake in training",
                 blocks, lambda b=blocks, d=d2: in_and_cross(logreg(), b, data, train=d))
+    if "identity" in groups:
+        for blocks in (["embedding"], DEEPMETRIC, best):
+            tag = "+".join(blocks)
+            for k in (8, 16, 32):
+                row("identity", f"{tag}: identity subspace removed, k={k}",
+                    f"NuisanceProjection({k}) → logreg", blocks,
+                    lambda b=blocks, k=k: in_and_cross(identity_removed(k), b, data))
     if "multisource" in groups:
         for blocks in (best, DEEPMETRIC):
             row("multisource", "+".join(blocks), "FF++ + 4/5 of DFDC dev → 1/5", blocks,
@@ -424,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--head", type=int, default=2000,
                    help="first N DFDC dev rows (0: all 8,329)")
-    p.add_argument("--rows", default="baselines,blocks,adapt,metric,sbi,multisource,nested")
+    p.add_argument("--rows", default="baselines,blocks,adapt,metric,sbi,identity,multisource,"
+                   "nested")
     p.add_argument("--sbi-copies", type=int, default=2)
     p.add_argument("--append", action="store_true",
                    help="keep the rows already in OUT/generalization.json (others rerun)")
@@ -441,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
         (a.out / "generalization.md").write_text(markdown(results, a.head or None))
 
     data = load_data(a.head or None, a.sbi_copies if "sbi" in groups else 0)
-    results = rows(data, groups, on_row=write, done=done)
+    results = rows(data, groups, on_row=write, done=done,
+                   sbi_copies=a.sbi_copies if "sbi" in groups else 0)
     write(results)
     print(markdown(results, a.head or None))
     return 0

@@ -259,3 +259,24 @@ def test_a_model_with_a_second_backbone_and_a_nested_selector_round_trips(
     assert again.extractor.backbones[0]._model is None  # weights reloaded, not stored
     for f in crops[:3]:
         assert again.predict(f)["score"] == model.predict(f)["score"]
+
+
+def test_a_model_with_an_identity_nuisance_projection_round_trips(fitted, tmp_path):
+    """projector=nuisance in a model file: the removed directions come back exactly."""
+    from deepmetric.eval.evaluation import fit_grouped
+    from deepmetric.learn.nuisance import NuisanceProjection
+
+    ex, crops = fitted["frame"].extractor, fitted["crops"]
+    items = validate_manifest(pd.DataFrame({
+        "path": [str(p) for p in crops], "label": [p.parent.name for p in crops],
+        "video_id": [p.stem for p in crops],
+        "group": [f"g{i % 5}" for i in range(len(crops))]}))
+    feats = ex.features(items)
+    pipe = fit_grouped(Pipeline([("projector", NuisanceProjection(n_components=3)),
+                                 ("classifier", LogisticRegression())]),
+                       feats.X, feats.y, feats.groups)
+    model = DeepfakeModel(ex, pipe, ["embedding"])
+    again = DeepfakeModel.load(model.save(tmp_path / "nap.skops"))
+    np.testing.assert_array_equal(again.pipeline[0].components_, pipe[0].components_)
+    for f in crops[:3]:
+        assert again.predict(f)["score"] == model.predict(f)["score"]
