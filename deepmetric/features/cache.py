@@ -6,7 +6,9 @@
   every byte), so a file edited anywhere, even in place with its size kept, is extracted
   again, while a dataset that is copied, moved, re-mounted or staged to node-local scratch
   (new paths, new modification times) keeps its cache. The hash is computed once per
-  file state (path, inode, size, modification time) in a process.
+  file state (path, inode, size, modification and change times), and kept on disk in
+  ``<root>/fingerprints/`` (:class:`FingerprintIndex`), so the run after a sharded
+  extraction does not read every file again.
 - Writes are atomic (a unique temp file in ``<dir>/tmp/``, fsync, ``os.replace``): a run
   killed midway leaves either no file or a complete one, never a partial file under the
   final name; the next job to take the clip's lock removes a killed writer's temp file.
@@ -37,7 +39,8 @@ import numpy as np
 
 from deepmetric.storage import cache_root
 
-__all__ = ["FeatureCache", "CacheError", "settings_hash", "content_fingerprint"]
+__all__ = ["FeatureCache", "CacheError", "FingerprintIndex", "settings_hash",
+           "content_fingerprint"]
 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -100,29 +103,101 @@ def read_npz(path: Path, required: tuple[str, ...] = ()) -> dict[str, np.ndarray
 
 #: bytes hashed per read when fingerprinting a file
 _CHUNK = 1024 * 1024
+#: file state (abs path, inode, size, mtime ns, ctime ns) -> fingerprint, in this process
 _fingerprints: dict[tuple, str] = {}
 
 
-def content_fingerprint(path: str | os.PathLike) -> str:
+class FingerprintIndex:
+    """Content fingerprints kept on disk, so that another process does not hash again.
+
+    A sharded extraction hashes every media file in its jobs; the run that trains on the
+    cache afterwards would hash them all again in one process (for DFDC, 470 GB read once
+    more). Each process that hashes a file appends a line to its own file in ``folder``
+    (``<host>-<pid>.tsv``: path, inode, size, mtime and ctime in ns, fingerprint), and a
+    process reads every such file once, on its first lookup. An entry is used only when the
+    file's path, inode, size, mtime *and* ctime all match, and ctime cannot be set back by a
+    user, so an in-place edit is hashed again even when its mtime is restored. A line a
+    killed process left half-written (no newline, or not six well-formed fields) is
+    skipped.
+
+    Parameters
+    ----------
+    folder : path-like
+        Where the index files are (``<cache root>/fingerprints``).
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self._known: dict[tuple, str] | None = None
+        self._own: Path | None = None
+
+    def get(self, key: tuple) -> str | None:
+        if self._known is None:
+            self._known = {}
+            with contextlib.suppress(OSError):
+                for f in sorted(self.folder.glob("*.tsv")):
+                    with contextlib.suppress(OSError), open(f, encoding="utf-8",
+                                                            errors="surrogateescape") as fh:
+                        for line in fh:
+                            parts = line.rstrip("\n").split("\t")
+                            if len(parts) == 6 and line.endswith("\n") and \
+                                    all(v.isdigit() for v in parts[1:5]) and \
+                                    _HEX16.fullmatch(parts[5]):
+                                self._known[(parts[0], *map(int, parts[1:5]))] = parts[5]
+        return self._known.get(key)
+
+    def put(self, key: tuple, fingerprint: str) -> None:
+        if self._known is not None:
+            self._known[key] = fingerprint
+        if "\t" in key[0] or "\n" in key[0]:
+            return  # not representable in the index; hashed again next time
+        try:
+            if self._own is None:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                host = re.sub(r"[^A-Za-z0-9._-]+", "_", os.uname().nodename)[:40]
+                self._own = self.folder / f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}.tsv"
+            with open(self._own, "a", encoding="utf-8", errors="surrogateescape") as fh:
+                fh.write("\t".join([key[0], *map(str, key[1:]), fingerprint]) + "\n")
+        except OSError:
+            pass  # a read-only cache: the fingerprint is still right, only not kept
+
+
+_indexes: dict[str, FingerprintIndex] = {}
+_HEX16 = re.compile(r"[0-9a-f]{16}")
+
+
+def content_fingerprint(path: str | os.PathLike,
+                        index: str | os.PathLike | None = None) -> str:
     """A 16-hex-digit fingerprint of a file's whole content (BLAKE2b over every byte).
 
     Independent of the path and modification time; any edit changes it, including one in
-    the middle of a file that keeps its size. Memoised per (path, inode, size, mtime), so
-    repeated lookups in one process read the file once. A missing file gets a fingerprint
-    of its path (so a later real file never collides with it).
+    the middle of a file that keeps its size. Memoised per (path, inode, size, mtime,
+    ctime), so repeated lookups in one process read the file once; with ``index`` (a
+    :class:`FingerprintIndex` folder), also across processes. A missing file gets a
+    fingerprint of its path (so a later real file never collides with it).
     """
     p = os.path.abspath(path)
     try:
         st = os.stat(p)
     except FileNotFoundError:
         return hashlib.sha1(f"missing|{p}".encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    memo = (p, st.st_ino, st.st_size, st.st_mtime_ns)
-    if memo not in _fingerprints:
-        h = hashlib.blake2b(f"{st.st_size}|".encode(), digest_size=8)
-        with open(p, "rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                h.update(chunk)
-        _fingerprints[memo] = h.hexdigest()
+    memo = (p, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if memo in _fingerprints:
+        return _fingerprints[memo]
+    store = None
+    if index is not None:
+        store = _indexes.setdefault(str(index), FingerprintIndex(index))
+        known = store.get(memo)
+        if known is not None:
+            _fingerprints[memo] = known
+            return known
+    h = hashlib.blake2b(f"{st.st_size}|".encode(), digest_size=8)
+    with open(p, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    _fingerprints[memo] = h.hexdigest()
+    if store is not None:
+        store.put(memo, _fingerprints[memo])
     return _fingerprints[memo]
 
 
@@ -162,7 +237,8 @@ class FeatureCache:
         p = Path(os.path.abspath(media_path))
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", p.stem)[:40] or "item"
         tail = f"-{re.sub(r'[^A-Za-z0-9._-]+', '_', variant)}" if variant else ""
-        return self.dir / f"{stem}-{content_fingerprint(p)}{tail}.npz"
+        fp = content_fingerprint(p, self.root / "fingerprints")
+        return self.dir / f"{stem}-{fp}{tail}.npz"
 
     def has(self, media_path: str | os.PathLike, variant: str | None = None) -> bool:
         """Whether a complete file exists for this media file (not read)."""

@@ -79,6 +79,79 @@ def test_edit_anywhere_in_a_file_gets_a_new_key(tmp_path, where):
     assert cache.path_for(media) != k1
 
 
+def _fresh_process_state(monkeypatch):
+    """What a new process starts with: no in-memory fingerprints, no index read yet."""
+    import deepmetric.features.cache as cache_mod
+
+    monkeypatch.setattr(cache_mod, "_fingerprints", {})
+    monkeypatch.setattr(cache_mod, "_indexes", {})
+
+
+def test_another_process_finds_the_fingerprints_without_reading_the_files(tmp_path):
+    """A shard hashes its clips; the run after it, a new Python process, looks the same
+    cache files up from the on-disk index and hashes nothing (it writes no index file of
+    its own, which it does for every file it has to hash)."""
+    import subprocess
+    import sys
+
+    media = []
+    for i in range(5):
+        media.append(tmp_path / "media" / f"clip{i}.mp4")
+        media[-1].parent.mkdir(exist_ok=True)
+        media[-1].write_bytes(os.urandom(200_000))
+    code = ("import sys; from deepmetric.features.cache import FeatureCache; "
+            "c = FeatureCache(sys.argv[1], {}); "
+            "print('\\n'.join(str(c.path_for(m)) for m in sys.argv[2:]))")
+    args = [sys.executable, "-c", code, str(tmp_path / "c"), *map(str, media)]
+    first = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    index = tmp_path / "c" / "fingerprints"
+    written = sorted(index.glob("*.tsv"))
+    assert len(written) == 1 and len(written[0].read_text().splitlines()) == 5
+    second = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    assert second == first and sorted(index.glob("*.tsv")) == written
+    cache = FeatureCache(tmp_path / "c", {})
+    assert [str(cache.path_for(m)) for m in media] == first.split()
+
+
+def test_the_index_is_not_trusted_after_an_edit_that_restores_mtime(tmp_path, monkeypatch):
+    """Same size, one byte changed in place, mtime set back: the ctime moved, so a new
+    process hashes the file again instead of reusing the index entry."""
+    media = tmp_path / "clip.bmp"
+    media.write_bytes(b"\0" * 100_000)
+    before = os.stat(media)
+    cache = FeatureCache(tmp_path / "c", {})
+    k1 = cache.path_for(media)
+    time.sleep(0.05)  # past the file system's timestamp granularity
+    with open(media, "r+b") as fh:
+        fh.seek(50_000)
+        fh.write(b"\1")
+    os.utime(media, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(media).st_mtime_ns == before.st_mtime_ns
+    _fresh_process_state(monkeypatch)
+    assert FeatureCache(tmp_path / "c", {}).path_for(media) != k1
+
+
+def test_a_half_written_index_line_is_skipped_and_a_read_only_index_still_works(
+        tmp_path, monkeypatch):
+    media = tmp_path / "clip.mp4"
+    media.write_bytes(os.urandom(10_000))
+    cache = FeatureCache(tmp_path / "c", {})
+    k1 = cache.path_for(media)
+    index = tmp_path / "c" / "fingerprints"
+    (own,) = index.glob("*.tsv")
+    line = own.read_text()
+    # a line cut inside its fingerprint, and a killed process's last line (a wrong
+    # fingerprint, no newline yet): neither is used
+    own.write_text(line[:-3] + "\n" + line.replace(line.split("\t")[-1], "0" * 16)[:-1])
+    (index / "other.tsv").write_text("not\tan\tindex\tline\n")
+    _fresh_process_state(monkeypatch)
+    assert FeatureCache(tmp_path / "c", {}).path_for(media) == k1  # hashed again
+    shutil.rmtree(index)
+    index.write_text("a file where the folder should be")  # cannot write an index
+    _fresh_process_state(monkeypatch)
+    assert FeatureCache(tmp_path / "c", {}).path_for(media) == k1
+
+
 def test_odd_names(tmp_path):
     media = tmp_path / "clip with spaces é 中文.mp4"
     media.write_bytes(b"x")
