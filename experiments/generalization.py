@@ -22,6 +22,9 @@ Row groups (``--rows``):
   (semi-hard triplet, SupCon, one-class softmax) before the same classifier;
 - ``sbi``: self-blended pseudo-fakes of the real FF++ clips (``--sbi-copies``), with the real
   fakes and real-only (pseudo-fakes as the only fakes);
+- ``degrade``: training-only copies of every FF++ clip whose face crops went through a random
+  blur / resampling / JPEG chain (``--degrade-copies``; :mod:`deepmetric.features.degrade`),
+  alone and with the self-blended copies;
 - ``identity``: the top k between-identity directions of the training data projected out
   (:class:`deepmetric.learn.nuisance.NuisanceProjection`, nuisance attribute projection)
   before the same classifier, k in {8, 16, 32};
@@ -82,11 +85,13 @@ def _compose(overrides: list[str]):
         return compose("config", overrides=overrides)
 
 
-def load_data(head: int | None, sbi_copies: int, batch_size: int = 64) -> dict[str, Data]:
-    """FF++, its self-blended copies (when asked) and the DFDC dev crops, as :class:`Data`."""
+def load_data(head: int | None, sbi_copies: int, batch_size: int = 64,
+              degrade_copies: int = 0) -> dict[str, Data]:
+    """FF++, its self-blended and degraded copies (when asked) and the DFDC dev crops, as
+    :class:`Data`."""
     from hydra.utils import instantiate
 
-    from deepmetric.datasets.items import add_self_blended
+    from deepmetric.datasets.items import add_degraded, add_self_blended
     from deepmetric.features.imagenet import ImageNetEmbedder
     from experiments.run import _extractor_for, _load_items
 
@@ -101,6 +106,9 @@ def load_data(head: int | None, sbi_copies: int, batch_size: int = 64) -> dict[s
     if sbi_copies:
         sbi = add_self_blended(ffpp, sbi_copies)
         sets["sbi"] = (sbi[sbi["blend_seed"].notna()].reset_index(drop=True), cfg.data)
+    if degrade_copies:
+        deg = add_degraded(ffpp, degrade_copies)
+        sets["degrade"] = (deg[deg["degrade_seed"].notna()].reset_index(drop=True), cfg.data)
     out = {}
     for name, (items, node) in sets.items():
         ex = _extractor_for(extractor, node)
@@ -242,7 +250,8 @@ def multisource(pipe: Any, blocks: list[str], data: dict[str, Data], n_splits: i
 # -- the rows -----------------------------------------------------------------------------
 def rows(data: dict[str, Data], groups: set[str],
          on_row: Callable[[list[dict]], None] | None = None,
-         done: list[dict] | None = None, sbi_copies: int = 0) -> list[dict]:
+         done: list[dict] | None = None, sbi_copies: int = 0,
+         degrade_copies: int = 0) -> list[dict]:
     """Run the study's row groups; each row: name, group, blocks, what, and its metrics.
 
     ``on_row`` is called with all rows so far after each row (to write them as they come);
@@ -302,12 +311,9 @@ def rows(data: dict[str, Data], groups: set[str],
                 row("metric", f"{tag}: {loss} head", f"{loss} projection (64-d) → logreg",
                     blocks, lambda b=blocks, lf=loss: in_and_cross(projected(lf), b, data))
     if "sbi" in groups and "sbi" in data:
-        ff, sb = data["ffpp"], data["sbi"]
         for blocks in (best, DEEPMETRIC):
             tag = "+".join(blocks)
-            both = Data({b: np.concatenate([ff.X[b], sb.X[b]]) for b in ff.X},
-                        pd.concat([ff.frames.assign(role="both"), sb.frames.assign(role="train")],
-                                  ignore_index=True))
+            both = with_copies(data["ffpp"], data["sbi"])
             n = f" ({sbi_copies} per real clip)" if sbi_copies > 1 else ""
             row("sbi", f"{tag}: FF++ + self-blended copies{n}", "real + fakes + pseudo-fakes",
                 blocks, lambda b=blocks, d=both: in_and_cross(logreg(), b, data, train=d))
@@ -323,6 +329,18 @@ def rows(data: dict[str, Data], groups: set[str],
                 row("identity", f"{tag}: identity subspace removed, k={k}",
                     f"NuisanceProjection({k}) → logreg", blocks,
                     lambda b=blocks, k=k: in_and_cross(identity_removed(k), b, data))
+    if "degrade" in groups and "degrade" in data:
+        for blocks in (best, DEEPMETRIC):
+            tag = "+".join(blocks)
+            row("degrade", f"{tag}: FF++ + degraded copies ({degrade_copies} per clip)",
+                "blur / resampling / JPEG copies of every clip, training only", blocks,
+                lambda b=blocks: in_and_cross(logreg(), b, data,
+                                              train=with_copies(data["ffpp"], data["degrade"])))
+            if "sbi" in data:
+                row("degrade", f"{tag}: FF++ + degraded + self-blended copies",
+                    "both kinds of copies, training only", blocks,
+                    lambda b=blocks: in_and_cross(logreg(), b, data, train=with_copies(
+                        data["ffpp"], data["degrade"], data["sbi"])))
     if "multisource" in groups:
         for blocks in (best, DEEPMETRIC):
             row("multisource", "+".join(blocks), "FF++ + 4/5 of DFDC dev → 1/5", blocks,
@@ -349,6 +367,17 @@ def rows(data: dict[str, Data], groups: set[str],
             "3-fold CV on the training clips", DEEPMETRIC,
             lambda: nested_video(data, [DEEPMETRIC, best, ["repeat_3", "spectrum"]]))
     return out
+
+
+def with_copies(ff: Data, *copies: Data) -> Data:
+    """FF++ (role "both") and training-only copies of its clips (role "train") in one
+    :class:`Data`: the in-dataset CV tests only FF++'s own rows, a copy stays with its
+    source's group."""
+    parts = [ff, *copies]
+    return Data({b: np.concatenate([d.X[b] for d in parts]) for b in ff.X},
+                pd.concat([ff.frames.assign(role="both")]
+                          + [d.frames.assign(role="train") for d in copies],
+                          ignore_index=True))
 
 
 def block_columns(d: Data, choices: list[list[str]]) -> tuple[list[str], dict]:
@@ -449,9 +478,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--head", type=int, default=2000,
                    help="first N DFDC dev rows (0: all 8,329)")
-    p.add_argument("--rows", default="baselines,blocks,adapt,metric,sbi,identity,multisource,"
-                   "nested")
+    p.add_argument("--rows", default="baselines,blocks,adapt,metric,sbi,degrade,identity,"
+                   "multisource,nested")
     p.add_argument("--sbi-copies", type=int, default=2)
+    p.add_argument("--degrade-copies", type=int, default=1)
     p.add_argument("--append", action="store_true",
                    help="keep the rows already in OUT/generalization.json (others rerun)")
     a = p.parse_args(argv)
@@ -466,9 +496,11 @@ def main(argv: list[str] | None = None) -> int:
         store.write_text(json.dumps(results, indent=1, default=str))
         (a.out / "generalization.md").write_text(markdown(results, a.head or None))
 
-    data = load_data(a.head or None, a.sbi_copies if "sbi" in groups else 0)
-    results = rows(data, groups, on_row=write, done=done,
-                   sbi_copies=a.sbi_copies if "sbi" in groups else 0)
+    n_sbi = a.sbi_copies if groups & {"sbi", "degrade"} else 0
+    n_deg = a.degrade_copies if "degrade" in groups else 0
+    data = load_data(a.head or None, n_sbi, degrade_copies=n_deg)
+    results = rows(data, groups, on_row=write, done=done, sbi_copies=n_sbi,
+                   degrade_copies=n_deg)
     write(results)
     print(markdown(results, a.head or None))
     return 0

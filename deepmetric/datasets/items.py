@@ -44,6 +44,7 @@ __all__ = [
     "validate_manifest",
     "manifest_from_paths",
     "add_self_blended",
+    "add_degraded",
     "ROLES",
 ]
 
@@ -321,13 +322,59 @@ def add_self_blended(manifest: pd.DataFrame, copies: int = 1, *, only: bool = Fa
         raise ManifestError("no real item to self-blend (label 0)")
     parts = [base]
     for j in range(int(copies)):
-        part = real.copy()
-        part["video_id"] = part["video_id"].astype(str) + f"#sbi{j}"
-        if "clip" in part.columns:  # the blended frames of a clip form a clip of their own
-            part["clip"] = [c + f"#sbi{j}" if c else "" for c in part["clip"]]
+        part = _copy_rows(real, f"#sbi{j}", "blend_seed", j)
         part["label"] = np.int64(1)
         part["method"] = method
-        part["blend_seed"] = pd.array([j] * len(part), dtype="Int64")
-        part["role"] = "train"
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
+
+
+def add_degraded(manifest: pd.DataFrame, copies: int = 1) -> pd.DataFrame:
+    """Add degraded copies of every item (real and fake, label kept), for training only.
+
+    Each row that may be trained on (role not ``"test"``) gets ``copies`` new rows with
+    the same ``path``, ``group``, ``label`` and ``method``, ``video_id``
+    ``"<video_id>#deg<j>"`` (and ``clip`` ``"<clip>#deg<j>"``), ``degrade_seed`` ``j`` and
+    role ``"train"``: :class:`deepmetric.Extractor` passes the
+    clip's face crops through one random blur / resampling / JPEG chain (see
+    :func:`deepmetric.features.extract.degraded_faces`), and the evaluation never tests on
+    them. A copy shares its source's group, so it is on the same side of every split.
+    Rows that are self-blended copies already get degraded copies of the blend.
+
+    Parameters
+    ----------
+    manifest : pandas.DataFrame
+        A validated manifest (self-blended rows included, if any).
+    copies : int
+        Degraded copies per item (0 returns the manifest with the new column).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The manifest (role ``"both"`` where it had none) followed by the new rows; a fresh
+        RangeIndex.
+    """
+    if copies < 0:
+        raise ValueError(f"copies must be >= 0, got {copies}")
+    if "degrade_seed" in manifest.columns and manifest["degrade_seed"].notna().any():
+        raise ManifestError("the manifest already has degraded rows")
+    base = manifest.copy()
+    base["degrade_seed"] = pd.array([pd.NA] * len(base), dtype="Int64")
+    if "role" not in base.columns:
+        base["role"] = "both"
+    source = base[base["role"] != "test"]  # never train on a copy of a test-only row
+    parts = [base] + [_copy_rows(source, f"#deg{j}", "degrade_seed", j)
+                      for j in range(int(copies))]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _copy_rows(rows: pd.DataFrame, tag: str, seed_column: str, seed: int) -> pd.DataFrame:
+    """Training-only copies of ``rows``: ids and clips suffixed with ``tag`` (the copied
+    frames of a clip form a clip of their own), ``seed_column`` set to ``seed``."""
+    part = rows.copy()
+    part["video_id"] = part["video_id"].astype(str) + tag
+    if "clip" in part.columns:
+        part["clip"] = [c + tag if c else "" for c in part["clip"]]
+    part[seed_column] = pd.array([seed] * len(part), dtype="Int64")
+    part["role"] = "train"
+    return part

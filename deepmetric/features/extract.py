@@ -30,6 +30,8 @@ __all__ = ["Extractor", "ExtractionError", "ExtractionReport", "FrameFeatures"]
 
 #: Version of the self-blending operator, part of the cache name of self-blended copies.
 BLEND_VERSION = 1
+#: Version of the degradation chain (deepmetric.features.degrade), in degraded copies' names.
+DEGRADE_VERSION = 1
 
 
 class ExtractionError(RuntimeError):
@@ -213,8 +215,8 @@ class Extractor:
         return FeatureCache(root, self.settings())
 
     # -- one item ---------------------------------------------------------------------------
-    def extract_item(self, path: str | Path, frames=None,
-                     blend_seed: int | None = None) -> dict[str, np.ndarray]:
+    def extract_item(self, path: str | Path, frames=None, blend_seed: int | None = None,
+                     degrade_seed: int | None = None) -> dict[str, np.ndarray]:
         """Extract one clip or image (no caching).
 
         Parameters
@@ -224,7 +226,9 @@ class Extractor:
         frames : deepmetric.video.frames.Frames, optional
             Already decoded frames of ``path``.
         blend_seed : int, optional
-            Extract a *self-blended* copy instead (see :func:`self_blended_frames`).
+            Extract a *self-blended* copy instead (see :func:`self_blended_faces`).
+        degrade_seed : int, optional
+            Extract a *degraded* copy (see :func:`degraded_faces`; after the blend, if both).
 
         Returns
         -------
@@ -238,12 +242,18 @@ class Extractor:
             (T, 160, 160, 3) when ``save_crops``.
         """
         fr = frames if frames is not None else read_frames(path, self.n_frames)
-        return self._extract(path, fr, self.detector.detect(fr.images), blend_seed)
+        return self._extract(path, fr, self.detector.detect(fr.images),
+                             (blend_seed, degrade_seed))
 
-    def _extract(self, path, fr, faces: FaceCrops, blend_seed: int | None) -> dict:
-        """The arrays of a clip (or of its self-blended copy) from its detected faces."""
+    def _extract(self, path, fr, faces: FaceCrops,
+                 seeds: tuple[int | None, int | None]) -> dict:
+        """The arrays of a clip (or of its self-blended and/or degraded copy) from its
+        detected faces; ``seeds`` is ``(blend_seed, degrade_seed)``."""
+        blend_seed, degrade_seed = seeds
         if blend_seed is not None:
             faces = self_blended_faces(fr.images, faces, blend_seed, path, self.detector)
+        if degrade_seed is not None:
+            faces = degraded_faces(faces, degrade_seed, path)
         return self._arrays(fr, faces)
 
     def _arrays(self, fr, faces) -> dict[str, np.ndarray]:
@@ -275,8 +285,9 @@ class Extractor:
         """Extract every item of the manifest that is not cached yet.
 
         Rows with a ``blend_seed`` (see :func:`deepmetric.datasets.items.add_self_blended`) are
-        self-blended copies of their clip: the clip is decoded and searched for faces once
-        for all its rows.
+        self-blended copies of their clip, rows with a ``degrade_seed``
+        (:func:`deepmetric.datasets.items.add_degraded`) degraded copies: the clip is
+        decoded and searched for faces once for all its rows.
 
         Jobs sharing the cache never extract a clip twice and never wait on each other: a
         clip another job holds locked is skipped, the run goes on with the next clips, and
@@ -301,7 +312,7 @@ class Extractor:
 
         cache = self.cache
         report = ExtractionReport(n_items=len(manifest))
-        todo: dict[str, list[tuple[str, int | None]]] = {}  # path -> [(video_id, seed)]
+        todo: dict[str, list[tuple[str, tuple]]] = {}  # path -> [(video_id, seeds)]
         for vid, path, seed in zip(manifest["video_id"], manifest["path"], _seeds(manifest)):
             if cache.has(path, _variant(seed)) and self._usable(cache.load(path, _variant(seed))):
                 report.n_cached += 1
@@ -343,7 +354,7 @@ class Extractor:
             if not a["found"].any():
                 report.no_face.append(str(v))
             n_read, n_asked = len(a["frame_index"]), int(a.get("n_asked", -1))
-            if s is None and n_read < n_asked:
+            if s == (None, None) and n_read < n_asked:
                 report.short.append({"video_id": str(v), "path": str(p), "read": n_read,
                                      "asked": n_asked})
         if report.failures:
@@ -514,15 +525,49 @@ def _feature_keys(arrays: dict) -> list[str]:
     return [k for k in arrays if k not in meta]
 
 
-def _seeds(manifest: pd.DataFrame) -> list[int | None]:
-    """Each row's ``blend_seed`` (None for the clip itself)."""
-    if "blend_seed" not in manifest.columns:
-        return [None] * len(manifest)
-    return [None if pd.isna(v) else int(v) for v in manifest["blend_seed"]]
+def _seeds(manifest: pd.DataFrame) -> list[tuple[int | None, int | None]]:
+    """Each row's ``(blend_seed, degrade_seed)`` (``(None, None)`` for the clip itself)."""
+    def column(name: str) -> list[int | None]:
+        if name not in manifest.columns:
+            return [None] * len(manifest)
+        return [None if pd.isna(v) else int(v) for v in manifest[name]]
+    return list(zip(column("blend_seed"), column("degrade_seed")))
 
 
-def _variant(seed: int | None) -> str | None:
-    return None if seed is None else f"sbi{seed}-v{BLEND_VERSION}"
+def _variant(seeds: tuple[int | None, int | None]) -> str | None:
+    """The cache-file suffix of a copy (None for the clip itself)."""
+    blend, degrade = seeds
+    parts = ([f"sbi{blend}-v{BLEND_VERSION}"] if blend is not None else []) \
+        + ([f"deg{degrade}-v{DEGRADE_VERSION}"] if degrade is not None else [])
+    return "-".join(parts) or None
+
+
+def degraded_faces(faces: FaceCrops, seed: int, path: str | Path) -> FaceCrops:
+    """Face crops of a degraded copy of a clip (:mod:`deepmetric.features.degrade`).
+
+    One :class:`~deepmetric.features.degrade.DegradeParams` is drawn per clip, from ``seed``
+    and the clip's content fingerprint, and applied to every crop (boxes, landmarks and
+    probabilities are kept).
+
+    Parameters
+    ----------
+    faces : FaceCrops
+        The clip's detected faces (crops uint8 (T, S, S, 3)).
+    seed : int
+        The copy's number.
+    path : path-like
+        The clip (its content fingerprint seeds the draw).
+
+    Returns
+    -------
+    FaceCrops
+        The same faces with degraded crops.
+    """
+    from deepmetric.features.cache import content_fingerprint
+    from deepmetric.features.degrade import degrade_crops, sample_degrade_params
+
+    rng = np.random.default_rng([int(seed), 1, int(content_fingerprint(path), 16) % 2**63])
+    return replace(faces, crops=degrade_crops(faces.crops, sample_degrade_params(rng)))
 
 
 def self_blended_faces(images: Sequence[np.ndarray], faces: FaceCrops, seed: int,

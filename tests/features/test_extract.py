@@ -187,6 +187,34 @@ def test_self_blended_copies_share_the_detection_and_differ_in_the_face(
     assert len(copies) == 6 and (copies["label"] == 1).all() and (copies["role"] == "train").all()
 
 
+def test_degraded_copies_of_every_item_are_training_only_and_differ_in_texture(
+        tmp_path, small_manifest, detector, embedder):
+    from deepmetric.datasets.items import ManifestError, add_degraded, add_self_blended
+
+    items = add_degraded(add_self_blended(small_manifest, copies=1, only=True), copies=1)
+    # the fakes are test-only under only=True: they get no degraded copy
+    assert items["video_id"].str.endswith("#deg0").sum() == 2  # the real and its SBI copy
+    assert (items.loc[items["degrade_seed"].notna(), "role"] == "train").all()
+    with pytest.raises(ManifestError, match="already has degraded rows"):
+        add_degraded(items)
+    ex = Extractor(detector, embedder, n_frames=3, cache_dir=tmp_path, save_crops=True,
+                   progress=False)
+    r = ex.run(items)
+    assert (r.n_extracted, r.n_failed) == (len(items), 0)
+    real = items["path"].iloc[0]
+    a, d, bd = (ex.cache.load(real), ex.cache.load(real, "deg0-v1"),
+                ex.cache.load(real, "sbi0-v1-deg0-v1"))
+    np.testing.assert_array_equal(a["box"], d["box"])  # detected once
+    assert not np.array_equal(a["crops"], d["crops"])
+    assert not np.allclose(a["embedding"], d["embedding"], atol=1e-3)
+    assert not np.array_equal(ex.cache.load(real, "sbi0-v1")["crops"], bd["crops"])
+    assert ex.run(items).n_cached == len(items)
+    feats = ex.features(items)
+    copies = feats.frames[feats.frames["video_id"].str.endswith("#deg0")]
+    assert len(copies) == 6 and (copies["role"] == "train").all()
+    assert sorted(copies["label"].unique()) == [0, 1]  # labels kept: a real and a pseudo-fake
+
+
 def test_crops_are_added_on_demand_and_serve_requests_without_them(
         tmp_path, small_manifest, detector, embedder):
     one = small_manifest.iloc[:1]
