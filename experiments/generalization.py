@@ -25,6 +25,9 @@ Row groups (``--rows``):
 - ``degrade``: training-only copies of every FF++ clip whose face crops went through a random
   blur / resampling / JPEG chain (``--degrade-copies``; :mod:`deepmetric.features.degrade`),
   alone and with the self-blended copies;
+- ``finetune``: FaceNet's last blocks fine-tuned on the crops (BCE), on FF++ and on FF++ plus
+  the self-blended copies (``--rows finetune``; not in the default rows: about half an
+  hour on 2 CPU cores);
 - ``identity``: the top k between-identity directions of the training data projected out
   (:class:`deepmetric.learn.nuisance.NuisanceProjection`, nuisance attribute projection)
   before the same classifier, k in {8, 16, 32};
@@ -86,9 +89,10 @@ def _compose(overrides: list[str]):
 
 
 def load_data(head: int | None, sbi_copies: int, batch_size: int = 64,
-              degrade_copies: int = 0) -> dict[str, Data]:
+              degrade_copies: int = 0, keep_crops: bool = False) -> dict[str, Data]:
     """FF++, its self-blended and degraded copies (when asked) and the DFDC dev crops, as
-    :class:`Data`."""
+    :class:`Data`; ``keep_crops`` keeps the face crops as block ``crops`` (uint8, flattened
+    160×160×3) for the fine-tuning rows."""
     from hydra.utils import instantiate
 
     from deepmetric.datasets.items import add_degraded, add_self_blended
@@ -119,6 +123,8 @@ def load_data(head: int | None, sbi_copies: int, batch_size: int = 64,
         X = {b: feats.X[:, s] for b, s in feats.blocks.items()}
         crops = ex.features(items, ["crops"]).X.reshape(-1, 160, 160, 3)
         X.update(_mnv2(mnv2, crops, ex.cache.dir / "mnv2", feats.frames))
+        if keep_crops:
+            X["crops"] = crops.reshape(len(crops), -1)
         out[name] = Data(X, feats.frames)
         log.info("%s: %d frames of %d items in %.0f s", name, len(feats.frames),
                  feats.frames["video_id"].nunique(), time.perf_counter() - t)
@@ -183,6 +189,22 @@ def identity_removed(k: int, C: float = 0.1) -> Any:
     from deepmetric.learn.nuisance import NuisanceProjection
 
     return Pipeline([("nuisance", NuisanceProjection(n_components=k)),
+                     ("classifier", LogisticRegression(C=C, max_iter=2000))])
+
+
+def finetuned(loss: str = "bce", C: float = 0.1, seed: int = 0) -> Any:
+    """FaceNet's last blocks (from ``repeat_3``) fine-tuned on the crops with ``loss``, then
+    the standardised logistic regression on the fine-tuned 512-d embedding."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from deepmetric.features.finetune import FaceNetFineTuner
+
+    return Pipeline([("finetune", FaceNetFineTuner(start="repeat_3", loss=loss, epochs=10,
+                                                   device="cpu", random_state=seed,
+                                                   max_memo_mb=4096)),
+                     ("scaler", StandardScaler()),
                      ("classifier", LogisticRegression(C=C, max_iter=2000))])
 
 
@@ -341,6 +363,17 @@ def rows(data: dict[str, Data], groups: set[str],
                     "both kinds of copies, training only", blocks,
                     lambda b=blocks: in_and_cross(logreg(), b, data, train=with_copies(
                         data["ffpp"], data["degrade"], data["sbi"])))
+    if "finetune" in groups and "crops" in data["ffpp"].X:
+        crops = ["crops"]
+        row("finetune", "FaceNet fine-tuned from repeat_3 (BCE) on FF++", "fine-tuned "
+            "embedding → standardised logreg", crops,
+            lambda: in_and_cross(finetuned("bce"), crops, data))
+        if "sbi" in data:
+            row("finetune", "FaceNet fine-tuned from repeat_3 (BCE) on FF++ + self-blended "
+                f"copies ({sbi_copies} per real clip)", "the SBI recipe on FaceNet's last "
+                "blocks", crops, lambda: in_and_cross(finetuned("bce"), crops, data,
+                                                       train=with_copies(data["ffpp"],
+                                                                         data["sbi"])))
     if "multisource" in groups:
         for blocks in (best, DEEPMETRIC):
             row("multisource", "+".join(blocks), "FF++ + 4/5 of DFDC dev → 1/5", blocks,
@@ -496,9 +529,10 @@ def main(argv: list[str] | None = None) -> int:
         store.write_text(json.dumps(results, indent=1, default=str))
         (a.out / "generalization.md").write_text(markdown(results, a.head or None))
 
-    n_sbi = a.sbi_copies if groups & {"sbi", "degrade"} else 0
+    n_sbi = a.sbi_copies if groups & {"sbi", "degrade", "finetune"} else 0
     n_deg = a.degrade_copies if "degrade" in groups else 0
-    data = load_data(a.head or None, n_sbi, degrade_copies=n_deg)
+    data = load_data(a.head or None, n_sbi, degrade_copies=n_deg,
+                     keep_crops="finetune" in groups)
     results = rows(data, groups, on_row=write, done=done, sbi_copies=n_sbi,
                    degrade_copies=n_deg)
     write(results)

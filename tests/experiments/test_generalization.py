@@ -1,0 +1,77 @@
+"""The generalisation study's protocols (experiments/generalization.py) on small arrays:
+copies are trained on and never tested, rows carry their copy counts, and one failing row
+keeps the others. The study itself runs on cached FF++/DFDC features (docs/generalization.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from experiments import generalization as g
+
+
+def _data(n_clips=40, frames=3, seed=0, shift=1.0, tag="ff"):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(n_clips):
+        label = c % 2
+        for f in range(frames):
+            rows.append({"video_id": f"{tag}{c}", "group": f"{tag}g{c // 2}", "label": label,
+                         "frame_index": f})
+    frames_ = pd.DataFrame(rows)
+    y = frames_["label"].to_numpy()
+    signal = rng.normal(size=(len(y), 6)) + shift * y[:, None] * np.linspace(1, 0, 6)
+    X = {b: rng.normal(size=(len(y), 4)).astype(np.float32) for b in
+         ["embedding", *g.DEEPMETRIC]}
+    X["a"] = signal.astype(np.float32)
+    return g.Data(X, frames_)
+
+
+def _study():
+    ff = _data()
+    copies = _data(n_clips=20, seed=1, shift=3.0, tag="ff")  # same clips' ids: copies
+    copies.frames["video_id"] += "#deg0"
+    dfdc = _data(n_clips=60, frames=1, seed=2, shift=0.5, tag="dd")
+    return {"ffpp": ff, "dfdc": dfdc, "degrade": copies, "sbi": copies}
+
+
+def test_copies_are_training_rows_with_their_sources_groups():
+    data = _study()
+    both = g.with_copies(data["ffpp"], data["degrade"])
+    assert len(both.frames) == len(data["ffpp"].frames) + len(data["degrade"].frames)
+    assert set(both.frames.loc[both.frames["video_id"].str.contains("#"), "role"]) == {"train"}
+    assert set(both.frames.loc[~both.frames["video_id"].str.contains("#"), "role"]) == {"both"}
+    np.testing.assert_array_equal(both.X["a"][:len(data["ffpp"].frames)], data["ffpp"].X["a"])
+
+
+def test_copies_change_the_fit_but_never_the_test_rows():
+    """The in-dataset CV of FF++ + copies is scored on FF++'s own clips only: the copies
+    (here easy, shift 3) cannot be scored, so the video AUC stays on FF++'s scale."""
+    data = _study()
+    plain = g.in_and_cross(g.logreg(), ["a"], data)
+    with_deg = g.in_and_cross(g.logreg(), ["a"], data,
+                              train=g.with_copies(data["ffpp"], data["degrade"]))
+    for r in (plain, with_deg):
+        assert 0.5 < r["ffpp_video_auc"] <= 1 and 0 <= r["dfdc_image_auc"] <= 1
+    assert with_deg["dfdc_image_auc"] != plain["dfdc_image_auc"]  # the copies were fitted
+
+
+def test_the_new_row_groups_run_and_name_their_copies():
+    data = _study()
+    seen = []
+    # the dev-set "best blocks" of an earlier run are not in these arrays: its rows fail
+    out = g.rows(data, {"sbi", "degrade", "identity"}, on_row=seen.append,
+                 done=[{"group": "blocks", "name": "gone", "blocks": ["gone"],
+                        "dfdc_image_auc": 0.7, "ffpp_video_auc": 0.8,
+                        "ffpp_video_auc_std": 0.0, "dim": 6, "seconds": 0}],
+                 sbi_copies=3, degrade_copies=1)
+    names = [r["name"] for r in out if r["group"] != "blocks"]
+    assert any("(3 per real clip)" in n for n in names)
+    assert any("degraded copies (1 per clip)" in n for n in names)
+    assert sum(r["group"] == "identity" for r in out) == 9  # 3 block sets x k in {8, 16, 32}
+    errors = [r for r in out if "error" in r]
+    assert errors and all(r["blocks"] == ["gone"] for r in errors)
+    assert len(errors) < len(out) - 1 - 3  # the other block sets' rows ran
+    assert len(seen) == len(out) - 1  # written after every new row
+    md = g.markdown(out, 30)
+    assert md.count("\n| identity |") == 9 and "error: KeyError" in md
