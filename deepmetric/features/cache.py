@@ -129,7 +129,8 @@ class FingerprintIndex:
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
         self._known: dict[tuple, str] | None = None
-        self._own: Path | None = None
+        self._own = None  # this process's index file, open for appending
+        self._pid = -1
 
     def get(self, key: tuple) -> str | None:
         if self._known is None:
@@ -152,12 +153,14 @@ class FingerprintIndex:
         if "\t" in key[0] or "\n" in key[0]:
             return  # not representable in the index; hashed again next time
         try:
-            if self._own is None:
+            if self._own is None or self._pid != os.getpid():  # first put, or a forked child
                 self.folder.mkdir(parents=True, exist_ok=True)
                 host = re.sub(r"[^A-Za-z0-9._-]+", "_", os.uname().nodename)[:40]
-                self._own = self.folder / f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}.tsv"
-            with open(self._own, "a", encoding="utf-8", errors="surrogateescape") as fh:
-                fh.write("\t".join([key[0], *map(str, key[1:]), fingerprint]) + "\n")
+                path = self.folder / f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}.tsv"
+                self._own = open(path, "a", encoding="utf-8", errors="surrogateescape",
+                                 buffering=1)  # line-buffered: whole lines reach the file
+                self._pid = os.getpid()
+            self._own.write("\t".join([key[0], *map(str, key[1:]), fingerprint]) + "\n")
         except OSError:
             pass  # a read-only cache: the fingerprint is still right, only not kept
 
