@@ -76,18 +76,13 @@ def extract(cfg: DictConfig) -> int:
     """
     from hydra.utils import instantiate
 
-    from experiments.run import _extractor_for, _load_items  # the run's own readers
-    from deepmetric.datasets.items import add_self_blended
+    from experiments.run import _extractor_for, _load_items, _training_items  # the run's own
 
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     extractor = instantiate(cfg.extractor, _convert_="all")
     todo = []
-    items = _load_items(cfg.data, "data")
-    sbi = cfg.get("self_blend") or {}
-    if int(sbi.get("copies", 0)) or sbi.get("only", False):
-        items = add_self_blended(items, int(sbi.get("copies", 0)), only=bool(sbi.get("only")))
-    todo.append(("data", _extractor_for(extractor, cfg.data), items))
+    todo.append(("data", _extractor_for(extractor, cfg.data), _training_items(cfg)))
     if cfg.get("eval_data"):
         todo.append(("eval", _extractor_for(extractor, cfg.eval_data),
                      _load_items(cfg.eval_data, "eval_data")))

@@ -29,7 +29,7 @@ import deepmetric
 from deepmetric.eval.evaluation import evaluate
 from deepmetric.eval.splits import check_two_classes
 from deepmetric.features.extract import FrameFeatures
-from deepmetric.datasets.items import add_self_blended
+from deepmetric.datasets.items import add_degraded, add_self_blended
 from deepmetric.model import DeepfakeModel
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,19 @@ def pipeline_specs(cfg: DictConfig) -> dict[str, Any]:
     single = {"projector": cfg.get("projector"), "scaler": cfg.get("scaler"),
               "classifier": cfg.get("classifier")}
     return {str(cfg.name): build_pipeline(single)}
+
+
+def _training_items(cfg: DictConfig) -> pd.DataFrame:
+    """``cfg.data``'s manifest with the training-only copies the config asks for: self-blended
+    pseudo-fakes (``self_blend``), then degraded copies of every trainable row (``degrade``)."""
+    items = _load_items(cfg.data, "data")
+    sbi = cfg.get("self_blend") or {}
+    if int(sbi.get("copies", 0)) or sbi.get("only", False):
+        items = add_self_blended(items, int(sbi.get("copies", 0)), only=bool(sbi.get("only")))
+    deg = cfg.get("degrade") or {}
+    if int(deg.get("copies", 0)):
+        items = add_degraded(items, int(deg["copies"]))
+    return items
 
 
 def _load_items(node: DictConfig, what: str) -> pd.DataFrame:
@@ -126,10 +139,7 @@ def run(cfg: DictConfig) -> dict:
     np.random.seed(int(cfg.seed))
     blocks = list(cfg.features)
     extractor = instantiate(cfg.extractor, _convert_="all")
-    items = _load_items(cfg.data, "data")
-    sbi = cfg.get("self_blend") or {}
-    if int(sbi.get("copies", 0)) or sbi.get("only", False):
-        items = add_self_blended(items, int(sbi.get("copies", 0)), only=bool(sbi.get("only")))
+    items = _training_items(cfg)
     # before extraction: one-class data cannot train, whatever the features
     trainable = items["role"].fillna("both") != "test" if "role" in items else items.index
     where = cfg.data.get("path") or cfg.data.get("root") or cfg.data.get("_target_")

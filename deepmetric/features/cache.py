@@ -23,12 +23,14 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import io
 import json
 import os
 import re
+import time
 import uuid
 import warnings
 import zipfile
@@ -40,7 +42,7 @@ import numpy as np
 from deepmetric.storage import cache_root
 
 __all__ = ["FeatureCache", "CacheError", "FingerprintIndex", "settings_hash",
-           "content_fingerprint"]
+           "content_fingerprint", "flush_fingerprints"]
 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -91,7 +93,8 @@ def write_npz(path: Path, arrays: Mapping[str, np.ndarray],
 def read_npz(path: Path, required: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """Read a cache file fully (CRC-checked); raise :class:`CacheError` if it is damaged."""
     try:
-        with np.load(path, allow_pickle=False) as z:
+        # open the file here: np.load leaks its own handle when the zip is truncated
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
         raise CacheError(f"{path}: corrupt cache file ({type(exc).__name__}: {exc})") from exc
@@ -114,7 +117,8 @@ class FingerprintIndex:
     cache afterwards would hash them all again in one process (for DFDC, 470 GB read once
     more). Each process that hashes a file appends a line to its own file in ``folder``
     (``<host>-<pid>.tsv``: path, inode, size, mtime and ctime in ns, fingerprint), and a
-    process reads every such file once, on its first lookup. An entry is used only when the
+    process reads every such file once, on its first lookup. Lines are written in batches
+    (every 256 new fingerprints or 30 s, and at exit). An entry is used only when the
     file's path, inode, size, mtime *and* ctime all match, and ctime cannot be set back by a
     user, so an in-place edit is hashed again even when its mtime is restored. A line a
     killed process left half-written (no newline, or not six well-formed fields) is
@@ -129,8 +133,10 @@ class FingerprintIndex:
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
         self._known: dict[tuple, str] | None = None
-        self._own = None  # this process's index file, open for appending
+        self._own: Path | None = None  # this process's index file
         self._pid = -1
+        self._pending: list[str] = []
+        self._flushed = time.monotonic()
 
     def get(self, key: tuple) -> str | None:
         if self._known is None:
@@ -152,21 +158,40 @@ class FingerprintIndex:
             self._known[key] = fingerprint
         if "\t" in key[0] or "\n" in key[0]:
             return  # not representable in the index; hashed again next time
+        if self._pid != os.getpid():  # first put, or a forked child: a file of its own
+            self._own, self._pid, self._pending = None, os.getpid(), []
+            atexit.register(self.flush)
+        self._pending.append("\t".join([key[0], *map(str, key[1:]), fingerprint]) + "\n")
+        if len(self._pending) >= 256 or time.monotonic() - self._flushed > 30:
+            self.flush()
+
+    def flush(self) -> None:
+        """Append the pending lines to this process's index file (also run at exit; a
+        killed process loses only its unwritten lines, which are hashed again later)."""
+        if not self._pending or self._pid != os.getpid():
+            return
+        lines, self._pending = self._pending, []
+        self._flushed = time.monotonic()
         try:
-            if self._own is None or self._pid != os.getpid():  # first put, or a forked child
+            if self._own is None:
                 self.folder.mkdir(parents=True, exist_ok=True)
                 host = re.sub(r"[^A-Za-z0-9._-]+", "_", os.uname().nodename)[:40]
-                path = self.folder / f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}.tsv"
-                self._own = open(path, "a", encoding="utf-8", errors="surrogateescape",
-                                 buffering=1)  # line-buffered: whole lines reach the file
-                self._pid = os.getpid()
-            self._own.write("\t".join([key[0], *map(str, key[1:]), fingerprint]) + "\n")
+                self._own = self.folder / f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}.tsv"
+            with open(self._own, "a", encoding="utf-8", errors="surrogateescape") as fh:
+                fh.write("".join(lines))
         except OSError:
-            pass  # a read-only cache: the fingerprint is still right, only not kept
+            pass  # a read-only cache: the fingerprints are still right, only not kept
 
 
 _indexes: dict[str, FingerprintIndex] = {}
 _HEX16 = re.compile(r"[0-9a-f]{16}")
+
+
+def flush_fingerprints() -> None:
+    """Write every pending fingerprint of this process to its index file now (an
+    extraction run does it before it returns, so a later kill loses none)."""
+    for index in list(_indexes.values()):
+        index.flush()
 
 
 def content_fingerprint(path: str | os.PathLike,

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from deepmetric.features.cache import FeatureCache
+from deepmetric.features.cache import FeatureCache, flush_fingerprints
 from deepmetric.storage import cache_root
 from deepmetric.features.embedder import EMBEDDING, FaceEmbedder
 from deepmetric.video.faces import FaceCrops, FaceDetector, crop_face
@@ -347,6 +347,7 @@ class Extractor:
             wait = 0.0 if len(busy) < len(paths) else min(max(2 * wait, 0.2), 5.0)
             paths = busy
         bar.close()
+        flush_fingerprints()  # the next process finds this run's files without hashing them
         report.seconds = time.perf_counter() - t0
         for v, p, s in zip(manifest["video_id"], manifest["path"], _seeds(manifest)):
             if (a := cache.load(p, _variant(s))) is None:

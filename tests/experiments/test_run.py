@@ -112,6 +112,14 @@ def test_run_with_self_blended_training_and_fine_tuning(slice_csv, tmp_path):
     assert m2["extraction"]["n_cached"] == len(items) + n_real  # same cache, other features
     assert set(pd.read_csv(tmp_path / "only" / "video_scores.csv")["video_id"]) == \
         set(items["path"])
+    # degraded copies of every trainable clip (the SBI copy included), never scored
+    m3 = run(compose_run(base + ["self_blend.copies=1", "degrade.copies=1",
+                                 "projector.epochs=2", "classifier.n_estimators=20"],
+                         tmp_path / "deg"))
+    assert m3["extraction"]["n_items"] == 2 * (len(items) + n_real)
+    assert m3["extraction"]["n_cached"] == len(items) + n_real  # the clips and SBI copies
+    assert set(pd.read_csv(tmp_path / "deg" / "video_scores.csv")["video_id"]) == \
+        set(items["path"])
 
 
 def test_run_video_level_model_on_per_clip_spreads(slice_csv, dfdc_dir, tmp_path):

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepmetric.features.cache import FeatureCache, read_npz, settings_hash, write_npz
+from deepmetric.features.cache import (FeatureCache, flush_fingerprints, read_npz,
+                                       settings_hash, write_npz)
 
 
 def _arrays(seed=0):
@@ -138,6 +139,8 @@ def test_a_half_written_index_line_is_skipped_and_a_read_only_index_still_works(
     cache = FeatureCache(tmp_path / "c", {})
     k1 = cache.path_for(media)
     index = tmp_path / "c" / "fingerprints"
+    assert not index.exists()  # written in batches, and at exit
+    flush_fingerprints()
     (own,) = index.glob("*.tsv")
     line = own.read_text()
     # a line cut inside its fingerprint, and a killed process's last line (a wrong
