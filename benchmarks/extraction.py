@@ -360,6 +360,7 @@ def fingerprint_cost(clip_seconds: float, n_frames: int, detector, embedder,
                 t = time.perf_counter()
                 for p in paths:
                     cache_mod.content_fingerprint(p, where)
+                cache_mod.flush_fingerprints()  # what the process does when it ends
                 sec = time.perf_counter() - t
                 rows.append({"data": data, "pass": pass_, "items": len(paths),
                              "MB": size / 1e6, "fingerprint s": sec,
