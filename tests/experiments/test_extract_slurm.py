@@ -50,11 +50,23 @@ def _extract(args: list[str], env: dict, check: bool = True) -> subprocess.Compl
 
 
 def _cache(root: Path) -> dict[str, bytes]:
-    """Every cache file (the settings and the per-item .npz files) by relative path."""
+    """Every cache file (the settings and the per-item .npz files) by relative path; the
+    lock files and the per-process fingerprint index are compared by :func:`_index`."""
     files = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*")
-             if p.is_file() and "locks" not in p.parts}
+             if p.is_file() and not {"locks", "fingerprints"} & set(p.parts)}
     assert not [f for f in files if f.endswith(".tmp")], "a temp file was left behind"
     return files
+
+
+def _index(root: Path) -> dict[str, str]:
+    """The on-disk fingerprint index (every process's file): media path -> fingerprint,
+    checked to agree wherever two processes hashed the same file."""
+    out: dict[str, str] = {}
+    for f in (root / "fingerprints").glob("*.tsv"):
+        for line in f.read_text().splitlines():
+            path, *_, fp = line.split("\t")
+            assert out.setdefault(path, fp) == fp, f"two fingerprints for {path}"
+    return out
 
 
 def _report(tmp: Path, name: str) -> dict:
@@ -75,6 +87,7 @@ def reference(work, shared_dir) -> dict[str, bytes]:
     assert rep["n_items"] == rep["n_extracted"] == N_ITEMS and rep["n_failed"] == 0
     files = _cache(work / "ref" / "cache")
     assert sum(f.endswith(".npz") for f in files) == N_ITEMS
+    assert len(_index(work / "ref" / "cache")) == N_ITEMS  # every file's fingerprint kept
     return files
 
 
@@ -95,6 +108,7 @@ def test_sharded_slurm_extraction_equals_one_process(work, reference, slurm_clus
     assert f"submitted 2 shard job(s) (slurm): {array} array" in proc.stdout
     assert "sacct" not in proc.stdout + proc.stderr  # no accounting storage, no warning
     assert _cache(work / "slurm" / "cache") == reference
+    assert _index(work / "slurm" / "cache") == _index(work / "ref" / "cache")
 
 
 @pytest.mark.slurm
@@ -135,6 +149,7 @@ def test_cancelled_shard_then_rerun_extracts_only_the_rest(work, reference, slur
     assert rep["n_extracted"] == N_ITEMS - done_before
     assert rep["shards"][1]["n_extracted"] == 0  # shard 1 had finished: nothing redone
     assert _cache(work / "killed" / "cache") == reference
+    assert _index(work / "killed" / "cache") == _index(work / "ref" / "cache")
 
 
 @pytest.mark.slurm
@@ -176,6 +191,8 @@ def test_a_shard_killed_with_sigkill_then_rerun_ends_with_the_same_cache(work, r
     assert rep["failed_shards"] == [] and rep["n_cached"] == done_before
     assert rep["n_extracted"] == N_ITEMS - done_before and rep["shards"][0]["n_extracted"] == 0
     assert _cache(work / "sigkill" / "cache") == reference  # no .tmp left, same bytes
+    # the killed shard's unwritten index lines were hashed again by the rerun
+    assert _index(work / "sigkill" / "cache") == _index(work / "ref" / "cache")
 
 
 @pytest.mark.slurm
