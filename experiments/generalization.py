@@ -31,6 +31,9 @@ Row groups (``--rows``):
 - ``identity``: the top k between-identity directions of the training data projected out
   (:class:`deepmetric.learn.nuisance.NuisanceProjection`, nuisance attribute projection)
   before the same classifier, k in {8, 16, 32};
+- ``paired``: a few rows again, fitted on all of FF++ (and its copies) only, with 95 %
+  group-bootstrap intervals (DFDC groups: source videos) of their DFDC dev AUC and of its
+  paired difference to ``+exp=deepmetric``'s frame path (:mod:`deepmetric.eval.bootstrap`);
 - ``multisource``: FF++ plus part of the DFDC dev set for training, tested on the rest of
   it (grouped by source video, 5 folds) — a second protocol, not cross-dataset;
 - ``nested``: the choice of features and of C made by an inner grouped CV inside each outer
@@ -245,6 +248,41 @@ def in_and_cross(pipe: Any, blocks: list[str], data: dict[str, Data], *,
             "dim": int(tr.stack(blocks).shape[1])}
 
 
+def cross_scores(pipe: Any, blocks: list[str], data: dict[str, Data], *,
+                 train: Data | None = None) -> np.ndarray:
+    """The DFDC dev image scores of a pipeline fitted on every trainable row of ``train``
+    (default: all of FF++), as ``in_and_cross``'s cross-dataset column fits it."""
+    from deepmetric.eval.evaluation import fit_pipeline
+    from deepmetric.eval.scoring import frame_scores
+
+    tr = train if train is not None else data["ffpp"]
+    keep = (tr.frames["role"].fillna("both") != "test").to_numpy() \
+        if "role" in tr.frames else np.ones(len(tr.frames), bool)
+    est = fit_pipeline(pipe, tr.stack(blocks)[keep], tr.frames[keep])
+    return frame_scores(est, data["dfdc"].stack(blocks))
+
+
+def paired(data: dict[str, Data], candidates: dict[str, tuple], n_boot: int = 1000,
+           base: np.ndarray | None = None) -> dict:
+    """Each candidate's DFDC dev AUC against ``+exp=deepmetric``'s frame path on the same
+    crops: group-bootstrap intervals (DFDC groups = source videos) of its AUC and of the
+    paired difference. ``candidates``: name -> (pipeline, blocks, training Data or None);
+    ``base``: the baseline's scores, if already computed."""
+    from deepmetric.eval.bootstrap import bootstrap_auc
+
+    dd = data["dfdc"]
+    y, g = dd.frames["label"].to_numpy(), dd.frames["group"].astype(str).to_numpy()
+    if base is None:
+        base = cross_scores(logreg(), DEEPMETRIC, data)
+    out = {}
+    for name, (pipe, blocks, train) in candidates.items():
+        r = bootstrap_auc(y, cross_scores(pipe, blocks, data, train=train), g, baseline=base,
+                          n_boot=n_boot)
+        out[name] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()}
+        log.info("paired %s: %s", name, out[name])
+    return out
+
+
 def multisource(pipe: Any, blocks: list[str], data: dict[str, Data], n_splits: int = 5) -> dict:
     """Train on FF++ plus 4/5 of the DFDC dev groups, test on the other 1/5 (image AUC)."""
     from deepmetric.eval.evaluation import fit_pipeline
@@ -374,6 +412,24 @@ def rows(data: dict[str, Data], groups: set[str],
                 "blocks", crops, lambda: in_and_cross(finetuned("bce"), crops, data,
                                                        train=with_copies(data["ffpp"],
                                                                          data["sbi"])))
+    if "paired" in groups:
+        cands = {"+exp=deepmetric, frame level (the baseline itself)": (logreg(), DEEPMETRIC,
+                                                                       None),
+                 "+ MobileNetV2 blocks (the dev-set best blocks)": (logreg(), best, None),
+                 "+ identity subspace removed, k=16": (identity_removed(16), DEEPMETRIC, None)}
+        if "sbi" in data:
+            cands[f"+ self-blended copies ({sbi_copies} per real clip)"] = (
+                logreg(), DEEPMETRIC, with_copies(data["ffpp"], data["sbi"]))
+            cands["+ MobileNetV2 blocks + self-blended copies"] = (
+                logreg(), best, with_copies(data["ffpp"], data["sbi"]))
+        if "degrade" in data:
+            cands[f"+ degraded copies ({degrade_copies} per clip)"] = (
+                logreg(), DEEPMETRIC, with_copies(data["ffpp"], data["degrade"]))
+        base = cross_scores(logreg(), DEEPMETRIC, data)
+        for name, cand in cands.items():
+            row("paired", name, "fitted on all FF++ (+ copies); DFDC dev AUC, group bootstrap "
+                "vs +exp=deepmetric's frame path", cand[1],
+                lambda n=name, c=cand: _paired_row(paired(data, {n: c}, base=base)[n]))
     if "multisource" in groups:
         for blocks in (best, DEEPMETRIC):
             row("multisource", "+".join(blocks), "FF++ + 4/5 of DFDC dev → 1/5", blocks,
@@ -400,6 +456,15 @@ def rows(data: dict[str, Data], groups: set[str],
             "3-fold CV on the training clips", DEEPMETRIC,
             lambda: nested_video(data, [DEEPMETRIC, best, ["repeat_3", "spectrum"]]))
     return out
+
+
+def _paired_row(r: dict) -> dict:
+    nan = float("nan")
+    return {"ffpp_video_auc": nan, "ffpp_video_auc_std": nan, "ffpp_frame_auc": nan,
+            "dfdc_image_auc": r["auc"], "dfdc_image_auc_ci": r["ci"],
+            "diff_vs_deepmetric": r["diff"], "diff_ci": r["diff_ci"],
+            "p_not_better": r["p_not_better"], "n_groups": r["n_groups"],
+            "n_boot": r["n_boot"], "dim": 0}
 
 
 def with_copies(ff: Data, *copies: Data) -> Data:
@@ -489,6 +554,13 @@ def markdown(results: list[dict], head: int | None) -> str:
     for r in results:
         if "error" in r:
             lines.append(f"| {r['group']} | {r['name']} | error: {r['error']} | | | |")
+        elif r["group"] == "paired":
+            lo, hi = r["dfdc_image_auc_ci"]
+            dlo, dhi = r["diff_ci"]
+            lines.append(f"| paired | {r['name']} | — | {r['dfdc_image_auc']:.3f} "
+                         f"[{lo:.3f}, {hi:.3f}]; vs +exp=deepmetric "
+                         f"{r['diff_vs_deepmetric']:+.3f} [{dlo:+.3f}, {dhi:+.3f}] | | "
+                         f"{r['seconds']} |")
         elif r["group"] == "multisource":
             lines.append(
                 f"| multisource | {r['name']} | — | FF++ + DFDC 4/5 → 1/5: "

@@ -75,3 +75,19 @@ def test_the_new_row_groups_run_and_name_their_copies():
     assert len(seen) == len(out) - 1  # written after every new row
     md = g.markdown(out, 30)
     assert md.count("\n| identity |") == 9 and "error: KeyError" in md
+
+
+def test_paired_rows_carry_group_bootstrap_intervals():
+    data = _study()
+    out = g.rows(data, {"paired"}, sbi_copies=3, degrade_copies=1,
+                 done=[{"group": "blocks", "name": "a", "blocks": ["a"], "dfdc_image_auc": 0.7,
+                        "ffpp_video_auc": 0.8, "ffpp_video_auc_std": 0.0, "dim": 6,
+                        "seconds": 0}])
+    got = {r["name"]: r for r in out if r["group"] == "paired"}
+    assert len(got) == 6 and not [r for r in got.values() if "error" in r]
+    base = got["+exp=deepmetric, frame level (the baseline itself)"]
+    assert base["diff_vs_deepmetric"] == 0 and list(base["diff_ci"]) == [0.0, 0.0]
+    for r in got.values():
+        lo, hi = r["dfdc_image_auc_ci"]
+        assert lo <= r["dfdc_image_auc"] <= hi and r["n_groups"] == 30
+    assert "[" in g.markdown(out, 60).split("| paired |")[2]
