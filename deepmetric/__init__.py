@@ -10,8 +10,9 @@ The package's folders are its layers; data flows one way through them:
 - ``learn``: the metric-learning core on arrays: losses and miners (``losses``,
   ``mining``), the projection head (``projector``), identity nuisance projection
   (``nuisance``), per-clip pooling (``temporal``);
-- ``eval``: identity-grouped ``splits``, frame → video ``scoring``, ``metrics``, the
-  evaluation protocol (``evaluation``) and ``plots``;
+- ``eval``: identity-grouped ``splits``, frame → video ``scoring``, ``metrics`` and their
+  group-bootstrap intervals (``bootstrap``), the evaluation protocol (``evaluation``),
+  nested selection (``selection``) and ``plots``;
 - on top: a fitted end-to-end detector (``model``), explanations (``explain``) and the
   ``deepmetric`` command (``cli``). ``device`` and ``storage`` are shared by all layers.
 
@@ -47,6 +48,7 @@ _EXPORTS = {
     # evaluation
     "frame_scores": "eval.scoring", "aggregate_scores": "eval.scoring",
     "binary_metrics": "eval.metrics", "frame_and_video_metrics": "eval.metrics",
+    "bootstrap_auc": "eval.bootstrap",
     "grouped_kfold": "eval.splits", "grouped_train_test_split": "eval.splits",
     "cross_validate": "eval.evaluation", "fit_pipeline": "eval.evaluation",
     "evaluate": "eval.evaluation", "InnerCVSelector": "eval.selection",
