@@ -601,8 +601,8 @@ def main(argv: list[str] | None = None) -> int:
         store.write_text(json.dumps(results, indent=1, default=str))
         (a.out / "generalization.md").write_text(markdown(results, a.head or None))
 
-    n_sbi = a.sbi_copies if groups & {"sbi", "degrade", "finetune"} else 0
-    n_deg = a.degrade_copies if "degrade" in groups else 0
+    n_sbi = a.sbi_copies if groups & {"sbi", "degrade", "finetune", "paired"} else 0
+    n_deg = a.degrade_copies if groups & {"degrade", "paired"} else 0
     data = load_data(a.head or None, n_sbi, degrade_copies=n_deg,
                      keep_crops="finetune" in groups)
     results = rows(data, groups, on_row=write, done=done, sbi_copies=n_sbi,
