@@ -303,18 +303,11 @@ def add_self_blended(manifest: pd.DataFrame, copies: int = 1, *, only: bool = Fa
         The manifest (roles ``"both"``, or ``"test"`` for fakes with ``only``) followed
         by the new rows; a fresh RangeIndex.
     """
-    if copies < 0:
-        raise ValueError(f"copies must be >= 0, got {copies}")
     if only and copies == 0:
         raise ValueError("self-blending with only=True (train on real items and pseudo-fakes "
                          "alone) needs copies >= 1: with 0 copies the training data would "
                          "hold no fake (set self_blend.copies)")
-    if "blend_seed" in manifest.columns and manifest["blend_seed"].notna().any():
-        raise ManifestError("the manifest already has self-blended rows")
-    base = manifest.copy()
-    base["blend_seed"] = pd.array([pd.NA] * len(base), dtype="Int64")
-    if "role" not in base.columns:
-        base["role"] = "both"
+    base = _copy_base(manifest, copies, "blend_seed", "self-blended")
     if only:
         base.loc[base["label"] == 1, "role"] = "test"
     real = base[base["label"] == 0]
@@ -354,18 +347,26 @@ def add_degraded(manifest: pd.DataFrame, copies: int = 1) -> pd.DataFrame:
         The manifest (role ``"both"`` where it had none) followed by the new rows; a fresh
         RangeIndex.
     """
-    if copies < 0:
-        raise ValueError(f"copies must be >= 0, got {copies}")
-    if "degrade_seed" in manifest.columns and manifest["degrade_seed"].notna().any():
-        raise ManifestError("the manifest already has degraded rows")
-    base = manifest.copy()
-    base["degrade_seed"] = pd.array([pd.NA] * len(base), dtype="Int64")
-    if "role" not in base.columns:
-        base["role"] = "both"
+    base = _copy_base(manifest, copies, "degrade_seed", "degraded")
     source = base[base["role"] != "test"]  # never train on a copy of a test-only row
     parts = [base] + [_copy_rows(source, f"#deg{j}", "degrade_seed", j)
                       for j in range(int(copies))]
     return pd.concat(parts, ignore_index=True)
+
+
+def _copy_base(manifest: pd.DataFrame, copies: int, seed_column: str,
+               kind: str) -> pd.DataFrame:
+    """The manifest with an empty ``seed_column`` and a ``role`` ("both" where missing),
+    after checking ``copies`` and that it holds no such copies yet."""
+    if copies < 0:
+        raise ValueError(f"copies must be >= 0, got {copies}")
+    if seed_column in manifest.columns and manifest[seed_column].notna().any():
+        raise ManifestError(f"the manifest already has {kind} rows")
+    base = manifest.copy()
+    base[seed_column] = pd.array([pd.NA] * len(base), dtype="Int64")
+    if "role" not in base.columns:
+        base["role"] = "both"
+    return base
 
 
 def _copy_rows(rows: pd.DataFrame, tag: str, seed_column: str, seed: int) -> pd.DataFrame:

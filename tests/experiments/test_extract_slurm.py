@@ -73,6 +73,24 @@ def _report(tmp: Path, name: str) -> dict:
     return json.loads((tmp / name / "run" / "extraction.json").read_text())
 
 
+def _start_until_mid_way(args: list[str], env: dict, run: Path, shard: int):
+    """Start ``experiments.extract`` and return (process, progress) once ``shard`` has
+    finished 3 items and fewer than half of them."""
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.extract", *args], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    progress = run / "shards" / "data" / f"shard-{shard:04d}.progress"
+    deadline, state = time.time() + 300, None
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            state = json.loads(progress.read_text())
+        except (OSError, ValueError):
+            state = None
+        if state and 3 <= state["finished"] < N_ITEMS // 2:
+            return proc, state
+        time.sleep(0.05)
+    raise AssertionError(f"shard {shard} never reported progress mid-way: {state}")
+
+
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("extract")
@@ -116,19 +134,8 @@ def test_cancelled_shard_then_rerun_extracts_only_the_rest(work, reference, slur
                                                            shared_dir):
     env = _env(shared_dir, slurm_cluster.env)
     args = _args(work, "killed", "extract.jobs=2", "extract.executor=slurm", "extract.poll_s=2")
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.extract", *args], cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    progress = work / "killed" / "shards" / "data" / "shard-0000.progress"
-    deadline, state = time.time() + 300, None
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            state = json.loads(progress.read_text())
-        except (OSError, ValueError):
-            state = None
-        if state and 3 <= state["finished"] < N_ITEMS // 2:
-            break
-        time.sleep(0.05)
-    assert state and state["job"], f"shard 0 never reported progress: {state}"
+    proc, state = _start_until_mid_way(args, env, work / "killed", shard=0)
+    assert state["job"]
     subprocess.run(["scancel", state["job"]], env=env, check=True)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, out[-2000:] + err[-3000:]
@@ -162,19 +169,8 @@ def test_a_shard_killed_with_sigkill_then_rerun_ends_with_the_same_cache(work, r
     env = _env(shared_dir, slurm_cluster.env)
     args = _args(work, "sigkill", "extract.jobs=2", "extract.executor=slurm",
                  "extract.poll_s=2")
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.extract", *args], cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    progress = work / "sigkill" / "shards" / "data" / "shard-0001.progress"
-    deadline, state = time.time() + 300, None
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            state = json.loads(progress.read_text())
-        except (OSError, ValueError):
-            state = None
-        if state and 3 <= state["finished"] < N_ITEMS // 2:
-            break
-        time.sleep(0.05)
-    assert state and state["pid"], f"shard 1 never reported progress: {state}"
+    proc, state = _start_until_mid_way(args, env, work / "sigkill", shard=1)
+    assert state["pid"]
     os.kill(state["pid"], signal.SIGKILL)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, out[-2000:] + err[-3000:]
