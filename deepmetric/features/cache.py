@@ -118,7 +118,8 @@ class FingerprintIndex:
     more). Each process that hashes a file appends a line to its own file in ``folder``
     (``<host>-<pid>.tsv``: path, inode, size, mtime and ctime in ns, fingerprint), and a
     process reads every such file once, on its first lookup. Lines are written in batches
-    (every 256 new fingerprints or 30 s, and at exit). An entry is used only when the
+    (every 256 new fingerprints or 30 s, and at exit). A reader that finds
+    :attr:`COMPACT_AT` files or more merges them into one. An entry is used only when the
     file's path, inode, size, mtime *and* ctime all match, and ctime cannot be set back by a
     user, so an in-place edit is hashed again even when its mtime is restored. A line a
     killed process left half-written (no newline, or not six well-formed fields) is
@@ -138,9 +139,13 @@ class FingerprintIndex:
         self._pending: list[str] = []
         self._flushed = time.monotonic()
 
+    #: index files a reader merges into one (each process that hashes adds a file)
+    COMPACT_AT = 64
+
     def get(self, key: tuple) -> str | None:
         if self._known is None:
             self._known = {}
+            read = []
             with contextlib.suppress(OSError):
                 for f in sorted(self.folder.glob("*.tsv")):
                     with contextlib.suppress(OSError), open(f, encoding="utf-8",
@@ -151,7 +156,30 @@ class FingerprintIndex:
                                     all(v.isdigit() for v in parts[1:5]) and \
                                     _HEX16.fullmatch(parts[5]):
                                 self._known[(parts[0], *map(int, parts[1:5]))] = parts[5]
+                        read.append(f)
+            if len(read) >= self.COMPACT_AT:
+                self._compact(read)
         return self._known.get(key)
+
+    def _compact(self, files: list[Path]) -> None:
+        """Merge the index files just read into one and remove them. A process still
+        writing to one of them recreates it at its next flush (files are opened by name);
+        lines appended between this read and the removal are lost, so those files are
+        hashed once more later: never a wrong fingerprint, at worst a repeated hash."""
+        merged = self.folder / f"merged-{uuid.uuid4().hex[:12]}.tsv"
+        tmp = self.folder / f".{merged.name}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as fh:
+                fh.writelines("\t".join([k[0], *map(str, k[1:]), fp]) + "\n"
+                              for k, fp in self._known.items())
+            os.replace(tmp, merged)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            return
+        for f in files:
+            with contextlib.suppress(OSError):
+                f.unlink()
 
     def put(self, key: tuple, fingerprint: str) -> None:
         if self._known is not None:

@@ -211,3 +211,33 @@ def test_two_processes_share_one_clip(tmp_path):
     cache = FeatureCache(tmp_path / "c", {"k": 1})
     assert cache.load(media) is not None
     assert not list(cache.dir.glob("*.tmp"))
+
+
+def test_many_index_files_are_merged_by_the_next_reader(tmp_path, monkeypatch):
+    """Every process that hashes adds an index file; a reader that finds many merges them
+    into one, and every fingerprint is still found without hashing."""
+    import deepmetric.features.cache as cache_mod
+
+    media = []
+    for i in range(70):
+        media.append(tmp_path / "m" / f"clip{i}.mp4")
+        media[-1].parent.mkdir(exist_ok=True)
+        media[-1].write_bytes(os.urandom(1000))
+    keys = {}
+    monkeypatch.setattr(cache_mod.FingerprintIndex, "COMPACT_AT", 10**6)  # not yet
+    for m in media:  # 70 "processes", one file each
+        _fresh_process_state(monkeypatch)
+        keys[m] = FeatureCache(tmp_path / "c", {}).path_for(m)
+        flush_fingerprints()
+    index = tmp_path / "c" / "fingerprints"
+    assert len(list(index.glob("*.tsv"))) == 70
+    monkeypatch.setattr(cache_mod.FingerprintIndex, "COMPACT_AT", 64)
+    _fresh_process_state(monkeypatch)
+    cache = FeatureCache(tmp_path / "c", {})
+    assert cache.path_for(media[0]) == keys[media[0]]  # the first lookup reads and merges
+    (merged,) = index.glob("*.tsv")
+    assert merged.name.startswith("merged-") and len(merged.read_text().splitlines()) == 70
+    _fresh_process_state(monkeypatch)
+    monkeypatch.setattr(cache_mod.hashlib, "blake2b", None)  # any hashing would fail now
+    cache = FeatureCache(tmp_path / "c", {})
+    assert [cache.path_for(m) for m in media] == [keys[m] for m in media]
