@@ -76,7 +76,8 @@ def extract(cfg: DictConfig) -> int:
     """
     from hydra.utils import instantiate
 
-    from experiments.run import _extractor_for, _load_items, _training_items  # the run's own
+    # the run's own readers: the same items, copies included, fill the same cache
+    from experiments.run import _extractor_for, _load_items, _training_items
 
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -252,35 +252,32 @@ def cross_scores(pipe: Any, blocks: list[str], data: dict[str, Data], *,
                  train: Data | None = None) -> np.ndarray:
     """The DFDC dev image scores of a pipeline fitted on every trainable row of ``train``
     (default: all of FF++), as ``in_and_cross``'s cross-dataset column fits it."""
-    from deepmetric.eval.evaluation import fit_pipeline
+    from deepmetric.eval.evaluation import fit_pipeline, role_masks
     from deepmetric.eval.scoring import frame_scores
 
     tr = train if train is not None else data["ffpp"]
-    keep = (tr.frames["role"].fillna("both") != "test").to_numpy() \
-        if "role" in tr.frames else np.ones(len(tr.frames), bool)
+    keep = role_masks(tr.frames)[0]
     est = fit_pipeline(pipe, tr.stack(blocks)[keep], tr.frames[keep])
     return frame_scores(est, data["dfdc"].stack(blocks))
 
 
-def paired(data: dict[str, Data], candidates: dict[str, tuple], n_boot: int = 1000,
-           base: np.ndarray | None = None) -> dict:
-    """Each candidate's DFDC dev AUC against ``+exp=deepmetric``'s frame path on the same
-    crops: group-bootstrap intervals (DFDC groups = source videos) of its AUC and of the
-    paired difference. ``candidates``: name -> (pipeline, blocks, training Data or None);
-    ``base``: the baseline's scores, if already computed."""
+def paired(pipe: Any, blocks: list[str], data: dict[str, Data], base: np.ndarray, *,
+           train: Data | None = None, n_boot: int = 1000) -> dict:
+    """A pipeline's DFDC dev AUC against ``base``, the scores of ``+exp=deepmetric``'s frame
+    path on the same crops: group-bootstrap intervals (DFDC groups = source videos) of its
+    AUC and of the paired difference, as a study row."""
     from deepmetric.eval.bootstrap import bootstrap_auc
 
     dd = data["dfdc"]
     y, g = dd.frames["label"].to_numpy(), dd.frames["group"].astype(str).to_numpy()
-    if base is None:
-        base = cross_scores(logreg(), DEEPMETRIC, data)
-    out = {}
-    for name, (pipe, blocks, train) in candidates.items():
-        r = bootstrap_auc(y, cross_scores(pipe, blocks, data, train=train), g, baseline=base,
-                          n_boot=n_boot)
-        out[name] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()}
-        log.info("paired %s: %s", name, out[name])
-    return out
+    r = bootstrap_auc(y, cross_scores(pipe, blocks, data, train=train), g, baseline=base,
+                      n_boot=n_boot)
+    nan = float("nan")
+    return {"ffpp_video_auc": nan, "ffpp_video_auc_std": nan, "ffpp_frame_auc": nan,
+            "dfdc_image_auc": r["auc"], "dfdc_image_auc_ci": r["ci"],
+            "diff_vs_deepmetric": r["diff"], "diff_ci": r["diff_ci"],
+            "p_not_better": r["p_not_better"], "n_groups": r["n_groups"],
+            "n_boot": r["n_boot"], "dim": 0}
 
 
 def multisource(pipe: Any, blocks: list[str], data: dict[str, Data], n_splits: int = 5) -> dict:
@@ -316,9 +313,9 @@ def rows(data: dict[str, Data], groups: set[str],
 
     ``on_row`` is called with all rows so far after each row (to write them as they come);
     ``done`` holds rows of an earlier run (``--append``): they are kept and count for the
-    dev-set choice of the best blocks. ``sbi_copies`` (self-blended copies per real clip in
-    ``data["sbi"]``) names the ``sbi`` rows, so runs with other numbers of copies keep
-    their own rows.
+    dev-set choice of the best blocks. ``sbi_copies`` and ``degrade_copies`` (copies per
+    clip in ``data["sbi"]`` and ``data["degrade"]``) name the rows that use them, so runs
+    with other numbers of copies keep their own rows.
     """
     out: list[dict] = list(done or [])
 
@@ -370,18 +367,20 @@ def rows(data: dict[str, Data], groups: set[str],
             for loss in ("triplet", "supcon", "oneclass"):
                 row("metric", f"{tag}: {loss} head", f"{loss} projection (64-d) → logreg",
                     blocks, lambda b=blocks, lf=loss: in_and_cross(projected(lf), b, data))
-    if "sbi" in groups and "sbi" in data:
+    # FF++ with its training-only copies, built once for every group that uses them
+    ff_sbi = with_copies(data["ffpp"], data["sbi"]) if "sbi" in data else None
+    ff_deg = with_copies(data["ffpp"], data["degrade"]) if "degrade" in data else None
+    if "sbi" in groups and ff_sbi is not None:
+        n = f" ({sbi_copies} per real clip)" if sbi_copies > 1 else ""
+        only = ff_sbi.frames.copy()  # FF++'s own fakes are tested, never trained on
+        only.loc[only["label"].eq(1) & only["role"].eq("both"), "role"] = "test"
+        sbi_only = Data(ff_sbi.X, only)
         for blocks in (best, DEEPMETRIC):
             tag = "+".join(blocks)
-            both = with_copies(data["ffpp"], data["sbi"])
-            n = f" ({sbi_copies} per real clip)" if sbi_copies > 1 else ""
             row("sbi", f"{tag}: FF++ + self-blended copies{n}", "real + fakes + pseudo-fakes",
-                blocks, lambda b=blocks, d=both: in_and_cross(logreg(), b, data, train=d))
-            only = both.frames.copy()
-            only.loc[only["label"].eq(1) & only["role"].eq("both"), "role"] = "test"
-            d2 = Data(both.X, only)
+                blocks, lambda b=blocks: in_and_cross(logreg(), b, data, train=ff_sbi))
             row("sbi", f"{tag}: real + self-blended only{n}", "no real fake in training",
-                blocks, lambda b=blocks, d=d2: in_and_cross(logreg(), b, data, train=d))
+                blocks, lambda b=blocks: in_and_cross(logreg(), b, data, train=sbi_only))
     if "identity" in groups:
         for blocks in (["embedding"], DEEPMETRIC, best):
             tag = "+".join(blocks)
@@ -389,47 +388,45 @@ def rows(data: dict[str, Data], groups: set[str],
                 row("identity", f"{tag}: identity subspace removed, k={k}",
                     f"NuisanceProjection({k}) → logreg", blocks,
                     lambda b=blocks, k=k: in_and_cross(identity_removed(k), b, data))
-    if "degrade" in groups and "degrade" in data:
+    if "degrade" in groups and ff_deg is not None:
+        ff_both = with_copies(data["ffpp"], data["degrade"], data["sbi"]) \
+            if "sbi" in data else None
         for blocks in (best, DEEPMETRIC):
             tag = "+".join(blocks)
             row("degrade", f"{tag}: FF++ + degraded copies ({degrade_copies} per clip)",
                 "blur / resampling / JPEG copies of every clip, training only", blocks,
-                lambda b=blocks: in_and_cross(logreg(), b, data,
-                                              train=with_copies(data["ffpp"], data["degrade"])))
-            if "sbi" in data:
+                lambda b=blocks: in_and_cross(logreg(), b, data, train=ff_deg))
+            if ff_both is not None:
                 row("degrade", f"{tag}: FF++ + degraded + self-blended copies",
                     "both kinds of copies, training only", blocks,
-                    lambda b=blocks: in_and_cross(logreg(), b, data, train=with_copies(
-                        data["ffpp"], data["degrade"], data["sbi"])))
+                    lambda b=blocks: in_and_cross(logreg(), b, data, train=ff_both))
     if "finetune" in groups and "crops" in data["ffpp"].X:
         crops = ["crops"]
         row("finetune", "FaceNet fine-tuned from repeat_3 (BCE) on FF++", "fine-tuned "
             "embedding → standardised logreg", crops,
             lambda: in_and_cross(finetuned("bce"), crops, data))
-        if "sbi" in data:
+        if ff_sbi is not None:
             row("finetune", "FaceNet fine-tuned from repeat_3 (BCE) on FF++ + self-blended "
                 f"copies ({sbi_copies} per real clip)", "the SBI recipe on FaceNet's last "
                 "blocks", crops, lambda: in_and_cross(finetuned("bce"), crops, data,
-                                                       train=with_copies(data["ffpp"],
-                                                                         data["sbi"])))
+                                                       train=ff_sbi))
     if "paired" in groups:
         cands = {"+exp=deepmetric, frame level (the baseline itself)": (logreg(), DEEPMETRIC,
                                                                        None),
                  "+ MobileNetV2 blocks (the dev-set best blocks)": (logreg(), best, None),
                  "+ identity subspace removed, k=16": (identity_removed(16), DEEPMETRIC, None)}
-        if "sbi" in data:
+        if ff_sbi is not None:
             cands[f"+ self-blended copies ({sbi_copies} per real clip)"] = (
-                logreg(), DEEPMETRIC, with_copies(data["ffpp"], data["sbi"]))
-            cands["+ MobileNetV2 blocks + self-blended copies"] = (
-                logreg(), best, with_copies(data["ffpp"], data["sbi"]))
-        if "degrade" in data:
+                logreg(), DEEPMETRIC, ff_sbi)
+            cands["+ MobileNetV2 blocks + self-blended copies"] = (logreg(), best, ff_sbi)
+        if ff_deg is not None:
             cands[f"+ degraded copies ({degrade_copies} per clip)"] = (
-                logreg(), DEEPMETRIC, with_copies(data["ffpp"], data["degrade"]))
+                logreg(), DEEPMETRIC, ff_deg)
         base = cross_scores(logreg(), DEEPMETRIC, data)
-        for name, cand in cands.items():
+        for name, (pipe, blocks, train) in cands.items():
             row("paired", name, "fitted on all FF++ (+ copies); DFDC dev AUC, group bootstrap "
-                "vs +exp=deepmetric's frame path", cand[1],
-                lambda n=name, c=cand: _paired_row(paired(data, {n: c}, base=base)[n]))
+                "vs +exp=deepmetric's frame path", blocks,
+                lambda p=pipe, b=blocks, t=train: paired(p, b, data, base, train=t))
     if "multisource" in groups:
         for blocks in (best, DEEPMETRIC):
             row("multisource", "+".join(blocks), "FF++ + 4/5 of DFDC dev → 1/5", blocks,
@@ -456,15 +453,6 @@ def rows(data: dict[str, Data], groups: set[str],
             "3-fold CV on the training clips", DEEPMETRIC,
             lambda: nested_video(data, [DEEPMETRIC, best, ["repeat_3", "spectrum"]]))
     return out
-
-
-def _paired_row(r: dict) -> dict:
-    nan = float("nan")
-    return {"ffpp_video_auc": nan, "ffpp_video_auc_std": nan, "ffpp_frame_auc": nan,
-            "dfdc_image_auc": r["auc"], "dfdc_image_auc_ci": r["ci"],
-            "diff_vs_deepmetric": r["diff"], "diff_ci": r["diff_ci"],
-            "p_not_better": r["p_not_better"], "n_groups": r["n_groups"],
-            "n_boot": r["n_boot"], "dim": 0}
 
 
 def with_copies(ff: Data, *copies: Data) -> Data:

@@ -170,8 +170,7 @@ class FingerprintIndex:
         tmp = self.folder / f".{merged.name}.{os.getpid()}.tmp"
         try:
             with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as fh:
-                fh.writelines("\t".join([k[0], *map(str, k[1:]), fp]) + "\n"
-                              for k, fp in self._known.items())
+                fh.writelines(_index_line(k, fp) for k, fp in self._known.items())
             os.replace(tmp, merged)
         except OSError:
             with contextlib.suppress(OSError):
@@ -189,7 +188,7 @@ class FingerprintIndex:
         if self._pid != os.getpid():  # first put, or a forked child: a file of its own
             self._own, self._pid, self._pending = None, os.getpid(), []
             atexit.register(self.flush)
-        self._pending.append("\t".join([key[0], *map(str, key[1:]), fingerprint]) + "\n")
+        self._pending.append(_index_line(key, fingerprint))
         if len(self._pending) >= 256 or time.monotonic() - self._flushed > 30:
             self.flush()
 
@@ -213,6 +212,11 @@ class FingerprintIndex:
 
 _indexes: dict[str, FingerprintIndex] = {}
 _HEX16 = re.compile(r"[0-9a-f]{16}")
+
+
+def _index_line(key: tuple, fingerprint: str) -> str:
+    """One index line: path, inode, size, mtime ns, ctime ns, fingerprint (tab-separated)."""
+    return "\t".join([key[0], *map(str, key[1:]), fingerprint]) + "\n"
 
 
 def flush_fingerprints() -> None:
