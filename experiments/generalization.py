@@ -40,6 +40,11 @@ Row groups (``--rows``):
   FF++ training fold (and on all of FF++ for the cross-dataset column);
 - ``nested_video``: the same for the video-level model, whose per-clip statistics
   ([std] or [mean, std]) are chosen too (in-dataset only; ``--rows nested_video``).
+- ``geometry``: the crop geometry of the two data sets matched (``--rows geometry``): the
+  DFDC crops taken whole as faces (``detector.whole_image``) instead of MTCNN's box plus
+  margin clamped to the 224-px crop, and the FF++ faces cropped at MTCNN's tight box
+  (``detector.margin=0``), as the DFDC crops were made; with group-bootstrap intervals
+  of the difference to ``+exp=deepmetric``'s frame path.
 
 Every choice this study reports as "best" was made on the DFDC *development* set (or, for
 ``nested``, inside the training folds); the held-out test splits are not read here.
@@ -92,11 +97,14 @@ def _compose(overrides: list[str]):
 
 
 def load_data(head: int | None, sbi_copies: int, batch_size: int = 64,
-              degrade_copies: int = 0, keep_crops: bool = False) -> dict[str, Data]:
+              degrade_copies: int = 0, keep_crops: bool = False,
+              geometry: bool = False) -> dict[str, Data]:
     """FF++, its self-blended and degraded copies (when asked) and the DFDC dev crops, as
     :class:`Data`; ``keep_crops`` keeps the face crops as block ``crops`` (uint8, flattened
-    160×160×3) for the fine-tuning rows."""
+    160×160×3) for the fine-tuning rows; ``geometry`` adds ``ffpp_tight`` (FF++ cropped at
+    MTCNN's box, no margin) and ``dfdc_whole`` (the DFDC crops taken whole as faces)."""
     from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
     from deepmetric.datasets.items import add_degraded, add_self_blended
     from deepmetric.features.imagenet import ImageNetEmbedder
@@ -116,6 +124,10 @@ def load_data(head: int | None, sbi_copies: int, batch_size: int = 64,
     if degrade_copies:
         deg = add_degraded(ffpp, degrade_copies)
         sets["degrade"] = (deg[deg["degrade_seed"].notna()].reset_index(drop=True), cfg.data)
+    if geometry:
+        sets["ffpp_tight"] = (ffpp, OmegaConf.merge(cfg.data, {"detector": {"margin": 0}}))
+        sets["dfdc_whole"] = (sets["dfdc"][0], OmegaConf.merge(
+            cfg.eval_data, {"detector": {"whole_image": True}}))
     out = {}
     for name, (items, node) in sets.items():
         ex = _extractor_for(extractor, node)
@@ -269,6 +281,9 @@ def paired(pipe: Any, blocks: list[str], data: dict[str, Data], base: np.ndarray
     from deepmetric.eval.bootstrap import bootstrap_auc
 
     dd = data["dfdc"]
+    if len(base) != len(dd.frames):
+        raise ValueError(f"the baseline scores {len(base)} DFDC rows, this data {len(dd.frames)}:"
+                         " a paired comparison needs the same rows")
     y, g = dd.frames["label"].to_numpy(), dd.frames["group"].astype(str).to_numpy()
     r = bootstrap_auc(y, cross_scores(pipe, blocks, data, train=train), g, baseline=base,
                       n_boot=n_boot)
@@ -427,6 +442,20 @@ def rows(data: dict[str, Data], groups: set[str],
             row("paired", name, "fitted on all FF++ (+ copies); DFDC dev AUC, group bootstrap "
                 "vs +exp=deepmetric's frame path", blocks,
                 lambda p=pipe, b=blocks, t=train: paired(p, b, data, base, train=t))
+    if "geometry" in groups and {"ffpp_tight", "dfdc_whole"} <= data.keys():
+        base = cross_scores(logreg(), DEEPMETRIC, data)
+        for name, what, ff, dd in (
+                ("DFDC crops taken whole", "FF++ crops as before (MTCNN box + margin)",
+                 "ffpp", "dfdc_whole"),
+                ("FF++ at MTCNN's tight box + DFDC crops taken whole", "both data sets "
+                 "cropped at the face box, as the DFDC crops were made", "ffpp_tight",
+                 "dfdc_whole")):
+            matched = {"ffpp": data[ff], "dfdc": data[dd]}
+            row("geometry", f"+exp=deepmetric, frame level: {name}", what, DEEPMETRIC,
+                lambda m=matched: in_and_cross(logreg(), DEEPMETRIC, m))
+            row("geometry", f"paired: {name}", "fitted on all FF++; DFDC dev AUC, group "
+                "bootstrap vs +exp=deepmetric's frame path", DEEPMETRIC,
+                lambda m=matched: paired(logreg(), DEEPMETRIC, m, base))
     if "multisource" in groups:
         for blocks in (best, DEEPMETRIC):
             row("multisource", "+".join(blocks), "FF++ + 4/5 of DFDC dev → 1/5", blocks,
@@ -542,10 +571,10 @@ def markdown(results: list[dict], head: int | None) -> str:
     for r in results:
         if "error" in r:
             lines.append(f"| {r['group']} | {r['name']} | error: {r['error']} | | | |")
-        elif r["group"] == "paired":
+        elif "diff_vs_deepmetric" in r:  # a paired row (group paired, geometry)
             lo, hi = r["dfdc_image_auc_ci"]
             dlo, dhi = r["diff_ci"]
-            lines.append(f"| paired | {r['name']} | — | {r['dfdc_image_auc']:.3f} "
+            lines.append(f"| {r['group']} | {r['name']} | — | {r['dfdc_image_auc']:.3f} "
                          f"[{lo:.3f}, {hi:.3f}]; vs +exp=deepmetric "
                          f"{r['diff_vs_deepmetric']:+.3f} [{dlo:+.3f}, {dhi:+.3f}] | | "
                          f"{r['seconds']} |")
@@ -592,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     n_sbi = a.sbi_copies if groups & {"sbi", "degrade", "finetune", "paired"} else 0
     n_deg = a.degrade_copies if groups & {"degrade", "paired"} else 0
     data = load_data(a.head or None, n_sbi, degrade_copies=n_deg,
-                     keep_crops="finetune" in groups)
+                     keep_crops="finetune" in groups, geometry="geometry" in groups)
     results = rows(data, groups, on_row=write, done=done, sbi_copies=n_sbi,
                    degrade_copies=n_deg)
     write(results)

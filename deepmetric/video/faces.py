@@ -122,6 +122,13 @@ class FaceDetector:
         of the 224-px DFDC crops; padding them first made it miss 17). Such frames have
         ``found`` True, probability 0, the whole image as box, NaN landmarks and
         ``n_faces`` 0.
+    whole_image : bool
+        Take every image whole as its face, without running MTCNN (``fallback="image"`` for
+        every frame): for data sets of square face crops (e.g. the 224-px DFDC crops, whose
+        face fills the image: MTCNN's box with its margin then reaches past the border and
+        the crop is clamped to the image, unlike a crop from a video frame). Pair it with
+        ``margin=0`` on the training clips to give both the same tight-box geometry. The
+        frames have no landmarks, so self-blended copies of them are not possible.
     """
 
     #: class defaults so detectors pickled before these options existed still load
@@ -129,13 +136,14 @@ class FaceDetector:
     channels_last = False
     batched_crops = False
     fallback = "none"
+    whole_image = False
 
     def __init__(self, image_size: int = 160, margin: float = 32, min_prob: float = 0.9,
                  max_side: int = 640, retry_max_side: int = 0, min_face_size: int = 40,
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
                  factor: float = 0.709, batch_size: int = 32, device: str = "auto",
                  channels_last: bool = True, batched_crops: bool = True,
-                 fallback: str = "none"):
+                 fallback: str = "none", whole_image: bool = False):
         if fallback not in ("none", "image"):
             raise ValueError(f"fallback must be 'none' or 'image', got {fallback!r}")
         self.image_size = image_size
@@ -151,6 +159,7 @@ class FaceDetector:
         self.channels_last = channels_last
         self.batched_crops = batched_crops
         self.fallback = fallback
+        self.whole_image = bool(whole_image)
         self._mtcnn = None
 
     def settings(self) -> dict:
@@ -163,6 +172,8 @@ class FaceDetector:
             out["retry_max_side"] = self.retry_max_side
         if self.fallback != "none":
             out["fallback"] = self.fallback
+        if self.whole_image:  # only when set: existing cache keys stay as they were
+            out["whole_image"] = True
         return out
 
     @property
@@ -206,6 +217,9 @@ class FaceDetector:
         t = len(images)
         s = self.image_size
         out = _empty(t, s)
+        if self.whole_image:
+            _take_whole(images, range(t), out)
+            return out
         # Batch runs of consecutive frames of the same size.
         start = 0
         while start < t:
@@ -225,15 +239,7 @@ class FaceDetector:
                         getattr(out, name)[i] = getattr(part, name)[j]
             start = stop
         if self.fallback == "image":
-            import cv2
-
-            for i in np.flatnonzero(~out.found):
-                h, w = images[i].shape[:2]
-                out.crops[i] = cv2.resize(np.ascontiguousarray(images[i]), (s, s),
-                                          interpolation=cv2.INTER_AREA)
-                out.boxes[i] = (0, 0, w, h)
-                out.probs[i] = 0.0
-                out.found[i] = True
+            _take_whole(images, np.flatnonzero(~out.found), out)
         return out
 
     def _detect_batch(self, images: list[np.ndarray], start: int, stop: int,
@@ -277,6 +283,21 @@ class FaceDetector:
             out.landmarks[i] = lm[k] * np.array([sx, sy])
             out.crops[i] = crop_face(images[i], box, self.image_size, self.margin)
             out.found[i] = True
+
+
+def _take_whole(images: list[np.ndarray], which, out: FaceCrops) -> None:
+    """Frames ``which`` taken whole as their face: the image resized to the crop size, the
+    whole image as box, probability 0, NaN landmarks, ``n_faces`` 0."""
+    import cv2
+
+    s = out.crops.shape[1]
+    for i in which:
+        h, w = images[i].shape[:2]
+        out.crops[i] = cv2.resize(np.ascontiguousarray(images[i]), (s, s),
+                                  interpolation=cv2.INTER_AREA)
+        out.boxes[i] = (0, 0, w, h)
+        out.probs[i] = 0.0
+        out.found[i] = True
 
 
 def _plain(b, p, lm) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -91,3 +91,30 @@ def test_paired_rows_carry_group_bootstrap_intervals():
         lo, hi = r["dfdc_image_auc_ci"]
         assert lo <= r["dfdc_image_auc"] <= hi and r["n_groups"] == 30
     assert "[" in g.markdown(out, 60).split("| paired |")[2]
+
+
+def test_geometry_rows_swap_in_the_matched_crops_and_pair_them_with_the_baseline():
+    data = _study()
+    data["ffpp_tight"] = _data(seed=3, shift=2.0)
+    data["dfdc_whole"] = _data(n_clips=60, frames=1, seed=4, shift=1.5, tag="dd")
+    out = g.rows(data, {"geometry"})
+    got = {r["name"]: r for r in out}
+    assert len(got) == 4 and not [r for r in out if "error" in r]
+    whole = got["+exp=deepmetric, frame level: DFDC crops taken whole"]
+    tight = got["+exp=deepmetric, frame level: FF++ at MTCNN's tight box + DFDC crops taken "
+                "whole"]
+    base = g.in_and_cross(g.logreg(), g.DEEPMETRIC, data)
+    assert whole["ffpp_video_auc"] == base["ffpp_video_auc"]  # same FF++ crops
+    assert whole["dfdc_image_auc"] != base["dfdc_image_auc"]  # other DFDC crops
+    assert tight["ffpp_video_auc"] != base["ffpp_video_auc"]  # other FF++ crops
+    pw = got["paired: DFDC crops taken whole"]
+    assert abs(pw["diff_vs_deepmetric"] - (pw["dfdc_image_auc"] - base["dfdc_image_auc"])) \
+        < 1e-9
+    assert "[" in g.markdown(out, 60).split("| geometry | paired: DFDC")[1]
+    # crops of other rows than the baseline's cannot be paired: that row fails, alone
+    data["dfdc_whole"] = _data(n_clips=50, frames=1, seed=4, tag="dd")
+    errs = [r for r in g.rows(data, {"geometry"}) if "error" in r]
+    assert [r["name"] for r in errs] == ["paired: DFDC crops taken whole",
+                                         "paired: FF++ at MTCNN's tight box + DFDC crops "
+                                         "taken whole"]
+    assert "same rows" in errs[0]["error"]

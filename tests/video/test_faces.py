@@ -152,3 +152,27 @@ def test_fallback_takes_a_face_crop_whole_where_mtcnn_misses(shared_dir):
     assert "fallback" not in FaceDetector().settings()  # default keeps existing cache keys
     with pytest.raises(ValueError, match="fallback"):
         FaceDetector(fallback="pad")
+
+
+def test_whole_image_takes_face_crops_as_they_are_without_mtcnn(shared_dir):
+    """DFDC crops are tight face boxes: MTCNN's box plus margin reaches past their border
+    (so its crop is clamped); whole_image takes each crop as its face, no detector run."""
+    import cv2
+
+    ims = [read_image(shared_dir / "dfdc-faces" / "faces" / f)
+           for f in ("slzccfkgfc.jpg", "hcjavzyeaz.jpg", "aqjwkkbklt.jpg")]
+    mtcnn = FaceDetector().detect(ims)
+    assert mtcnn.found.all()
+    assert ((mtcnn.boxes[:, 2] - mtcnn.boxes[:, 0]) > 0.9 * 224).all()  # the face fills it
+    det = FaceDetector(whole_image=True)
+    out = det.detect(ims)
+    assert det._mtcnn is None  # no detection ran
+    assert out.found.all() and (out.probs == 0).all() and (out.n_faces == 0).all()
+    assert np.isnan(out.landmarks).all()
+    for im, crop, box in zip(ims, out.crops, out.boxes):
+        np.testing.assert_array_equal(crop, cv2.resize(im, (160, 160),
+                                                       interpolation=cv2.INTER_AREA))
+        np.testing.assert_array_equal(box, [0, 0, 224, 224])
+    assert not np.array_equal(out.crops, mtcnn.crops)
+    assert det.settings()["whole_image"] is True
+    assert "whole_image" not in FaceDetector().settings()  # existing cache keys unchanged
