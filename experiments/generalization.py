@@ -19,7 +19,8 @@ Row groups (``--rows``):
   reads the unlabelled DFDC dev features' mean and std; a batch-statistics check on how much
   of the gap is a shift of the feature distribution);
 - ``metric``: the same features with and without a metric-learning projection head
-  (semi-hard triplet, SupCon, one-class softmax) before the same classifier;
+  (semi-hard triplet, SupCon, one-class softmax, contrastive, ArcFace) before the same
+  classifier;
 - ``sbi``: self-blended pseudo-fakes of the real FF++ clips (``--sbi-copies``), with the real
   fakes and real-only (pseudo-fakes as the only fakes);
 - ``degrade``: training-only copies of every FF++ clip whose face crops went through a random
@@ -187,6 +188,18 @@ def projected(loss: str, C: float = 0.1, seed: int = 0) -> Any:
         from deepmetric.learn.losses import OneClassSoftmaxLoss
 
         lf = OneClassSoftmaxLoss(embedding_size=64)
+    elif loss == "contrastive":  # as projector=contrastive
+        from pytorch_metric_learning.losses import ContrastiveLoss
+        from pytorch_metric_learning.miners import PairMarginMiner
+
+        from deepmetric.learn.losses import MinedLoss
+
+        lf = MinedLoss(ContrastiveLoss(pos_margin=0.0, neg_margin=1.0),
+                       PairMarginMiner(pos_margin=0.2, neg_margin=0.8))
+    elif loss == "arcface":  # as projector=arcface
+        from pytorch_metric_learning.losses import ArcFaceLoss
+
+        lf = ArcFaceLoss(num_classes=2, embedding_size=64)
     else:
         raise ValueError(f"unknown loss {loss!r}")
     proj = TripletProjector(loss=lf, epochs=50, dropout=0.2, weight_decay=1e-4,
@@ -379,7 +392,7 @@ def rows(data: dict[str, Data], groups: set[str],
             tag = "+".join(blocks)
             row("metric", f"{tag}: no projector", "standardised → logreg", blocks,
                 lambda b=blocks: in_and_cross(logreg(), b, data))
-            for loss in ("triplet", "supcon", "oneclass"):
+            for loss in ("triplet", "supcon", "oneclass", "contrastive", "arcface"):
                 row("metric", f"{tag}: {loss} head", f"{loss} projection (64-d) → logreg",
                     blocks, lambda b=blocks, lf=loss: in_and_cross(projected(lf), b, data))
     # FF++ with its training-only copies, built once for every group that uses them

@@ -198,10 +198,12 @@ def _pml_losses():
     return {"supcon": losses.SupConLoss(temperature=0.1),
             "contrastive+miner": MinedLoss(losses.ContrastiveLoss(pos_margin=0.0,
                                                                   neg_margin=1.0),
-                                           miners.PairMarginMiner(0.2, 0.8))}
+                                           miners.PairMarginMiner(0.2, 0.8)),
+            # proxy-based: its two class centres are parameters trained with the head
+            "arcface": losses.ArcFaceLoss(num_classes=2, embedding_size=8)}
 
 
-@pytest.mark.parametrize("name", ["supcon", "contrastive+miner"])
+@pytest.mark.parametrize("name", ["supcon", "contrastive+miner", "arcface"])
 def test_any_pml_loss_trains_through_the_loss_slot(name) -> None:
     """Issue #19: a pytorch-metric-learning loss (with or without a miner) is a component."""
     from sklearn.base import clone
