@@ -596,19 +596,23 @@ def self_blended_faces(images: Sequence[np.ndarray], faces: FaceCrops, seed: int
     Returns
     -------
     FaceCrops
-        Same boxes, landmarks and probabilities; crops of the blended frames.
+        Same boxes, landmarks and probabilities; crops of the blended frames. A face taken
+        whole (``fallback="image"``, ``whole_image``) has no landmarks to blend along: its
+        frame is left out of the copy (``found`` False) rather than kept unblended under
+        the copy's fake label, so a copy of a clip with no landmarks at all has no face.
     """
     from deepmetric.features.blend import apply_blend, sample_blend_params
     from deepmetric.features.cache import content_fingerprint
 
     rng = np.random.default_rng([int(seed), int(content_fingerprint(path), 16) % 2**63])
     params = sample_blend_params(rng)
-    crops = faces.crops.copy()
-    # frames taken whole by the detector's fallback have no landmarks to blend along
-    for i in np.flatnonzero(faces.found & np.isfinite(faces.landmarks).all(axis=(1, 2))):
+    crops = np.zeros_like(faces.crops)
+    # frames taken whole by the detector have no landmarks to blend along: not in the copy
+    blendable = faces.found & np.isfinite(faces.landmarks).all(axis=(1, 2))
+    for i in np.flatnonzero(blendable):
         blended, _ = apply_blend(images[i], faces.landmarks[i].astype(np.float64), params)
         crops[i] = crop_face(blended, faces.boxes[i], detector.image_size, detector.margin)
-    return replace(faces, crops=crops)
+    return replace(faces, crops=crops, found=blendable)
 
 
 def _read(path: str, n: int):

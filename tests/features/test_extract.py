@@ -15,6 +15,7 @@ import pytest
 
 from deepmetric.features.extract import ExtractionError, Extractor
 from deepmetric.datasets.items import validate_manifest
+from deepmetric.video.faces import FaceDetector
 
 
 @pytest.fixture(scope="module")
@@ -270,3 +271,22 @@ def test_a_second_backbone_is_cached_beside_facenet_and_keys_the_cache(
     fresh = both.extract_item(photo)  # no cache: recomputed from the file
     np.testing.assert_allclose(arrays["mnv2/13"], fresh["mnv2/13"], atol=1e-5)
     assert both.run(items).n_cached == 1
+
+
+def test_a_self_blended_copy_leaves_out_faces_it_cannot_blend(tmp_path, shared_dir, embedder):
+    """Faces taken whole have no landmarks: their self-blended copy would be the real image
+    under a fake label, so the copy has no face there (reported), not a mislabelled one."""
+    from deepmetric.datasets.items import add_self_blended
+    from deepmetric.datasets.manifest import load
+
+    items = load(shared_dir / "dfdc-faces" / "labels.csv", head=4)
+    items = add_self_blended(items[items["label"] == 0].head(1), copies=1)
+    for whole, faces in ((False, 1), (True, 0)):
+        ex = Extractor(FaceDetector(whole_image=whole, fallback="image"), embedder,
+                       cache_dir=tmp_path / str(whole), progress=False)
+        r = ex.run(items)
+        assert r.n_failed == 0
+        feats = ex.features(items)
+        copy = feats.frames["video_id"].str.contains("#sbi")
+        assert int(copy.sum()) == faces
+        assert (r.no_face == [items["video_id"].iloc[1]]) == (faces == 0)
