@@ -105,7 +105,6 @@ def load_data(head: int | None, sbi_copies: int, batch_size: int = 64,
     160×160×3) for the fine-tuning rows; ``geometry`` adds ``ffpp_tight`` (FF++ cropped at
     MTCNN's box, no margin) and ``dfdc_whole`` (the DFDC crops taken whole as faces)."""
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
     from deepmetric.datasets.items import add_degraded, add_self_blended
     from deepmetric.features.imagenet import ImageNetEmbedder
@@ -126,9 +125,8 @@ def load_data(head: int | None, sbi_copies: int, batch_size: int = 64,
         deg = add_degraded(ffpp, degrade_copies)
         sets["degrade"] = (deg[deg["degrade_seed"].notna()].reset_index(drop=True), cfg.data)
     if geometry:
-        sets["ffpp_tight"] = (ffpp, OmegaConf.merge(cfg.data, {"detector": {"margin": 0}}))
-        sets["dfdc_whole"] = (sets["dfdc"][0], OmegaConf.merge(
-            cfg.eval_data, {"detector": {"whole_image": True}}))
+        sets["ffpp_tight"] = (ffpp, _with_detector(cfg.data, margin=0))
+        sets["dfdc_whole"] = (sets["dfdc"][0], _with_detector(cfg.eval_data, whole_image=True))
     out = {}
     for name, (items, node) in sets.items():
         ex = _extractor_for(extractor, node)
@@ -145,6 +143,16 @@ def load_data(head: int | None, sbi_copies: int, batch_size: int = 64,
         log.info("%s: %d frames of %d items in %.0f s", name, len(feats.frames),
                  feats.frames["video_id"].nunique(), time.perf_counter() - t)
     return out
+
+
+def _with_detector(node: Any, **options: Any) -> Any:
+    """A data config whose ``detector`` overrides (see ``experiments.run._extractor_for``)
+    also set ``options``."""
+    from omegaconf import OmegaConf
+
+    d = OmegaConf.to_container(node, resolve=True)
+    d["detector"] = {**(d.get("detector") or {}), **options}
+    return OmegaConf.create(d)
 
 
 def _mnv2(emb: Any, crops: np.ndarray, where: Path, frames: pd.DataFrame) -> dict:
