@@ -73,6 +73,8 @@ FACENET_BLOCKS = ["embedding", "avgpool_1a", "repeat_1", "repeat_2", "repeat_3",
                   "repeat_2@2x2", "spectrum"]
 MNV2_BLOCKS = ["mnv2/6", "mnv2/13", "mnv2/17", "mnv2/pool"]
 DEEPMETRIC = ["repeat_2@2x2", "repeat_3", "spectrum"]  # +exp=deepmetric's features
+#: Heads of the metric rows whose loss is a projector config (experiments/conf/projector).
+PROJECTOR_LOSSES = ("triplet", "supcon", "contrastive", "arcface")
 
 
 @dataclass
@@ -186,28 +188,15 @@ def projected(loss: str, C: float = 0.1, seed: int = 0) -> Any:
 
     from deepmetric.learn.projector import TripletProjector
 
-    if loss == "triplet":
-        lf = None
-    elif loss == "supcon":
-        from pytorch_metric_learning.losses import SupConLoss
-
-        lf = SupConLoss(temperature=0.1)
-    elif loss == "oneclass":
+    if loss == "oneclass":  # no projector config: its centre is this head's 64-d space
         from deepmetric.learn.losses import OneClassSoftmaxLoss
 
         lf = OneClassSoftmaxLoss(embedding_size=64)
-    elif loss == "contrastive":  # as projector=contrastive
-        from pytorch_metric_learning.losses import ContrastiveLoss
-        from pytorch_metric_learning.miners import PairMarginMiner
+    elif loss in PROJECTOR_LOSSES:  # the loss of projector=<loss>, as experiments.run builds it
+        from hydra.utils import instantiate
 
-        from deepmetric.learn.losses import MinedLoss
-
-        lf = MinedLoss(ContrastiveLoss(pos_margin=0.0, neg_margin=1.0),
-                       PairMarginMiner(pos_margin=0.2, neg_margin=0.8))
-    elif loss == "arcface":  # as projector=arcface
-        from pytorch_metric_learning.losses import ArcFaceLoss
-
-        lf = ArcFaceLoss(num_classes=2, embedding_size=64)
+        node = _compose([f"projector={loss}"]).projector.loss
+        lf = None if node is None else instantiate(node)
     else:
         raise ValueError(f"unknown loss {loss!r}")
     proj = TripletProjector(loss=lf, epochs=50, dropout=0.2, weight_decay=1e-4,
