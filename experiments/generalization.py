@@ -45,7 +45,9 @@ Row groups (``--rows``):
   DFDC crops taken whole as faces (``detector.whole_image``) instead of MTCNN's box plus
   margin clamped to the 224-px crop, and the FF++ faces cropped at MTCNN's tight box
   (``detector.margin=0``), as the DFDC crops were made; with group-bootstrap intervals
-  of the difference to ``+exp=deepmetric``'s frame path.
+  of the difference to ``+exp=deepmetric``'s frame path. With ``--sbi-copies`` it adds
+  the self-blended copies cut at the same tight box, and the matched geometry's
+  video-level model.
 
 Every choice this study reports as "best" was made on the DFDC *development* set (or, for
 ``nested``, inside the training folds); the held-out test splits are not read here.
@@ -101,11 +103,13 @@ def _compose(overrides: list[str]):
 
 def load_data(head: int | None, sbi_copies: int, batch_size: int = 64,
               degrade_copies: int = 0, keep_crops: bool = False,
-              geometry: bool = False) -> dict[str, Data]:
+              geometry: bool = False, default_copies: bool = True) -> dict[str, Data]:
     """FF++, its self-blended and degraded copies (when asked) and the DFDC dev crops, as
     :class:`Data`; ``keep_crops`` keeps the face crops as block ``crops`` (uint8, flattened
     160×160×3) for the fine-tuning rows; ``geometry`` adds ``ffpp_tight`` (FF++ cropped at
-    MTCNN's box, no margin) and ``dfdc_whole`` (the DFDC crops taken whole as faces)."""
+    MTCNN's box, no margin), ``dfdc_whole`` (the DFDC crops taken whole as faces) and,
+    with ``sbi_copies``, ``sbi_tight`` (the self-blended copies cut at the tight box);
+    ``default_copies=False`` leaves out the copies cut with the default margin."""
     from hydra.utils import instantiate
 
     from deepmetric.datasets.items import add_degraded, add_self_blended
@@ -120,15 +124,19 @@ def load_data(head: int | None, sbi_copies: int, batch_size: int = 64,
     ffpp = _load_items(cfg.data, "data")
     sets = {"ffpp": (ffpp, cfg.data),
             "dfdc": (_load_items(cfg.eval_data, "eval_data"), cfg.eval_data)}
-    if sbi_copies:
-        sbi = add_self_blended(ffpp, sbi_copies)
-        sets["sbi"] = (sbi[sbi["blend_seed"].notna()].reset_index(drop=True), cfg.data)
-    if degrade_copies:
+    sbi = add_self_blended(ffpp, sbi_copies) if sbi_copies else None
+    if sbi is not None:
+        sbi = sbi[sbi["blend_seed"].notna()].reset_index(drop=True)
+    if sbi is not None and default_copies:
+        sets["sbi"] = (sbi, cfg.data)
+    if degrade_copies and default_copies:
         deg = add_degraded(ffpp, degrade_copies)
         sets["degrade"] = (deg[deg["degrade_seed"].notna()].reset_index(drop=True), cfg.data)
     if geometry:
         sets["ffpp_tight"] = (ffpp, _with_detector(cfg.data, margin=0))
         sets["dfdc_whole"] = (sets["dfdc"][0], _with_detector(cfg.eval_data, whole_image=True))
+        if sbi is not None:
+            sets["sbi_tight"] = (sbi, _with_detector(cfg.data, margin=0))
     out = {}
     for name, (items, node) in sets.items():
         ex = _extractor_for(extractor, node)
@@ -466,6 +474,22 @@ def rows(data: dict[str, Data], groups: set[str],
             row("geometry", f"paired: {name}", "fitted on all FF++; DFDC dev AUC, group "
                 "bootstrap vs +exp=deepmetric's frame path", DEEPMETRIC,
                 lambda m=matched: paired(logreg(), DEEPMETRIC, m, base))
+        tight = {"ffpp": data["ffpp_tight"], "dfdc": data["dfdc_whole"]}
+        row("geometry", "+exp=deepmetric, video level (images: its frame path): FF++ at "
+            "MTCNN's tight box + DFDC crops taken whole", "per-clip std → logreg, matched "
+            "geometry", DEEPMETRIC,
+            lambda: in_and_cross(logreg(), DEEPMETRIC, tight, temporal=["std"]))
+        if "sbi_tight" in data:
+            tight_sbi = with_copies(data["ffpp_tight"], data["sbi_tight"])
+            name = (f"FF++ + self-blended copies ({sbi_copies} per real clip), all at "
+                    "MTCNN's tight box + DFDC crops taken whole")
+            for tag, blocks in (("+exp=deepmetric, frame level", DEEPMETRIC),
+                                ("+ MobileNetV2 blocks", best)):
+                row("geometry", f"{tag}: {name}", "matched geometry + pseudo-fakes", blocks,
+                    lambda b=blocks: in_and_cross(logreg(), b, tight, train=tight_sbi))
+                row("geometry", f"paired: {tag}: {name}", "fitted on all FF++ and its "
+                    "copies; DFDC dev AUC, group bootstrap vs +exp=deepmetric's frame path",
+                    blocks, lambda b=blocks: paired(logreg(), b, tight, base, train=tight_sbi))
     if "multisource" in groups:
         for blocks in (best, DEEPMETRIC):
             row("multisource", "+".join(blocks), "FF++ + 4/5 of DFDC dev → 1/5", blocks,
@@ -628,10 +652,12 @@ def main(argv: list[str] | None = None) -> int:
         store.write_text(json.dumps(results, indent=1, default=str))
         (a.out / "generalization.md").write_text(markdown(results, a.head or None))
 
-    n_sbi = a.sbi_copies if groups & {"sbi", "degrade", "finetune", "paired"} else 0
+    plain = bool(groups & {"sbi", "degrade", "finetune", "paired"})  # default-margin copies
+    n_sbi = a.sbi_copies if plain or "geometry" in groups else 0
     n_deg = a.degrade_copies if groups & {"degrade", "paired"} else 0
     data = load_data(a.head or None, n_sbi, degrade_copies=n_deg,
-                     keep_crops="finetune" in groups, geometry="geometry" in groups)
+                     keep_crops="finetune" in groups, geometry="geometry" in groups,
+                     default_copies=plain)
     results = rows(data, groups, on_row=write, done=done, sbi_copies=n_sbi,
                    degrade_copies=n_deg)
     write(results)

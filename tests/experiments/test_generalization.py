@@ -99,7 +99,9 @@ def test_geometry_rows_swap_in_the_matched_crops_and_pair_them_with_the_baseline
     data["dfdc_whole"] = _data(n_clips=60, frames=1, seed=4, shift=1.5, tag="dd")
     out = g.rows(data, {"geometry"})
     got = {r["name"]: r for r in out}
-    assert len(got) == 4 and not [r for r in out if "error" in r]
+    assert len(got) == 5 and not [r for r in out if "error" in r]
+    video = got["+exp=deepmetric, video level (images: its frame path): FF++ at MTCNN's "
+                "tight box + DFDC crops taken whole"]
     whole = got["+exp=deepmetric, frame level: DFDC crops taken whole"]
     tight = got["+exp=deepmetric, frame level: FF++ at MTCNN's tight box + DFDC crops taken "
                 "whole"]
@@ -107,6 +109,8 @@ def test_geometry_rows_swap_in_the_matched_crops_and_pair_them_with_the_baseline
     assert whole["ffpp_video_auc"] == base["ffpp_video_auc"]  # same FF++ crops
     assert whole["dfdc_image_auc"] != base["dfdc_image_auc"]  # other DFDC crops
     assert tight["ffpp_video_auc"] != base["ffpp_video_auc"]  # other FF++ crops
+    assert video["dfdc_image_auc"] == tight["dfdc_image_auc"]  # images: the frame path
+    assert video["ffpp_video_auc"] != tight["ffpp_video_auc"]  # clips: per-clip std
     pw = got["paired: DFDC crops taken whole"]
     assert abs(pw["diff_vs_deepmetric"] - (pw["dfdc_image_auc"] - base["dfdc_image_auc"])) \
         < 1e-9
@@ -118,3 +122,27 @@ def test_geometry_rows_swap_in_the_matched_crops_and_pair_them_with_the_baseline
                                          "paired: FF++ at MTCNN's tight box + DFDC crops "
                                          "taken whole"]
     assert "same rows" in errs[0]["error"]
+
+
+def test_geometry_rows_with_tight_self_blended_copies_train_on_them_and_test_ffpp_only():
+    data = _study()
+    data["ffpp_tight"] = _data(seed=3, shift=2.0)
+    data["dfdc_whole"] = _data(n_clips=60, frames=1, seed=4, shift=1.5, tag="dd")
+    tight_sbi = _data(n_clips=20, seed=5, shift=3.0, tag="ff")
+    tight_sbi.frames["video_id"] += "#sbi0"
+    data["sbi_tight"] = tight_sbi
+    done = [{"group": "blocks", "name": "a", "blocks": ["a"], "dfdc_image_auc": 0.7,
+             "ffpp_video_auc": 0.8, "ffpp_video_auc_std": 0.0, "dim": 6, "seconds": 0}]
+    out = [r for r in g.rows(data, {"geometry"}, done=done, sbi_copies=3)
+           if r["group"] == "geometry"]
+    got = {r["name"]: r for r in out}
+    assert len(got) == 9 and not [r for r in out if "error" in r]
+    name = ("FF++ + self-blended copies (3 per real clip), all at MTCNN's tight box + DFDC "
+            "crops taken whole")
+    with_sbi = got[f"+exp=deepmetric, frame level: {name}"]
+    tight = got["+exp=deepmetric, frame level: FF++ at MTCNN's tight box + DFDC crops taken "
+                "whole"]
+    assert with_sbi["dfdc_image_auc"] != tight["dfdc_image_auc"]  # the copies were fitted
+    assert got[f"+ MobileNetV2 blocks: {name}"]["blocks"] == ["a"]  # the dev-set best blocks
+    p = got[f"paired: +exp=deepmetric, frame level: {name}"]
+    assert abs(p["dfdc_image_auc"] - with_sbi["dfdc_image_auc"]) < 1e-9  # the same fit
