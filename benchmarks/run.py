@@ -21,7 +21,7 @@ from benchmarks.common import (RESULTS, ffpp_dir, machine_info, resolve_device, 
 
 BENCHMARKS = ("extraction", "embedder", "triplet", "heads", "memory")
 QUICK_SKIPS = ("memory",)
-OPT_IN = ("detector", "sharding")  # only with --only (sharding: needs SLURM)
+OPT_IN = ("detector", "sharding", "image_batch")  # only with --only (sharding: needs SLURM)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -158,16 +159,26 @@ class Extractor:
         ``embed(crops) -> {block: (N, D) float32}`` and ``settings()``. Their blocks are
         cached beside FaceNet's; their settings join the cache key (only when there are any,
         so caches made without backbones keep their key).
+    image_batch : int
+        Single images (one-frame items) go through the networks this many at a time, one
+        forward pass for all of them, instead of one each: a data set of face crops
+        extracts several times faster (``benchmarks/image_batch.py``). A clip is one pass
+        of its own frames, as before. Not a setting: the features agree to float rounding.
     """
 
     trim_memory = True  # class defaults: extractors pickled before the options existed
     backbones: Sequence = ()
+    image_batch = 16
 
     def __init__(self, detector: FaceDetector | None = None,
                  embedder: FaceEmbedder | None = None, n_frames: int = 25,
                  cache_dir: str | Path | None = None, spectrum_bins: int = 0,
                  save_crops: bool = False, on_error: str = "skip", progress: bool = True,
-                 trim_memory: bool = True, backbones: Sequence = ()):
+                 trim_memory: bool = True, backbones: Sequence = (), image_batch: int = 16):
+        if isinstance(image_batch, bool) or not isinstance(image_batch, (int, np.integer)) \
+                or image_batch < 1:
+            raise ValueError(f"image_batch (images per forward pass) must be an integer >= 1, "
+                             f"got {image_batch!r}")
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
         if isinstance(n_frames, bool) or not isinstance(n_frames, (int, np.integer)) \
@@ -184,6 +195,7 @@ class Extractor:
         self.progress = progress
         self.trim_memory = trim_memory
         self.backbones = list(backbones)
+        self.image_batch = int(image_batch)
 
     # -- settings and cache ---------------------------------------------------------------
     def settings(self) -> dict:
@@ -249,35 +261,47 @@ class Extractor:
                  seeds: tuple[int | None, int | None]) -> dict:
         """The arrays of a clip (or of its self-blended and/or degraded copy) from its
         detected faces; ``seeds`` is ``(blend_seed, degrade_seed)``."""
+        return self._arrays_many([(fr, self._copy_faces(path, fr, faces, seeds))])[0]
+
+    def _copy_faces(self, path, fr, faces: FaceCrops,
+                    seeds: tuple[int | None, int | None]) -> FaceCrops:
+        """The faces of the clip itself, or of its self-blended and/or degraded copy."""
         blend_seed, degrade_seed = seeds
         if blend_seed is not None:
             faces = self_blended_faces(fr.images, faces, blend_seed, path, self.detector)
         if degrade_seed is not None:
             faces = degraded_faces(faces, degrade_seed, path)
-        return self._arrays(fr, faces)
+        return faces
 
-    def _arrays(self, fr, faces) -> dict[str, np.ndarray]:
-        t = len(fr.indices)
-        out: dict[str, np.ndarray] = {
-            "frame_index": fr.indices.astype(np.int64), "found": faces.found,
-            "prob": faces.probs, "box": faces.boxes, "landmarks": faces.landmarks,
-            "n_faces": faces.n_faces, "n_total": np.int64(fr.n_total),
-            "fps": np.float64(fr.fps), "n_asked": np.int64(getattr(fr, "n_asked", t)),
-        }
-        idx = np.flatnonzero(faces.found)
-        blocks = self.embedder.embed(faces.crops[idx])
+    def _arrays_many(self, units: Sequence[tuple]) -> list[dict[str, np.ndarray]]:
+        """The cached arrays of several items from ``(frames, faces)`` pairs, their found
+        crops run through the networks together (one forward pass for many small items)."""
+        idx = [np.flatnonzero(faces.found) for _, faces in units]
+        crops = np.concatenate([faces.crops[i] for (_, faces), i in zip(units, idx)])
+        blocks = self.embedder.embed(crops)
         for backbone in self.backbones:
-            blocks.update(backbone.embed(faces.crops[idx]))
+            blocks.update(backbone.embed(crops))
         if self.spectrum_bins:
-            blocks[SPECTRUM] = radial_spectrum(faces.crops[idx], self.spectrum_bins)
-        for name, arr in blocks.items():
-            full = np.full((t, arr.shape[1] if arr.size else 0), np.nan, np.float32)
-            if len(idx):
-                full[idx] = arr
-            out[name] = full
-        if self.save_crops:
-            out["crops"] = faces.crops
-        return out
+            blocks[SPECTRUM] = radial_spectrum(crops, self.spectrum_bins)
+        ends = np.cumsum([len(i) for i in idx])
+        outs = []
+        for (fr, faces), i, end in zip(units, idx, ends):
+            t = len(fr.indices)
+            out: dict[str, np.ndarray] = {
+                "frame_index": fr.indices.astype(np.int64), "found": faces.found,
+                "prob": faces.probs, "box": faces.boxes, "landmarks": faces.landmarks,
+                "n_faces": faces.n_faces, "n_total": np.int64(fr.n_total),
+                "fps": np.float64(fr.fps), "n_asked": np.int64(getattr(fr, "n_asked", t)),
+            }
+            for name, arr in blocks.items():
+                full = np.full((t, arr.shape[1] if arr.size else 0), np.nan, np.float32)
+                if len(i):
+                    full[i] = arr[end - len(i):end]
+                out[name] = full
+            if self.save_crops:
+                out["crops"] = faces.crops
+            outs.append(out)
+        return outs
 
     # -- a manifest ---------------------------------------------------------------------------
     def run(self, manifest: pd.DataFrame,
@@ -370,49 +394,95 @@ class Extractor:
 
     def _pass(self, paths: list[str], todo: dict, report: ExtractionReport,
               finished: Callable[[int], None]) -> list[str]:
-        """One pass over ``paths``; returns those another job held locked (not done)."""
+        """One pass over ``paths``; returns those another job held locked (not done).
+
+        Single images wait (locked) until ``image_batch`` of them are ready, then go through
+        the networks in one forward pass; a clip flushes what waits together with itself."""
         cache = self.cache
         busy: list[str] = []
-        with ThreadPoolExecutor(max_workers=1) as pool:
+        waiting: list[tuple] = []  # (video_id, path, seeds, frames, faces), locks held
+        with ThreadPoolExecutor(max_workers=1) as pool, ExitStack() as locks:
+
+            def flush() -> None:
+                if waiting:
+                    self._save_many(waiting, cache, report, finished)
+                    waiting.clear()
+                locks.close()  # every lock of the flushed items
+                if self.trim_memory:
+                    malloc_trim()
+
             # Decode the next clip while the current one runs through MTCNN/FaceNet.
             pending = pool.submit(_read, paths[0], self.n_frames) if paths else None
             for k, path in enumerate(paths):
                 frames_or_exc = pending.result()
                 pending = (pool.submit(_read, paths[k + 1], self.n_frames)
                            if k + 1 < len(paths) else None)
+                lock = cache.try_lock(path)
+                if not lock.__enter__():  # another job is on it: come back later
+                    lock.__exit__(None, None, None)
+                    busy.append(path)
+                    del frames_or_exc
+                    continue
+                locks.push(lock)
                 faces = None
-                with cache.try_lock(path) as mine:
-                    if not mine:  # another job is on it: come back later
-                        busy.append(path)
-                        del frames_or_exc
-                        continue
-                    for vid, seed in todo[path]:
-                        try:
-                            if self._usable(cache.load(path, _variant(seed))):  # another job
-                                report.n_cached += 1
-                                continue
-                            cache.clear_stale(path, _variant(seed))  # a killed job's temp
-                            if isinstance(frames_or_exc, BaseException):
-                                raise frames_or_exc
-                            if faces is None:  # once for the clip and all its copies
-                                faces = self.detector.detect(frames_or_exc.images)
-                            arrays = self._extract(path, frames_or_exc, faces, seed)
-                            cache.save(path, arrays, _variant(seed))
-                            report.n_extracted += 1
-                            report.n_frames += int(len(arrays["found"]))
-                            report.n_faces += int(arrays["found"].sum())
-                        except (MediaError, ValueError, RuntimeError, OSError) as exc:
-                            msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
-                            if self.on_error == "raise":
-                                raise ExtractionError(msg) from exc
-                            report.failures.append({"video_id": vid, "path": path,
-                                                    "error": msg.replace(f"{path}: ", "", 1)})
-                        finally:
+                for vid, seed in todo[path]:
+                    try:
+                        if self._usable(cache.load(path, _variant(seed))):  # another job
+                            report.n_cached += 1
                             finished(1)
+                            continue
+                        cache.clear_stale(path, _variant(seed))  # a killed job's temp
+                        if isinstance(frames_or_exc, BaseException):
+                            raise frames_or_exc
+                        if faces is None:  # once for the clip and all its copies
+                            faces = self.detector.detect(frames_or_exc.images)
+                        waiting.append((vid, path, seed, frames_or_exc,
+                                        self._copy_faces(path, frames_or_exc, faces, seed)))
+                    except (MediaError, ValueError, RuntimeError, OSError) as exc:
+                        self._failed(vid, path, exc, report)
+                        finished(1)
+                single = not isinstance(frames_or_exc, BaseException) \
+                    and len(frames_or_exc.indices) <= 1
                 del frames_or_exc, faces
-                if self.trim_memory:
-                    malloc_trim()
+                if not single or len(waiting) >= self.image_batch:
+                    flush()
+            flush()
         return busy
+
+    def _save_many(self, units: list[tuple], cache: FeatureCache, report: ExtractionReport,
+                   finished: Callable[[int], None]) -> None:
+        """Embed ``(video_id, path, seeds, frames, faces)`` items together and cache each;
+        when the joint pass fails, each item again alone, so a failure names its file."""
+        try:
+            arrays = self._arrays_many([(fr, faces) for _, _, _, fr, faces in units])
+        except (ValueError, RuntimeError, OSError):
+            if len(units) == 1:
+                arrays = [None]
+            else:
+                for unit in units:
+                    self._save_many([unit], cache, report, finished)
+                return
+        for (vid, path, seed, fr, faces), arr in zip(units, arrays):
+            try:
+                if arr is None:
+                    arr = self._arrays_many([(fr, faces)])[0]
+                cache.save(path, arr, _variant(seed))
+                report.n_extracted += 1
+                report.n_frames += int(len(arr["found"]))
+                report.n_faces += int(arr["found"].sum())
+            except (MediaError, ValueError, RuntimeError, OSError) as exc:
+                self._failed(vid, path, exc, report)
+            finally:
+                finished(1)
+
+    def _failed(self, vid: str, path: str, exc: BaseException,
+                report: ExtractionReport) -> None:
+        """Record a failed item (``on_error="skip"``) or stop with :class:`ExtractionError`."""
+        msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+        if self.on_error == "raise":
+            raise ExtractionError(msg) from exc
+        report.failures.append({"video_id": vid, "path": path,
+                                "error": msg.replace(f"{path}: ", "", 1)})
 
     def features(self, manifest: pd.DataFrame,
                  blocks: Sequence[str] | str = (EMBEDDING,)) -> FrameFeatures:

@@ -290,3 +290,35 @@ def test_a_self_blended_copy_leaves_out_faces_it_cannot_blend(tmp_path, shared_d
         copy = feats.frames["video_id"].str.contains("#sbi")
         assert int(copy.sum()) == faces
         assert (r.no_face == [items["video_id"].iloc[1]]) == (faces == 0)
+
+
+def test_images_are_embedded_in_batches_with_the_same_features_and_failures_alone(
+        tmp_path, shared_dir, detector, embedder):
+    """Single images go through FaceNet ``image_batch`` at a time: the cached features
+    agree with one pass per image, and a broken image in a batch fails alone, by name."""
+    from deepmetric.datasets.manifest import load
+
+    items = load(shared_dir / "dfdc-faces" / "labels.csv", head=9)
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not a jpeg")
+    bad_row = validate_manifest(pd.DataFrame({"path": [str(bad)], "label": [1]}))
+    items = pd.concat([items.iloc[:4], bad_row, items.iloc[4:]], ignore_index=True)
+    whole = FaceDetector(whole_image=True)
+    one = Extractor(whole, embedder, cache_dir=tmp_path / "one", spectrum_bins=8,
+                    progress=False, image_batch=1)
+    many = Extractor(whole, embedder, cache_dir=tmp_path / "many", spectrum_bins=8,
+                     progress=False, image_batch=4)
+    seen = []
+    r1 = one.run(items)
+    r4 = many.run(items, on_progress=lambda done, total: seen.append(done))
+    for r in (r1, r4):
+        assert (r.n_extracted, r.n_failed, r.n_faces) == (9, 1, 9)
+        assert r.failures[0]["path"] == str(bad)
+    assert seen == list(range(11))  # every item reported once, in order
+    good = items.drop(index=4)
+    a, b = one.features(good, ["embedding", "spectrum"]), many.features(good, ["embedding",
+                                                                               "spectrum"])
+    assert a.frames["video_id"].tolist() == b.frames["video_id"].tolist()
+    np.testing.assert_allclose(a.X, b.X, rtol=1e-4, atol=1e-4)  # each item got its own rows
+    with pytest.raises(ValueError, match="image_batch"):
+        Extractor(whole, embedder, image_batch=0)
