@@ -162,7 +162,7 @@ class Extractor:
     image_batch : int
         Single images (one-frame items) go through the networks this many at a time, one
         forward pass for all of them, instead of one each: a data set of face crops
-        extracts several times faster (``benchmarks/image_batch.py``). A clip is one pass
+        extracts about twice as fast (``benchmarks/image_batch.py``). A clip is one pass
         of its own frames, as before. Not a setting: the features agree to float rounding.
     """
 

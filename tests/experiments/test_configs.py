@@ -79,6 +79,23 @@ def test_deepmetric_exp_uses_its_flip_averaged_grid_features(tmp_path):
     assert set(cfg.features) - {"spectrum"} <= set(ex.embedder.layers)
 
 
+
+def test_cross_dataset_exp_cuts_faces_tight_adds_pseudo_fakes_and_takes_crops_whole(tmp_path):
+    """+exp=cross_dataset: +exp=deepmetric's features at frame level, FF++ faces at MTCNN's
+    tight box, three SBI copies; the DFDC crops it is scored on are taken whole."""
+    from experiments.run import _extractor_for
+
+    cfg = _compose(["+exp=cross_dataset", "data=ffpp", "eval_data=dfdc_faces",
+                    "eval_data.detector.whole_image=true", f"paths.cache_dir={tmp_path}"])
+    base = _compose(["+exp=deepmetric", f"paths.cache_dir={tmp_path}"])
+    assert cfg.features == base.features and cfg.classifier == base.classifier
+    assert list(cfg.temporal.stats) == [] and cfg.self_blend.copies == 3
+    ex = instantiate(cfg.extractor, _convert_="all")
+    assert ex.detector.margin == 0 and ex.embedder.flip_average
+    dfdc = _extractor_for(ex, cfg.eval_data)
+    assert dfdc.detector.whole_image and not ex.detector.whole_image
+    assert ex.cache.dir != instantiate(base.extractor, _convert_="all").cache.dir  # own crops
+
 def test_wrong_key_is_a_clear_error():
     with pytest.raises(ConfigCompositionException, match="projector.margn"):
         _compose(["projector.margn=0.3"])
