@@ -163,7 +163,14 @@ class FaceDetector:
         self._mtcnn = None
 
     def settings(self) -> dict:
-        """Everything that changes the detector's output (used in cache keys)."""
+        """Everything that changes the detector's output (used in cache keys).
+
+        Faces taken whole depend on the crop size alone: MTCNN's options (margin, thresholds,
+        ...) do not enter their key, so e.g. a run whose training clips use ``margin=0``
+        shares the whole-image features of its test crops with one that does not."""
+        if self.whole_image:
+            return {"detector": "whole image", "image_size": self.image_size,
+                    "whole_image": True}
         out = {"detector": "facenet_pytorch.MTCNN", "image_size": self.image_size,
                "margin": float(self.margin), "min_prob": float(self.min_prob),
                "max_side": self.max_side, "min_face_size": self.min_face_size,
@@ -172,8 +179,6 @@ class FaceDetector:
             out["retry_max_side"] = self.retry_max_side
         if self.fallback != "none":
             out["fallback"] = self.fallback
-        if self.whole_image:  # only when set: existing cache keys stay as they were
-            out["whole_image"] = True
         return out
 
     @property

@@ -175,4 +175,7 @@ def test_whole_image_takes_face_crops_as_they_are_without_mtcnn(shared_dir):
         np.testing.assert_array_equal(box, [0, 0, 224, 224])
     assert not np.array_equal(out.crops, mtcnn.crops)
     assert det.settings()["whole_image"] is True
+    # the crops depend on the crop size alone: MTCNN's options stay out of the cache key
+    assert FaceDetector(whole_image=True, margin=0, min_prob=0.5, fallback="image").settings() \
+        == det.settings() != FaceDetector(whole_image=True, image_size=128).settings()
     assert "whole_image" not in FaceDetector().settings()  # existing cache keys unchanged
