@@ -163,7 +163,10 @@ class Extractor:
         Single images (one-frame items) go through the networks this many at a time, one
         forward pass for all of them, instead of one each: a data set of face crops
         extracts about twice as fast (``benchmarks/image_batch.py``). A clip is one pass
-        of its own frames, as before. Not a setting: the features agree to float rounding.
+        of its own frames, as before. Every image pass has exactly ``image_batch`` crops
+        (padded), so an image's features do not depend on the others in its pass, nor on
+        how a manifest is ordered or sharded. Not a setting: the features agree with one
+        pass per image to float rounding.
     """
 
     trim_memory = True  # class defaults: extractors pickled before the options existed
@@ -273,16 +276,20 @@ class Extractor:
             faces = degraded_faces(faces, degrade_seed, path)
         return faces
 
-    def _arrays_many(self, units: Sequence[tuple]) -> list[dict[str, np.ndarray]]:
+    def _arrays_many(self, units: Sequence[tuple], pad: int = 0) -> list[dict[str, np.ndarray]]:
         """The cached arrays of several items from ``(frames, faces)`` pairs, their found
-        crops run through the networks together (one forward pass for many small items)."""
+        crops run through the networks together (one forward pass for many small items);
+        ``pad`` > 0 pads a shorter stack of crops with blank ones to that many rows."""
         idx = [np.flatnonzero(faces.found) for _, faces in units]
         crops = np.concatenate([faces.crops[i] for (_, faces), i in zip(units, idx)])
-        blocks = self.embedder.embed(crops)
+        n = len(crops)
+        if 0 < n < pad:
+            crops = np.concatenate([crops, np.zeros((pad - n, *crops.shape[1:]), crops.dtype)])
+        blocks = {k: v[:n] for k, v in self.embedder.embed(crops).items()}
         for backbone in self.backbones:
-            blocks.update(backbone.embed(crops))
+            blocks.update((k, v[:n]) for k, v in backbone.embed(crops).items())
         if self.spectrum_bins:
-            blocks[SPECTRUM] = radial_spectrum(crops, self.spectrum_bins)
+            blocks[SPECTRUM] = radial_spectrum(crops[:n], self.spectrum_bins)
         ends = np.cumsum([len(i) for i in idx])
         outs = []
         for (fr, faces), i, end in zip(units, idx, ends):
@@ -396,17 +403,21 @@ class Extractor:
               finished: Callable[[int], None]) -> list[str]:
         """One pass over ``paths``; returns those another job held locked (not done).
 
-        Single images wait (locked) until ``image_batch`` of them are ready, then go through
-        the networks in one forward pass; a clip flushes what waits together with itself."""
+        Single images wait (locked, their crops only) until ``image_batch`` of them are
+        ready, then go through the networks in one forward pass of exactly ``image_batch``
+        crops (a short batch is padded): for a fixed batch shape each crop's features do
+        not depend on the other crops, so the cache is the same however the manifest is
+        ordered or sharded. A clip goes through in a pass of its own frames, after the
+        images waiting before it."""
         cache = self.cache
         busy: list[str] = []
         waiting: list[tuple] = []  # (video_id, path, seeds, frames, faces), locks held
         with ThreadPoolExecutor(max_workers=1) as pool, ExitStack() as locks:
 
             def flush() -> None:
-                if waiting:
-                    self._save_many(waiting, cache, report, finished)
-                    waiting.clear()
+                for i in range(0, len(waiting), self.image_batch):
+                    self._save_many(waiting[i:i + self.image_batch], cache, report, finished)
+                waiting.clear()
                 locks.close()  # every lock of the flushed items
                 if self.trim_memory:
                     malloc_trim()
@@ -417,6 +428,10 @@ class Extractor:
                 frames_or_exc = pending.result()
                 pending = (pool.submit(_read, paths[k + 1], self.n_frames)
                            if k + 1 < len(paths) else None)
+                single = not isinstance(frames_or_exc, BaseException) \
+                    and len(frames_or_exc.indices) <= 1
+                if not single:
+                    flush()  # the images before it go first
                 lock = cache.try_lock(path)
                 if not lock.__enter__():  # another job is on it: come back later
                     lock.__exit__(None, None, None)
@@ -436,13 +451,18 @@ class Extractor:
                             raise frames_or_exc
                         if faces is None:  # once for the clip and all its copies
                             faces = self.detector.detect(frames_or_exc.images)
-                        waiting.append((vid, path, seed, frames_or_exc,
-                                        self._copy_faces(path, frames_or_exc, faces, seed)))
+                        unit = (vid, path, seed,
+                                # only the crops wait: not the decoded frames (up to 50 MP)
+                                replace(frames_or_exc, images=[]) if single else frames_or_exc,
+                                self._copy_faces(path, frames_or_exc, faces, seed))
                     except (MediaError, ValueError, RuntimeError, OSError) as exc:
                         self._failed(vid, path, exc, report)
                         finished(1)
-                single = not isinstance(frames_or_exc, BaseException) \
-                    and len(frames_or_exc.indices) <= 1
+                        continue
+                    if single:
+                        waiting.append(unit)
+                    else:
+                        self._save_many([unit], cache, report, finished)
                 del frames_or_exc, faces
                 if not single or len(waiting) >= self.image_batch:
                     flush()
@@ -452,9 +472,11 @@ class Extractor:
     def _save_many(self, units: list[tuple], cache: FeatureCache, report: ExtractionReport,
                    finished: Callable[[int], None]) -> None:
         """Embed ``(video_id, path, seeds, frames, faces)`` items together and cache each;
-        when the joint pass fails, each item again alone, so a failure names its file."""
+        when the joint pass fails, each item again alone, so a failure names its file.
+        Single images are padded to ``image_batch`` crops (see :meth:`_pass`)."""
+        pad = self.image_batch if all(len(u[3].indices) <= 1 for u in units) else 0
         try:
-            arrays = self._arrays_many([(fr, faces) for _, _, _, fr, faces in units])
+            arrays = self._arrays_many([(fr, faces) for _, _, _, fr, faces in units], pad)
         except (ValueError, RuntimeError, OSError):
             if len(units) == 1:
                 arrays = [None]
@@ -465,7 +487,7 @@ class Extractor:
         for (vid, path, seed, fr, faces), arr in zip(units, arrays):
             try:
                 if arr is None:
-                    arr = self._arrays_many([(fr, faces)])[0]
+                    arr = self._arrays_many([(fr, faces)], pad)[0]
                 cache.save(path, arr, _variant(seed))
                 report.n_extracted += 1
                 report.n_frames += int(len(arr["found"]))

@@ -320,5 +320,13 @@ def test_images_are_embedded_in_batches_with_the_same_features_and_failures_alon
                                                                                "spectrum"])
     assert a.frames["video_id"].tolist() == b.frames["video_id"].tolist()
     np.testing.assert_allclose(a.X, b.X, rtol=1e-4, atol=1e-4)  # each item got its own rows
+    # another order (another sharding) gives other batches, and the very same cache files
+    again = Extractor(whole, embedder, cache_dir=tmp_path / "again", spectrum_bins=8,
+                      progress=False, image_batch=4)
+    again.run(good.iloc[::-1])
+    for path in good["path"]:
+        x, y = many.cache.load(path), again.cache.load(path)
+        assert all(np.array_equal(x[k], y[k], equal_nan=True) for k in ("embedding",
+                                                                         "spectrum"))
     with pytest.raises(ValueError, match="image_batch"):
         Extractor(whole, embedder, image_batch=0)
