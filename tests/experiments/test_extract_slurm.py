@@ -32,7 +32,8 @@ pytestmark = pytest.mark.timeout(600)
 def _args(tmp: Path, name: str, *extra: str) -> list[str]:
     # image_batch=4: several image passes per shard, so a cancel can land between them
     return ["data=dfdc_faces", f"data.head={N_ITEMS}", "extract.threads=1",
-            "extractor.image_batch=4", "extractor.progress=false", f"extractor.cache_dir={tmp / name / 'cache'}",
+            "extractor.image_batch=4", "extractor.progress=false",
+            f"extractor.cache_dir={tmp / name / 'cache'}",
             f"extract.folder={tmp / name / 'shards'}", f"hydra.run.dir={tmp / name / 'run'}",
             *extra]
 
