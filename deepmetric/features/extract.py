@@ -416,7 +416,8 @@ class Extractor:
 
             def flush() -> None:
                 for i in range(0, len(waiting), self.image_batch):
-                    self._save_many(waiting[i:i + self.image_batch], cache, report, finished)
+                    self._save_many(waiting[i:i + self.image_batch], cache, report, finished,
+                                    pad=self.image_batch)
                 waiting.clear()
                 locks.close()  # every lock of the flushed items
                 if self.trim_memory:
@@ -462,7 +463,7 @@ class Extractor:
                     if single:
                         waiting.append(unit)
                     else:
-                        self._save_many([unit], cache, report, finished)
+                        self._save_many([unit], cache, report, finished, pad=0)
                 del frames_or_exc, faces
                 if not single or len(waiting) >= self.image_batch:
                     flush()
@@ -470,11 +471,11 @@ class Extractor:
         return busy
 
     def _save_many(self, units: list[tuple], cache: FeatureCache, report: ExtractionReport,
-                   finished: Callable[[int], None]) -> None:
+                   finished: Callable[[int], None], pad: int) -> None:
         """Embed ``(video_id, path, seeds, frames, faces)`` items together and cache each;
         when the joint pass fails, each item again alone, so a failure names its file.
-        Single images are padded to ``image_batch`` crops (see :meth:`_pass`)."""
-        pad = self.image_batch if all(len(u[3].indices) <= 1 for u in units) else 0
+        ``pad``: the crops of a pass are padded to this many (single images: ``image_batch``,
+        see :meth:`_pass`; a clip: 0)."""
         try:
             arrays = self._arrays_many([(fr, faces) for _, _, _, fr, faces in units], pad)
         except (ValueError, RuntimeError, OSError):
@@ -482,7 +483,7 @@ class Extractor:
                 arrays = [None]
             else:
                 for unit in units:
-                    self._save_many([unit], cache, report, finished)
+                    self._save_many([unit], cache, report, finished, pad)
                 return
         for (vid, path, seed, fr, faces), arr in zip(units, arrays):
             try:

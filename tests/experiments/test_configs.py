@@ -79,7 +79,6 @@ def test_deepmetric_exp_uses_its_flip_averaged_grid_features(tmp_path):
     assert set(cfg.features) - {"spectrum"} <= set(ex.embedder.layers)
 
 
-
 def test_cross_dataset_exp_cuts_faces_tight_adds_pseudo_fakes_and_takes_crops_whole(tmp_path):
     """+exp=cross_dataset: +exp=deepmetric's features at frame level, FF++ faces at MTCNN's
     tight box, three SBI copies; the DFDC crops it is scored on are taken whole."""
@@ -95,6 +94,7 @@ def test_cross_dataset_exp_cuts_faces_tight_adds_pseudo_fakes_and_takes_crops_wh
     dfdc = _extractor_for(ex, cfg.eval_data)
     assert dfdc.detector.whole_image and not ex.detector.whole_image
     assert ex.cache.dir != instantiate(base.extractor, _convert_="all").cache.dir  # own crops
+
 
 def test_wrong_key_is_a_clear_error():
     with pytest.raises(ConfigCompositionException, match="projector.margn"):
