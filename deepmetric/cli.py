@@ -70,13 +70,11 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"no media file found in {args.paths}", file=sys.stderr)
         return 2
     failed: list[tuple[Path, str]] = []
-    for f in files:
-        try:
-            r = model.predict(f)
-        except Exception as exc:  # noqa: BLE001 — one item never stops the batch
-            problem = _problem(f, exc)
+    for f, (_, r) in zip(files, model.predict_many(files)):
+        if isinstance(r, Exception):  # one item never stops the batch
+            problem = _problem(f, r)
             failed.append((f, problem))
-            rec = {"path": str(f), "error": problem, "error_type": type(exc).__name__}
+            rec = {"path": str(f), "error": problem, "error_type": type(r).__name__}
             print(json.dumps(rec) if args.json else f"ERROR   {f}: {problem}", flush=True)
             continue
         frames = r.pop("frame_scores")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -152,6 +152,34 @@ class DeepfakeModel:
         out = {"path": str(path), **self.score_arrays(arrays, str(path))}
         out["seconds"] = time.perf_counter() - t
         return out
+
+    def predict_many(self, paths: Iterable[str | os.PathLike]
+                     ) -> Iterator[tuple[str, dict | Exception]]:
+        """Score many clips and images, single images batched (see
+        :meth:`Extractor.extract_items`): a folder of photos or face crops is scored about
+        twice as fast as by :meth:`predict` one at a time, with the same scores to float
+        rounding.
+
+        Yields
+        ------
+        path : str
+            Each path, in the order given.
+        result : dict or Exception
+            What :meth:`predict` returns (``seconds`` is the item's share of the wall
+            time), or the exception it would raise (naming the file). One bad item never
+            stops the rest.
+        """
+        for path, arrays, seconds in self.extractor.extract_items(paths):
+            t = time.perf_counter()
+            try:
+                if isinstance(arrays, Exception):
+                    raise arrays
+                out = {"path": path, **self.score_arrays(arrays, path)}
+            except Exception as exc:  # noqa: BLE001 — handed to the caller, not lost
+                yield path, exc
+                continue
+            out["seconds"] = seconds + time.perf_counter() - t
+            yield path, out
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model as a ``.skops`` data file, atomically (see :mod:`deepmetric.modelfile`).

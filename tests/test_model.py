@@ -59,6 +59,28 @@ def test_predict_scores_a_real_photo_end_to_end(faces_dir, tmp_path):
     assert list(out["frame_scores"].columns) == ["frame_index", "score", "prob"]
 
 
+def test_predict_many_scores_what_predict_scores_and_hands_back_failures(faces_dir, tmp_path):
+    """Issue #17 follow-up: a folder is scored with images batched; same scores as one at a
+    time, a broken file in its place as the exception predict raises."""
+    from deepmetric.video.frames import MediaError
+
+    model = _legacy()
+    photos = [str(p) for p in sorted((faces_dir / "test_images").rglob("*.jpg"))[:5]]
+    (bad := tmp_path / "cut.jpg").write_bytes(Path(photos[0]).read_bytes()[:2000])
+    paths = [*photos[:2], str(bad), *photos[2:]]
+    out = list(model.predict_many(paths))
+    assert [p for p, _ in out] == paths
+    assert isinstance(out[2][1], MediaError) and "cut.jpg" in str(out[2][1])
+    with pytest.raises(MediaError, match="cut.jpg"):
+        model.predict(bad)
+    for path, r in out[:2] + out[3:]:
+        one = model.predict(path)
+        assert r["score"] == pytest.approx(one["score"], abs=1e-5)
+        assert (r["verdict"], r["n_faces"], r["scored_by"]) == (one["verdict"], one["n_faces"],
+                                                                 one["scored_by"])
+        assert r["path"] == path and r["seconds"] >= 0
+
+
 def test_save_load_roundtrip_keeps_scores(tmp_path):
     X = _legacy_X()
     y = np.arange(len(X)) % 2

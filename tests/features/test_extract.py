@@ -330,3 +330,49 @@ def test_images_are_embedded_in_batches_with_the_same_features_and_failures_alon
                                                                          "spectrum"))
     with pytest.raises(ValueError, match="image_batch"):
         Extractor(whole, embedder, image_batch=0)
+
+
+class _CountingEmbedder:
+    """The real FaceNet, recording how many crops each forward pass gets."""
+
+    def __init__(self, embedder):
+        self.inner, self.passes = embedder, []
+
+    def embed(self, crops):
+        self.passes.append(len(crops))
+        return self.inner.embed(crops)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_extract_items_batches_images_keeps_order_and_agrees_with_one_at_a_time(
+        tmp_path, shared_dir, small_manifest, embedder):
+    """What ``deepmetric predict`` runs on a folder: images ``image_batch`` at a time, a clip
+    in its own pass, a broken file failing alone in its place, each item's arrays those of
+    :meth:`Extractor.extract_item`."""
+    from deepmetric.datasets.manifest import load
+    from deepmetric.video.frames import MediaError
+
+    crops = list(load(shared_dir / "dfdc-faces" / "labels.csv", head=9)["path"])
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not a jpeg")
+    clip = small_manifest["path"].iloc[0]
+    paths = [*crops[:4], str(bad), *crops[4:7], clip, *crops[7:]]
+    counting = _CountingEmbedder(embedder)
+    whole = FaceDetector(whole_image=True)
+    ex = Extractor(whole, counting, n_frames=4, progress=False, image_batch=4)
+    out = list(ex.extract_items(paths))
+    assert [p for p, _, _ in out] == paths  # every item once, in the order given
+    assert counting.passes == [4, 4, 4, 4]  # 4 images | 3 images padded | the clip | 2 padded
+    err = out[4][1]
+    assert isinstance(err, MediaError) and str(bad) in str(err)
+    single = Extractor(whole, embedder, n_frames=4, progress=False)
+    for path, arrays, seconds in out[:4] + out[5:]:
+        assert seconds >= 0
+        ref = single.extract_item(path)
+        assert arrays.keys() == ref.keys()
+        np.testing.assert_array_equal(arrays["frame_index"], ref["frame_index"])
+        np.testing.assert_allclose(arrays["embedding"], ref["embedding"], atol=1e-5)
+    assert len(out[8][1]["found"]) == 4  # the clip: its 4 frames, not a single image
+    assert list(ex.extract_items([])) == []
