@@ -10,9 +10,11 @@ refused unless ``--trust-pickle`` is given (only for files from a source you tru
 
 Every item gets one line: its score, or ``ERROR`` with the file and the problem (unreadable,
 too large, no face, too few frames for a video-level model, ...); one bad item never stops
-the batch. The exit status is 0 when every item was scored, 1 when any failed (listed again
-on stderr at the end), 2 when the model could not be loaded (missing, refused, not a model)
-or no media file was found.
+the batch. Lines come in the order of the files; images go through the networks
+``image_batch`` (16) at a time (:meth:`deepmetric.model.DeepfakeModel.predict_many`). The
+exit status is 0 when every item was scored, 1 when any failed (listed again on stderr at
+the end), 2 when the model could not be loaded (missing, refused, not a model) or no media
+file was found.
 """
 
 from __future__ import annotations
