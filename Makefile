@@ -25,7 +25,10 @@ $(BASE): pyproject.toml constraints.txt Makefile
 
 # Everything the tests need: every extra, headless Chromium for the browser test.
 $(STAMP): $(BASE)
-	$(PIP) install -q -c constraints.txt -e '.[experiments,test,sweep,app]'
+	$(PIP) install -q -c constraints.txt -e '.[experiments,test,sweep,app,landmarks]'
+	@# MediaPipe FaceMesh model file (deepmetric.features.facemesh): --no-deps, the wheel
+	@# pins numpy<2 for code of its own that deepmetric does not import
+	$(PIP) install -q --no-deps mediapipe==0.10.21
 	@# headless Chromium for the browser test (tests/experiments/test_app_browser.py)
 	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then \
 	  S=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \

@@ -41,6 +41,9 @@ Row groups (``--rows``):
   FF++ training fold (and on all of FF++ for the cross-dataset column);
 - ``nested_video``: the same for the video-level model, whose per-clip statistics
   ([std] or [mean, std]) are chosen too (in-dataset only; ``--rows nested_video``).
+- ``landmarks``: MediaPipe FaceMesh geometry (:mod:`deepmetric.features.facemesh`: the 468
+  landmarks with pose, position and scale taken out, and FaceMesh's face-presence logit)
+  alone and added to ``+exp=deepmetric``'s blocks (``--rows landmarks``);
 - ``geometry``: the crop geometry of the two data sets matched (``--rows geometry``): the
   DFDC crops taken whole as faces (``detector.whole_image``) instead of MTCNN's box plus
   margin clamped to the 224-px crop, and the FF++ faces cropped at MTCNN's tight box
@@ -103,16 +106,19 @@ def _compose(overrides: list[str]):
 
 def load_data(head: int | None, sbi_copies: int, batch_size: int = 64,
               degrade_copies: int = 0, keep_crops: bool = False,
-              geometry: bool = False, default_copies: bool = True) -> dict[str, Data]:
+              geometry: bool = False, default_copies: bool = True,
+              landmarks: bool = False) -> dict[str, Data]:
     """FF++, its self-blended and degraded copies (when asked) and the DFDC dev crops, as
     :class:`Data`; ``keep_crops`` keeps the face crops as block ``crops`` (uint8, flattened
     160×160×3) for the fine-tuning rows; ``geometry`` adds ``ffpp_tight`` (FF++ cropped at
     MTCNN's box, no margin), ``dfdc_whole`` (the DFDC crops taken whole as faces) and,
     with ``sbi_copies``, ``sbi_tight`` (the self-blended copies cut at the tight box);
-    ``default_copies=False`` leaves out the copies cut with the default margin."""
+    ``default_copies=False`` leaves out the copies cut with the default margin;
+    ``landmarks`` adds the FaceMesh geometry blocks (``facemesh/...``) of the crops."""
     from hydra.utils import instantiate
 
     from deepmetric.datasets.items import add_degraded, add_self_blended
+    from deepmetric.features.facemesh import FaceMeshEmbedder
     from deepmetric.features.imagenet import ImageNetEmbedder
     from experiments.run import _extractor_for, _load_items
 
@@ -121,6 +127,7 @@ def load_data(head: int | None, sbi_copies: int, batch_size: int = 64,
     extractor = instantiate(cfg.extractor, _convert_="all")
     mnv2 = ImageNetEmbedder(layers=[b.split("/", 1)[1] for b in MNV2_BLOCKS],
                             batch_size=batch_size, device="auto")
+    backbones = [mnv2] + ([FaceMeshEmbedder()] if landmarks else [])
     ffpp = _load_items(cfg.data, "data")
     sets = {"ffpp": (ffpp, cfg.data),
             "dfdc": (_load_items(cfg.eval_data, "eval_data"), cfg.eval_data)}
@@ -146,7 +153,9 @@ def load_data(head: int | None, sbi_copies: int, batch_size: int = 64,
         feats = ex.features(items, FACENET_BLOCKS)
         X = {b: feats.X[:, s] for b, s in feats.blocks.items()}
         crops = ex.features(items, ["crops"]).X.reshape(-1, 160, 160, 3)
-        X.update(_mnv2(mnv2, crops, ex.cache.dir / "mnv2", feats.frames))
+        for backbone in backbones:
+            X.update(_from_crops(backbone, crops, ex.cache.dir / backbone.feature_names()[0]
+                                 .split("/")[0], feats.frames))
         if keep_crops:
             X["crops"] = crops.reshape(len(crops), -1)
         out[name] = Data(X, feats.frames)
@@ -165,8 +174,9 @@ def _with_detector(node: Any, **options: Any) -> Any:
     return OmegaConf.create(d)
 
 
-def _mnv2(emb: Any, crops: np.ndarray, where: Path, frames: pd.DataFrame) -> dict:
-    """MobileNetV2 blocks of the crops, memoised in one file per data set and settings."""
+def _from_crops(emb: Any, crops: np.ndarray, where: Path, frames: pd.DataFrame) -> dict:
+    """A backbone's blocks of the crops (MobileNetV2, FaceMesh), memoised in one file per
+    data set and settings."""
     from deepmetric.features.cache import read_npz, settings_hash, write_npz
 
     key = settings_hash({**emb.settings(), "rows": pd.util.hash_pandas_object(
@@ -490,6 +500,22 @@ def rows(data: dict[str, Data], groups: set[str],
                 row("geometry", f"paired: {tag}: {name}", "fitted on all FF++ and its "
                     "copies; DFDC dev AUC, group bootstrap vs +exp=deepmetric's frame path",
                     blocks, lambda b=blocks: paired(logreg(), b, tight, base, train=tight_sbi))
+    if "landmarks" in groups and "facemesh/shape" in data["ffpp"].X:
+        shape, flag = ["facemesh/shape"], ["facemesh/flag"]
+        for name, what, blocks in (
+                ("facemesh/shape", "FaceMesh landmarks, pose/position/scale taken out → "
+                 "logreg", shape),
+                ("facemesh/flag", "FaceMesh's face-presence logit → logreg", flag),
+                ("facemesh/shape+facemesh/flag", "both → logreg", shape + flag),
+                ("+exp=deepmetric's blocks + facemesh", "texture stats + spectrum + "
+                 "landmark geometry → logreg", DEEPMETRIC + shape + flag)):
+            row("landmarks", name, what, blocks,
+                lambda b=blocks: in_and_cross(logreg(), b, data))
+        base = cross_scores(logreg(), DEEPMETRIC, data)
+        row("landmarks", "paired: +exp=deepmetric's blocks + facemesh", "fitted on all "
+            "FF++; DFDC dev AUC, group bootstrap vs +exp=deepmetric's frame path",
+            DEEPMETRIC + shape + flag,
+            lambda: paired(logreg(), DEEPMETRIC + shape + flag, data, base))
     if "multisource" in groups:
         for blocks in (best, DEEPMETRIC):
             row("multisource", "+".join(blocks), "FF++ + 4/5 of DFDC dev → 1/5", blocks,
@@ -657,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
     n_deg = a.degrade_copies if groups & {"degrade", "paired"} else 0
     data = load_data(a.head or None, n_sbi, degrade_copies=n_deg,
                      keep_crops="finetune" in groups, geometry="geometry" in groups,
-                     default_copies=plain)
+                     default_copies=plain, landmarks="landmarks" in groups)
     results = rows(data, groups, on_row=write, done=done, sbi_copies=n_sbi,
                    degrade_copies=n_deg)
     write(results)

@@ -146,3 +146,23 @@ def test_geometry_rows_with_tight_self_blended_copies_train_on_them_and_test_ffp
     assert got[f"+ MobileNetV2 blocks: {name}"]["blocks"] == ["a"]  # the dev-set best blocks
     p = got[f"paired: +exp=deepmetric, frame level: {name}"]
     assert abs(p["dfdc_image_auc"] - with_sbi["dfdc_image_auc"]) < 1e-9  # the same fit
+
+
+def test_landmark_rows_run_alone_and_beside_the_texture_blocks_and_pair_them():
+    data = {k: v for k, v in _study().items() if k in ("ffpp", "dfdc")}
+    for d in data.values():
+        d.X["facemesh/shape"] = d.X.pop("a")  # the informative block plays the geometry
+        d.X["facemesh/flag"] = d.X["embedding"][:, :1]
+    out = g.rows(data, {"landmarks"})
+    got = {r["name"]: r for r in out}
+    assert len(got) == 5 and not [r for r in out if "error" in r]
+    assert got["facemesh/shape"]["dim"] == 6 and got["facemesh/flag"]["dim"] == 1
+    both = got["+exp=deepmetric's blocks + facemesh"]
+    assert both["dim"] == 4 * len(g.DEEPMETRIC) + 7
+    pr = got["paired: +exp=deepmetric's blocks + facemesh"]
+    assert pr["dfdc_image_auc"] == both["dfdc_image_auc"]  # same fit on all of FF++
+    base = g.in_and_cross(g.logreg(), g.DEEPMETRIC, data)
+    assert abs(pr["diff_vs_deepmetric"] - (pr["dfdc_image_auc"] - base["dfdc_image_auc"])) \
+        < 1e-9
+    # without the FaceMesh blocks (mediapipe not installed) the group adds no row
+    assert g.rows(_study(), {"landmarks"}) == []
