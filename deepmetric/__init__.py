@@ -41,7 +41,7 @@ _EXPORTS = {
     "resolve_weights": "features.weights", "Extractor": "features.extract",
     "FrameFeatures": "features.extract", "FeatureCache": "features.cache",
     "radial_spectrum": "features.spectrum", "self_blend": "features.blend",
-    "ImageNetEmbedder": "features.imagenet",
+    "ImageNetEmbedder": "features.imagenet", "FaceMeshEmbedder": "features.facemesh",
     # metric-learning core
     "TripletProjector": "learn.projector", "SemiHardTripletLoss": "learn.mining",
     "pool_frames": "learn.temporal", "NuisanceProjection": "learn.nuisance",
@@ -90,6 +90,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from deepmetric.features.cache import FeatureCache  # noqa: F401
     from deepmetric.features.embedder import FaceEmbedder  # noqa: F401
     from deepmetric.features.extract import Extractor, FrameFeatures  # noqa: F401
+    from deepmetric.features.facemesh import FaceMeshEmbedder  # noqa: F401
     from deepmetric.features.imagenet import ImageNetEmbedder  # noqa: F401
     from deepmetric.features.spectrum import radial_spectrum  # noqa: F401
     from deepmetric.features.weights import load_facenet, resolve_weights  # noqa: F401
