@@ -11,17 +11,9 @@ from PIL import Image
 
 from deepmetric.features.facemesh import (FaceMeshEmbedder, facemesh_weights_path,
                                           normalised_shape)
-from deepmetric.video.frames import read_image
 
-NAMES = ["angelina_jolie", "bradley_cooper", "kate_siegel", "paul_rudd", "shea_whigham"]
 #: sha256 of face_landmark.tflite in mediapipe-0.10.21 (FaceMesh v1)
 SHA256 = "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814"
-
-
-@pytest.fixture(scope="module")
-def aligned(faces_dir):
-    return np.stack([read_image(faces_dir / "test_images_aligned" / n / "1.png")
-                     for n in NAMES])
 
 
 @pytest.fixture(scope="module")

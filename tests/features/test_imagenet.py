@@ -6,15 +6,7 @@ import numpy as np
 import pytest
 
 from deepmetric.features.imagenet import ImageNetEmbedder, mobilenet_weights_path
-from deepmetric.video.frames import read_image
 
-NAMES = ["angelina_jolie", "bradley_cooper", "kate_siegel", "paul_rudd", "shea_whigham"]
-
-
-@pytest.fixture(scope="module")
-def aligned(faces_dir):
-    return np.stack([read_image(faces_dir / "test_images_aligned" / n / "1.png")
-                     for n in NAMES])
 
 
 @pytest.fixture(scope="module")
