@@ -1,12 +1,16 @@
 """The ``deepmetric`` console script.
 
-    deepmetric predict MODEL PATH [PATH ...] [--frames] [--json] [--trust-pickle]
+    deepmetric predict MODEL PATH [PATH ...] [--frames] [--json] [--threshold T]
+                       [--trust-pickle]
 
 ``MODEL`` is a ``model.skops`` written by ``python -m experiments.run``: data, not code (a
 file naming any type deepmetric does not trust is refused before anything in it is built).
 A ``model.joblib`` of earlier deepmetric versions is a pickle, which runs any code it holds: it is
 refused unless ``--trust-pickle`` is given (only for files from a source you trust).
 ``PATH`` is a clip, an image or a folder (searched recursively for media).
+``--threshold`` replaces the model's verdict threshold for this run (the file is unchanged):
+the model's own was fitted on its training data and need not suit data from another source;
+measure one on labelled data from that source.
 
 Every item gets one line: its score, or ``ERROR`` with the file and the problem (unreadable,
 too large, no face, too few frames for a video-level model, ...); one bad item never stops
@@ -67,6 +71,8 @@ def _predict(args: argparse.Namespace) -> int:
     except (FileNotFoundError, UntrustedModelError, TypeError) as exc:
         print(f"deepmetric predict: {exc}", file=sys.stderr)
         return 2
+    if args.threshold is not None:
+        model.threshold = args.threshold  # this run's verdicts only; the file is unchanged
     files = media_files(args.paths)
     if not files:
         print(f"no media file found in {args.paths}", file=sys.stderr)
@@ -101,6 +107,17 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probability(text: str) -> float:
+    """An argparse type: a float in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``deepmetric`` console script."""
     parser = argparse.ArgumentParser(prog="deepmetric", description=__doc__,
@@ -111,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("paths", nargs="+", help="clips, images or folders")
     p.add_argument("--frames", action="store_true", help="also print per-frame scores")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--threshold", type=_probability, default=None,
+                   help="score at or above which the verdict is FAKE (default: the model's "
+                        "own, fitted on its training data; set one measured on labelled data "
+                        "from the source you score)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="also load a joblib pickle (model.joblib of earlier versions); a pickle "
                         "runs any code it holds: only for files you trust")

@@ -95,3 +95,19 @@ def test_predict_never_runs_a_malicious_pickle_without_the_flag(tmp_path, folder
     proc = _run("predict", str(evil), str(folder), "--trust-pickle")
     assert proc.returncode == 2 and "not a deepmetric model" in proc.stderr
     assert marker.read_text() == "ran"  # the flag really is the user's trust
+
+
+def test_threshold_sets_this_runs_verdicts_and_is_checked(model, folder):
+    base = [json.loads(ln) for ln in _run("predict", str(model), str(folder),
+                                          "--json").stdout.splitlines()]
+    for t in (0.0, min(r["score"] for r in base) + 1e-9, 1.0):
+        proc = _run("predict", str(model), str(folder), "--json", "--threshold", str(t))
+        recs = [json.loads(ln) for ln in proc.stdout.splitlines()]
+        assert proc.returncode == 0 and [r["score"] for r in recs] == [r["score"] for r in base]
+        assert [r["verdict"] for r in recs] == ["fake" if r["score"] >= t else "real"
+                                                for r in recs]
+    assert {r["verdict"] for r in recs} == {"real"} or max(r["score"] for r in recs) >= 1.0
+    proc = _run("predict", str(model), str(folder), "--threshold", "1.5")
+    assert proc.returncode == 2 and "must be between 0 and 1, got 1.5" in proc.stderr
+    proc = _run("predict", str(model), str(folder), "--threshold", "high")
+    assert proc.returncode == 2 and "not a number: 'high'" in proc.stderr
