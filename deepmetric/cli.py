@@ -9,8 +9,8 @@ A ``model.joblib`` of earlier deepmetric versions is a pickle, which runs any co
 refused unless ``--trust-pickle`` is given (only for files from a source you trust).
 ``PATH`` is a clip, an image or a folder (searched recursively for media).
 ``--threshold`` replaces the model's verdict threshold for this run (the file is unchanged):
-the model's own was fitted on its training data and need not suit data from another source;
-measure one on labelled data from that source.
+the model's own (the run's ``threshold``, 0.5 by default) suits the scores of its training
+data, not necessarily those of another source; measure one on labelled data from that source.
 
 Every item gets one line: its score, or ``ERROR`` with the file and the problem (unreadable,
 too large, no face, too few frames for a video-level model, ...); one bad item never stops
@@ -130,8 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--threshold", type=_probability, default=None,
                    help="score at or above which the verdict is FAKE (default: the model's "
-                        "own, fitted on its training data; set one measured on labelled data "
-                        "from the source you score)")
+                        "own, the run's threshold; set one measured on labelled data from the "
+                        "source you score)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="also load a joblib pickle (model.joblib of earlier versions); a pickle "
                         "runs any code it holds: only for files you trust")
