@@ -170,10 +170,11 @@ class DeepfakeModel:
             stops the rest.
         """
         for path, arrays, seconds in self.extractor.extract_items(paths):
+            if isinstance(arrays, Exception):
+                yield path, arrays
+                continue
             t = time.perf_counter()
             try:
-                if isinstance(arrays, Exception):
-                    raise arrays
                 out = {"path": path, **self.score_arrays(arrays, path)}
             except Exception as exc:  # noqa: BLE001 — handed to the caller, not lost
                 yield path, exc

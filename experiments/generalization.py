@@ -127,7 +127,9 @@ def load_data(head: int | None, sbi_copies: int, batch_size: int = 64,
     extractor = instantiate(cfg.extractor, _convert_="all")
     mnv2 = ImageNetEmbedder(layers=[b.split("/", 1)[1] for b in MNV2_BLOCKS],
                             batch_size=batch_size, device="auto")
-    backbones = [mnv2] + ([FaceMeshEmbedder()] if landmarks else [])
+    backbones = {"mnv2": mnv2}  # memo folder → backbone run on the cached crops
+    if landmarks:
+        backbones["facemesh"] = FaceMeshEmbedder()
     ffpp = _load_items(cfg.data, "data")
     sets = {"ffpp": (ffpp, cfg.data),
             "dfdc": (_load_items(cfg.eval_data, "eval_data"), cfg.eval_data)}
@@ -153,9 +155,8 @@ def load_data(head: int | None, sbi_copies: int, batch_size: int = 64,
         feats = ex.features(items, FACENET_BLOCKS)
         X = {b: feats.X[:, s] for b, s in feats.blocks.items()}
         crops = ex.features(items, ["crops"]).X.reshape(-1, 160, 160, 3)
-        for backbone in backbones:
-            X.update(_from_crops(backbone, crops, ex.cache.dir / backbone.feature_names()[0]
-                                 .split("/")[0], feats.frames))
+        for folder, backbone in backbones.items():
+            X.update(_from_crops(backbone, crops, ex.cache.dir / folder, feats.frames))
         if keep_crops:
             X["crops"] = crops.reshape(len(crops), -1)
         out[name] = Data(X, feats.frames)

@@ -178,6 +178,7 @@ class FaceMeshEmbedder:
         inp = it.get_input_details()[0]["index"]
         outs = sorted(it.get_output_details(), key=lambda d: -int(np.prod(d["shape"])))
         h, w = crops.shape[1:3]
+        to_crop = np.array([w, h, w], np.float32) / INPUT_SIZE  # input pixels → crop pixels
         for i in range(n):
             x = torch.from_numpy(np.ascontiguousarray(crops[i])).permute(2, 0, 1)[None]
             x = x.float() / 255.0
@@ -187,8 +188,7 @@ class FaceMeshEmbedder:
             it.set_tensor(inp, x.permute(0, 2, 3, 1).contiguous().numpy())
             it.invoke()
             lm = it.get_tensor(outs[0]["index"]).reshape(N_LANDMARKS, 3)
-            lms[i] = lm * np.array([w / INPUT_SIZE, h / INPUT_SIZE, w / INPUT_SIZE],
-                                   np.float32)
+            lms[i] = lm * to_crop
             flags[i] = float(it.get_tensor(outs[1]["index"]).ravel()[0])
         return lms, flags
 
