@@ -116,7 +116,7 @@ class ReportStore:
             kwargs["connect_args"] = {"timeout": float(busy_timeout)}
         self.engine = sa.create_engine(self.url, **kwargs)
         if self._sqlite:
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout))
         self.table = _table(sa)
         self._create()
 
@@ -269,13 +269,35 @@ def _table(sa):
     )
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    cur = dbapi_conn.cursor()
-    try:
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-    finally:
-        cur.close()
+def _sqlite_pragmas(busy_timeout: float):
+    """The connect hook of a SQLite store: WAL journal, ``synchronous=NORMAL``.
+
+    Switching a database to WAL takes an exclusive lock, and when several processes open a
+    new database at once SQLite can answer "database is locked" at once, without waiting
+    for the busy timeout (it refuses to wait where waiting could deadlock). The switch is
+    therefore retried, with backoff, for up to ``busy_timeout`` seconds.
+    """
+    import sqlite3
+    import time
+
+    def on_connect(dbapi_conn, _record) -> None:
+        cur = dbapi_conn.cursor()
+        try:
+            deadline, delay = time.monotonic() + busy_timeout, 0.01
+            while True:
+                try:
+                    cur.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() >= deadline:
+                        raise
+                    time.sleep(delay)
+                    delay = min(2 * delay, 0.25)
+            cur.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cur.close()
+
+    return on_connect
 
 
 def _utc(t: datetime) -> datetime:
