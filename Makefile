@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 BASE   := $(VENV)/.deepmetric-base
 STAMP  := $(VENV)/.deepmetric-installed
 
-.PHONY: venv demo lint test test-all test-slow bench clean-venv
+.PHONY: venv demo lint test test-compat test-all test-slow bench clean-venv
 
 venv: $(STAMP)
 
@@ -51,6 +51,11 @@ lint: venv
 
 test: venv lint
 	$(PY) -m pytest -q
+
+# The lowest supported stack (Python 3.12, torch 2.2, numpy 1.26) offline, a user's torch kept
+# by pip, and results compared with the pinned stack (.ci/compat; docs/install.md).
+test-compat: venv
+	bash .ci/compat
 
 test-slow: venv
 	$(PY) -m pytest -q -m slow

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["cache_root", "file_sha256"]
+__all__ = ["cache_root", "file_lock", "file_sha256"]
 
 
 def cache_root() -> Path:
@@ -29,3 +31,40 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def file_lock(lock_path: str | os.PathLike, blocking: bool = True) -> Iterator[bool]:
+    """Hold an exclusive advisory lock (``fcntl.flock``) on ``lock_path`` inside the block.
+
+    The lock dies with its process (killed, timed out): there is never a stale lock to
+    clean up. The lock file is created when missing and left in place.
+
+    Parameters
+    ----------
+    lock_path : path-like
+        The lock file; its folder must exist.
+    blocking : bool, default True
+        Wait for the lock; with False, give up at once when another process holds it.
+
+    Yields
+    ------
+    bool
+        True when this process holds the lock inside the block; False (``blocking=False``
+        only) when another process holds it, and nothing is held.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: callers' atomic renames still keep files whole
+        yield True
+        return
+    with open(lock_path, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -39,7 +39,7 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
-from deepmetric.storage import cache_root
+from deepmetric.storage import cache_root, file_lock
 
 __all__ = ["FeatureCache", "CacheError", "FingerprintIndex", "settings_hash",
            "content_fingerprint", "flush_fingerprints"]
@@ -376,19 +376,5 @@ class FeatureCache:
             True when this process holds the lock inside the block; False when another
             process holds it (nothing is held then: skip the file and come back later).
         """
-        lock_path = self._lock_path(media_path)
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: atomic renames still keep files whole
-            yield True
-            return
-        with open(lock_path, "a+") as fh:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        with file_lock(self._lock_path(media_path), blocking=blocking) as got:
+            yield got

