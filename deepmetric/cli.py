@@ -118,10 +118,17 @@ def _probability(text: str) -> float:
     return value
 
 
+def _version() -> str:
+    from deepmetric import __version__
+
+    return __version__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``deepmetric`` console script."""
     parser = argparse.ArgumentParser(prog="deepmetric", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"deepmetric {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("predict", help="score clips, images or folders with a fitted model")
     p.add_argument("model", help="model.skops from experiments.run")
