@@ -1,13 +1,18 @@
 """Snapshots that the compatibility job (``.ci/compat``) compares across software stacks.
 
     python .ci/compat.py snapshot OUT.json --shared ../shared --demo RUN_DIR
-    python .ci/compat.py compare PINNED.json OLDEST.json
+    python .ci/compat.py compare PINNED.json OLDEST.json \
+        --same-clips PINNED_RUN OLDEST_RUN --caches PINNED_CACHE OLDEST_CACHE
 
 A snapshot holds the stack's versions, the FaceNet embeddings of the five aligned fixture
 crops (the reference set of ``../shared/README.md``, with their pairwise distances), the
-MTCNN box of a fixture photo, and the demo run's ``metrics.json``. ``compare`` prints every
-difference and exits 1 when the embeddings differ by more than 1e-4 or the reference
-distances by more than 1e-3.
+MTCNN box of a fixture photo, and the demo run's ``metrics.json`` (each stack's own demo
+clips: OpenCV's encoder writes other bytes on each stack). ``compare`` prints every
+difference and exits 1 when the embeddings differ by more than 1e-4, the reference
+distances by more than 1e-3, the features of the same demo clips (the two caches) by more
+than 1e-4, or the metrics of two runs on the same clips (``--same-clips``, with
+``projector=none``) by more than 1e-3. The triplet head's metrics are printed, not checked:
+it is trained again on each stack, and torch 2.2 and 2.14 train it differently.
 """
 
 from __future__ import annotations
@@ -71,7 +76,29 @@ def _flat(d, prefix=""):
         yield prefix[:-1], float(d)
 
 
-def compare(a_path: Path, b_path: Path) -> int:
+def _metric_diffs(a: dict, b: dict) -> dict[str, float]:
+    import numpy as np
+
+    ma, mb = dict(_flat(a.get("metrics", a))), dict(_flat(b.get("metrics", b)))
+    keys = sorted(k for k in set(ma) & set(mb) if not k.endswith(("seconds", "_s", "time")))
+    return {k: abs(ma[k] - mb[k]) for k in keys if np.isfinite(ma[k]) and np.isfinite(mb[k])}
+
+
+def _feature_diff(cache_a: Path, cache_b: Path) -> tuple[int, float]:
+    import numpy as np
+
+    fa = {p.name: p for p in cache_a.glob("features/*/*.npz")}
+    fb = {p.name: p for p in cache_b.glob("features/*/*.npz")}
+    worst, common = 0.0, sorted(set(fa) & set(fb))
+    for name in common:
+        with np.load(fa[name]) as x, np.load(fb[name]) as y:
+            for k in x.files:
+                if x[k].dtype.kind == "f" and x[k].shape == y[k].shape:
+                    worst = max(worst, float(np.abs(x[k] - y[k]).max(initial=0.0)))
+    return len(common), worst
+
+
+def compare(a_path: Path, b_path: Path, same_clips: list[Path], caches: list[Path]) -> int:
     import numpy as np
 
     a, b = json.loads(a_path.read_text()), json.loads(b_path.read_text())
@@ -90,13 +117,22 @@ def compare(a_path: Path, b_path: Path) -> int:
     box = np.abs(np.array(a["box"]) - np.array(b["box"])).max()
     print(f"MTCNN box on {a['photo']}: max |difference| {box:.2e} px; face probability "
           f"{a['face_prob']:.6f} vs {b['face_prob']:.6f}")
-    ma, mb = dict(_flat(a["demo_metrics"].get("metrics", a["demo_metrics"]))), \
-        dict(_flat(b["demo_metrics"].get("metrics", b["demo_metrics"])))
-    keys = sorted(k for k in set(ma) & set(mb) if not k.endswith(("seconds", "_s", "time")))
-    diffs = {k: abs(ma[k] - mb[k]) for k in keys if np.isfinite(ma[k]) and np.isfinite(mb[k])}
-    worst = sorted(diffs.items(), key=lambda kv: -kv[1])[:8]
-    print(f"demo metrics: {len(diffs)} numbers compared, {sum(v > 0 for v in diffs.values())} "
-          f"differ; largest: " + ", ".join(f"{k} {v:.4f}" for k, v in worst))
+    diffs = _metric_diffs(a["demo_metrics"], b["demo_metrics"])
+    worst = sorted(diffs.items(), key=lambda kv: -kv[1])[:6]
+    print(f"demo, each stack's own clips, triplet head (printed, not checked): {len(diffs)} "
+          f"numbers, {sum(v > 0 for v in diffs.values())} differ; largest: "
+          + ", ".join(f"{k} {v:.4f}" for k, v in worst))
+    n, feat = _feature_diff(*caches)
+    print(f"features of the same {n} demo clips on both stacks: max |difference| {feat:.2e} "
+          "(tolerance 1e-4)")
+    if n == 0 or feat > 1e-4:
+        failures.append(f"features of the same clips differ by {feat:.2e} ({n} clips)")
+    same = _metric_diffs(*(json.loads((d / "metrics.json").read_text()) for d in same_clips))
+    worst_same = max(same.values()) if same else float("nan")
+    print(f"demo, the same clips, projector=none: {len(same)} numbers, max |difference| "
+          f"{worst_same:.2e} (tolerance 1e-3)")
+    if not same or worst_same > 1e-3:
+        failures.append(f"metrics on the same clips differ by {worst_same:.2e}")
     for msg in failures:
         print("FAIL:", msg)
     return 1 if failures else 0
@@ -112,11 +148,13 @@ def main() -> int:
     c = sub.add_parser("compare")
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
+    c.add_argument("--same-clips", type=Path, nargs=2, required=True)
+    c.add_argument("--caches", type=Path, nargs=2, required=True)
     args = p.parse_args()
     if args.cmd == "snapshot":
         snapshot(args.out, args.shared, args.demo)
         return 0
-    return compare(args.a, args.b)
+    return compare(args.a, args.b, args.same_clips, args.caches)
 
 
 if __name__ == "__main__":
