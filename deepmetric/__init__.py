@@ -39,7 +39,7 @@ _EXPORTS = {
     # features
     "FaceEmbedder": "features.embedder", "load_facenet": "features.weights",
     "resolve_weights": "features.weights", "Extractor": "features.extract",
-    "FrameFeatures": "features.extract", "FeatureCache": "features.cache",
+    "FrameFeatures": "features.results", "FeatureCache": "features.cache",
     "radial_spectrum": "features.spectrum", "self_blend": "features.blend",
     "ImageNetEmbedder": "features.imagenet", "FaceMeshEmbedder": "features.facemesh",
     # metric-learning core
@@ -85,13 +85,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from deepmetric.eval.metrics import binary_metrics, frame_and_video_metrics  # noqa: F401
     from deepmetric.eval.plots import plot_embedding_scatter, plot_roc  # noqa: F401
     from deepmetric.eval.scoring import aggregate_scores, frame_scores  # noqa: F401
-    from deepmetric.eval.splits import grouped_kfold, grouped_train_test_split  # noqa: F401
-    from deepmetric.features.blend import self_blend  # noqa: F401
+    from deepmetric.model_selection import grouped_kfold, grouped_train_test_split  # noqa: F401
+    from deepmetric.augment.blend import self_blend  # noqa: F401
     from deepmetric.features.cache import FeatureCache  # noqa: F401
-    from deepmetric.features.embedder import FaceEmbedder  # noqa: F401
+    from deepmetric.features.backbones.facenet import FaceEmbedder  # noqa: F401
     from deepmetric.features.extract import Extractor, FrameFeatures  # noqa: F401
-    from deepmetric.features.facemesh import FaceMeshEmbedder  # noqa: F401
-    from deepmetric.features.imagenet import ImageNetEmbedder  # noqa: F401
+    from deepmetric.features.backbones.facemesh import FaceMeshEmbedder  # noqa: F401
+    from deepmetric.features.backbones.mobilenet import ImageNetEmbedder  # noqa: F401
     from deepmetric.features.spectrum import radial_spectrum  # noqa: F401
     from deepmetric.features.weights import load_facenet, resolve_weights  # noqa: F401
     from deepmetric.learn.mining import SemiHardTripletLoss  # noqa: F401

@@ -48,7 +48,7 @@ def dfdc_dir(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def embedder():
     """The real CASIA-WebFace FaceNet (converted offline on first use)."""
-    from deepmetric.features.embedder import FaceEmbedder
+    from deepmetric.features.backbones.facenet import FaceEmbedder
 
     return FaceEmbedder(batch_size=32, device="cpu")
 

@@ -20,7 +20,7 @@ from sklearn.base import clone
 
 from deepmetric.eval.metrics import binary_metrics, frame_and_video_metrics, summarize_folds
 from deepmetric.eval.scoring import aggregate_scores, frame_scores
-from deepmetric.eval.splits import (check_group_disjoint, check_two_classes, grouped_kfold,
+from deepmetric.model_selection import (check_group_disjoint, check_two_classes, grouped_kfold,
                                     split_from_column)
 from deepmetric.learn.temporal import MIN_FRAMES, pool_frames, video_table
 

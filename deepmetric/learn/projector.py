@@ -23,74 +23,12 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from deepmetric.device import torch_device
+from deepmetric.learn.network import BalancedBatches, build_trunk, embed_normalized
+from deepmetric.model_selection import grouped_train_test_split
 
 __all__ = ["TripletProjector"]
 
 _TRANSFORM_BATCH = 8192
-
-
-def _build_trunk(
-    n_in: int, hidden: Sequence[int], out_dim: int, dropout: float, batch_norm: bool
-) -> Any:
-    """``nn.Sequential``: [Linear → (BatchNorm1d) → ReLU → (Dropout)]* → Linear."""
-    from torch import nn
-
-    layers: list[nn.Module] = []
-    d = n_in
-    for h in hidden:
-        layers.append(nn.Linear(d, int(h)))
-        if batch_norm:
-            layers.append(nn.BatchNorm1d(int(h)))
-        layers.append(nn.ReLU())
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        d = int(h)
-    layers.append(nn.Linear(d, int(out_dim)))
-    return nn.Sequential(*layers)
-
-
-def _embed(net: Any, x: Any) -> Any:
-    import torch.nn.functional as F
-
-    return F.normalize(net(x), p=2, dim=1)
-
-
-class _BalancedBatches:
-    """Class-balanced batch sampler with a local NumPy generator.
-
-    Every batch holds ``m`` samples of each of ``min(K, batch_size // m)`` classes (chosen at
-    random when there are more classes than fit), drawn from per-class streams of fresh
-    permutations: a class is exhausted before any of its samples repeats, and a class
-    smaller than ``m`` repeats within a batch (as PML's ``MPerClassSampler`` does).
-    """
-
-    def __init__(self, y: np.ndarray, m: int, batch_size: int, rng: np.random.Generator):
-        self.m = m
-        self.rng = rng
-        self.by_class = [np.flatnonzero(y == c) for c in np.unique(y)]
-        self.by_class = [idx for idx in self.by_class if idx.size > 0]
-        self.classes_per_batch = max(1, min(len(self.by_class), batch_size // m))
-        self.streams: list[np.ndarray] = [np.empty(0, dtype=np.int64) for _ in self.by_class]
-
-    def _take(self, c: int, k: int) -> np.ndarray:
-        while self.streams[c].size < k:
-            self.streams[c] = np.concatenate(
-                [self.streams[c], self.rng.permutation(self.by_class[c])]
-            )
-        out, self.streams[c] = self.streams[c][:k], self.streams[c][k:]
-        return out
-
-    @property
-    def batch_len(self) -> int:
-        return self.m * self.classes_per_batch
-
-    def batch(self) -> np.ndarray:
-        k = len(self.by_class)
-        if self.classes_per_batch >= k:
-            chosen = np.arange(k)
-        else:
-            chosen = self.rng.choice(k, size=self.classes_per_batch, replace=False)
-        return np.concatenate([self._take(int(c), self.m) for c in chosen])
 
 
 class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -296,8 +234,6 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         if vf == 0:
             return all_idx, None
         if groups is not None:
-            from deepmetric.eval.splits import grouped_train_test_split
-
             try:
                 tr, va = grouped_train_test_split(y, groups, test_size=vf, random_state=seed)
             except ValueError as exc:
@@ -405,7 +341,7 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         import torch
 
         hidden = [int(h) for h in self.hidden]
-        net = _build_trunk(
+        net = build_trunk(
             xt.shape[1], hidden, int(self.out_dim), float(self.dropout), bool(self.batch_norm)
         ).to(device)
         if getattr(self, "loss", None) is None:  # models pickled before the slot have none
@@ -425,7 +361,7 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         m = bs // 2 if self.m_per_class is None else int(self.m_per_class)
         n_train = train_idx.size
         full_batch = n_train <= bs
-        sampler = None if full_batch else _BalancedBatches(yt.cpu().numpy()[train_idx], m, bs, rng)
+        sampler = None if full_batch else BalancedBatches(yt.cpu().numpy()[train_idx], m, bs, rng)
         n_batches = 1 if full_batch else max(1, math.ceil(n_train / sampler.batch_len))
         train_idx_t = torch.as_tensor(train_idx, device=device)
 
@@ -450,7 +386,7 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
                     idx = train_idx_t
                 else:
                     idx = train_idx_t[torch.as_tensor(sampler.batch(), device=device)]
-                emb = _embed(net, xt[idx])
+                emb = embed_normalized(net, xt[idx])
                 loss = loss_fn(emb, yt[idx])
                 if not torch.isfinite(loss):
                     raise RuntimeError(
@@ -469,7 +405,8 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
                 total, count = 0.0, 0
                 with torch.no_grad():
                     for vidx in val_batches:
-                        v, c = batch_all(_embed(net, xt[vidx]), yt[vidx], float(self.margin))
+                        v, c = batch_all(embed_normalized(net, xt[vidx]), yt[vidx],
+                                         float(self.margin))
                         if c:
                             total += float(v) * c
                             count += c
@@ -512,7 +449,7 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
 
         check_is_fitted(self, "state_dict_")
         with torch.device("meta"):  # no random init: the global RNG stays untouched
-            net = _build_trunk(
+            net = build_trunk(
                 self.n_features_in_,
                 [int(h) for h in self.hidden],
                 int(self.out_dim),
@@ -546,5 +483,5 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         with torch.no_grad():
             for i in range(0, xs.shape[0], _TRANSFORM_BATCH):
                 chunk = torch.from_numpy(xs[i : i + _TRANSFORM_BATCH]).to(device)
-                out[i : i + _TRANSFORM_BATCH] = _embed(net, chunk).cpu().numpy()
+                out[i : i + _TRANSFORM_BATCH] = embed_normalized(net, chunk).cpu().numpy()
         return out

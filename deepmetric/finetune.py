@@ -275,7 +275,7 @@ class FaceNetFineTuner(TransformerMixin, BaseEstimator):
         """float32 (N, C, h, w): the frozen blocks' output for each crop (memoised)."""
         import torch
 
-        from deepmetric.features.embedder import standardize_crops
+        from deepmetric.features.backbones.facenet import standardize_crops
 
         i = BLOCKS.index(self.start)
         prefix = [model.get_submodule(n) for n in BLOCKS[:i]]

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from deepmetric.features.finetune import FaceNetFineTuner
+from deepmetric.finetune import FaceNetFineTuner
 
 
 @pytest.fixture(scope="module")
