@@ -13,6 +13,7 @@ torch is imported lazily (inside ``fit``/``transform``), so importing this modul
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +24,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from deepmetric.device import torch_device
+from deepmetric.params import Check, Interval, Options, validate_params
 from deepmetric.learn.network import BalancedBatches, build_trunk, embed_normalized
 from deepmetric.model_selection import grouped_train_test_split
 
@@ -185,44 +187,39 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
     def _n_features_out(self) -> int:
         return int(self.out_dim)
 
-    def _validate_params(self) -> None:
-        def bad(name: str, why: str) -> ValueError:
-            return ValueError(
-                f"TripletProjector: invalid {name}={getattr(self, name)!r}: {why}"
-            )
+    _parameter_constraints: dict = {
+        "hidden": [Check(lambda h: not isinstance(h, str) and all(
+            isinstance(w, numbers.Integral) and not isinstance(w, bool) and w >= 1
+            for w in h), "a sequence of ints >= 1")],
+        "out_dim": [Interval(numbers.Integral, 1, None)],
+        "margin": [Interval(numbers.Real, 0, None, "neither")],
+        "miner": [Options(("semihard", "pml"))],
+        "loss": [None, Check(lambda v: not isinstance(v, str), "a loss module")],
+        "batch_size": [Interval(numbers.Integral, 2, None)],
+        "m_per_class": [None, Interval(numbers.Integral, 2, None)],
+        "epochs": [Interval(numbers.Integral, 1, None)],
+        "lr": [Interval(numbers.Real, 0, None, "neither")],
+        "weight_decay": [Interval(numbers.Real, 0, None)],
+        "dropout": [Interval(numbers.Real, 0, 1, "left")],
+        "batch_norm": [bool],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, "left")],
+        "patience": [None, Interval(numbers.Integral, 1, None)],
+        "standardize": [bool],
+        "device": [str],
+        "random_state": [None, numbers.Integral, np.random.RandomState],
+        "verbose": [numbers.Integral, bool],
+    }
 
-        try:
-            hidden = [int(h) for h in self.hidden]
-        except (TypeError, ValueError) as exc:
-            raise bad("hidden", "expected a sequence of positive ints") from exc
-        if any(h < 1 for h in hidden):
-            raise bad("hidden", "widths must be >= 1")
-        if int(self.out_dim) < 1:
-            raise bad("out_dim", "must be >= 1")
-        if not self.margin > 0:
-            raise bad("margin", "must be > 0")
+    def _validate_params(self) -> None:
         if isinstance(self.loss, str):  # a projector loaded from a model file
-            raise bad("loss", "the training loss of a projector loaded from a model file is "
-                              "not saved with it; set loss to a loss module (or None) to fit")
-        if self.miner not in ("semihard", "pml"):
-            raise bad("miner", "expected 'semihard' or 'pml'")
-        if int(self.batch_size) < 2:
-            raise bad("batch_size", "must be >= 2")
-        m = self.batch_size // 2 if self.m_per_class is None else int(self.m_per_class)
-        if m < 2 or m > self.batch_size:
-            raise bad("m_per_class", "must be in [2, batch_size]")
-        if int(self.epochs) < 1:
-            raise bad("epochs", "must be >= 1")
-        if not self.lr > 0:
-            raise bad("lr", "must be > 0")
-        if self.weight_decay < 0:
-            raise bad("weight_decay", "must be >= 0")
-        if not 0 <= self.dropout < 1:
-            raise bad("dropout", "must be in [0, 1)")
-        if not 0 <= self.validation_fraction < 1:
-            raise bad("validation_fraction", "must be in [0, 1)")
-        if self.patience is not None and int(self.patience) < 1:
-            raise bad("patience", "must be >= 1 or None")
+            raise ValueError(
+                f"TripletProjector: invalid loss={self.loss!r}: the training loss of a "
+                "projector loaded from a model file is not saved with it; set loss to a loss "
+                "module (or None) to fit")
+        validate_params(self)
+        if self.m_per_class is not None and self.m_per_class > self.batch_size:
+            raise ValueError(f"TripletProjector: invalid m_per_class={self.m_per_class!r}: "
+                             f"expected at most batch_size ({self.batch_size})")
 
     # ------------------------------------------------------------------ validation split
     def _split(
