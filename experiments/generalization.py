@@ -24,7 +24,7 @@ Row groups (``--rows``):
 - ``sbi``: self-blended pseudo-fakes of the real FF++ clips (``--sbi-copies``), with the real
   fakes and real-only (pseudo-fakes as the only fakes);
 - ``degrade``: training-only copies of every FF++ clip whose face crops went through a random
-  blur / resampling / JPEG chain (``--degrade-copies``; :mod:`deepmetric.features.degrade`),
+  blur / resampling / JPEG chain (``--degrade-copies``; :mod:`deepmetric.augment.degrade`),
   alone and with the self-blended copies;
 - ``finetune``: FaceNet's last blocks fine-tuned on the crops (BCE), on FF++ and on FF++ plus
   the self-blended copies (``--rows finetune``; not in the default rows: about half an
@@ -41,7 +41,7 @@ Row groups (``--rows``):
   FF++ training fold (and on all of FF++ for the cross-dataset column);
 - ``nested_video``: the same for the video-level model, whose per-clip statistics
   ([std] or [mean, std]) are chosen too (in-dataset only; ``--rows nested_video``).
-- ``landmarks``: MediaPipe FaceMesh geometry (:mod:`deepmetric.features.facemesh`: the 468
+- ``landmarks``: MediaPipe FaceMesh geometry (:mod:`deepmetric.features.backbones.facemesh`: the 468
   landmarks with pose, position and scale taken out, and FaceMesh's face-presence logit)
   alone and added to ``exp=deepmetric``'s blocks (``--rows landmarks``);
 - ``geometry``: the crop geometry of the two data sets matched (``--rows geometry``): the

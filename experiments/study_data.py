@@ -53,8 +53,8 @@ def load_data(head: int | None, sbi_copies: int, batch_size: int = 64,
     ``default_copies=False`` leaves out the copies cut with the default margin;
     ``landmarks`` adds the FaceMesh geometry blocks (``facemesh/...``) of the crops."""
     from deepmetric.datasets.items import add_degraded, add_self_blended
-    from deepmetric.features.facemesh import FaceMeshEmbedder
-    from deepmetric.features.imagenet import ImageNetEmbedder
+    from deepmetric.features.backbones.facemesh import FaceMeshEmbedder
+    from deepmetric.features.backbones.mobilenet import ImageNetEmbedder
     
     cfg = compose(["exp=deepmetric", "data=ffpp", "eval_data=dfdc_faces",
                     f"eval_data.head={head if head else 'null'}", "extractor.save_crops=true"])

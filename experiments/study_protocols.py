@@ -77,7 +77,7 @@ def finetuned(loss: str = "bce", C: float = 0.1, seed: int = 0) -> Any:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from deepmetric.features.finetune import FaceNetFineTuner
+    from deepmetric.finetune import FaceNetFineTuner
 
     return Pipeline([("finetune", FaceNetFineTuner(start="repeat_3", loss=loss, epochs=10,
                                                    device="cpu", random_state=seed,
@@ -163,7 +163,7 @@ def multisource(pipe: Any, blocks: list[str], data: dict[str, Data], n_splits: i
     from deepmetric.eval.evaluation import fit_pipeline
     from deepmetric.eval.metrics import binary_metrics
     from deepmetric.eval.scoring import frame_scores
-    from deepmetric.eval.splits import grouped_kfold
+    from deepmetric.model_selection import grouped_kfold
 
     ff, dd = data["ffpp"], data["dfdc"]
     y, g = dd.frames["label"].to_numpy(), dd.frames["group"].astype(str).to_numpy()
