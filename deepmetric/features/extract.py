@@ -452,21 +452,13 @@ class Extractor:
 
     def features(self, manifest: pd.DataFrame,
                  blocks: Sequence[str] | str = (EMBEDDING,)) -> FrameFeatures:
-        """Frame-level features of the cached items of a manifest.
-
-        Parameters
-        ----------
-        manifest : pandas.DataFrame
-            A validated manifest; items not in the cache are listed in ``missing``.
-        blocks : sequence of str
-            Feature blocks to concatenate (``"embedding"``, tapped layer names,
-            ``"spectrum"``), or ``["crops"]`` alone: the uint8 face crops flattened to
-            (F, 160*160*3), for :class:`deepmetric.finetune.FaceNetFineTuner` (needs an
-            extractor with ``save_crops=True``).
+        """Frame-level features of the cached items of a manifest: ``manifest`` and ``blocks``
+        as :func:`deepmetric.features.results.read_features` takes them, from this
+        extractor's cache.
 
         Returns
         -------
         FrameFeatures
-            See :func:`deepmetric.features.results.read_features`.
+            X float32 (F, D) (uint8 for ``["crops"]``), one row per frame with a face.
         """
         return read_features(self.cache, manifest, blocks, self.feature_names())
