@@ -82,7 +82,7 @@ def make_executor(kind: str, folder: str | os.PathLike, params: Mapping[str, Any
 def run_array(fn: Callable, args: Sequence[Sequence], folder: str | os.PathLike, kind: str,
               params: Mapping[str, Any], poll_s: float = 10.0,
               on_poll: Callable[[set[int]], None] | None = None,
-              what: str = "job") -> list[dict]:
+              prefix: str = "deepmetric", noun: str = "") -> list[dict]:
     """Run ``fn`` over argument lists as one job array and wait for every job.
 
     A job that ends without a result (cancelled, killed, timed out, node lost) is seen from
@@ -105,8 +105,9 @@ def run_array(fn: Callable, args: Sequence[Sequence], folder: str | os.PathLike,
         Seconds between two state queries; result files are looked at every half second.
     on_poll : callable, optional
         Called with the indices of the finished jobs every half second.
-    what : str
-        Names the jobs in the line printed on submission.
+    prefix, noun : str
+        The line printed on submission reads ``"<prefix>: submitted <n> <noun> job(s)
+        (<kind>): <job or array id>; logs in <folder>"``.
 
     Returns
     -------
@@ -118,7 +119,7 @@ def run_array(fn: Callable, args: Sequence[Sequence], folder: str | os.PathLike,
     ex = make_executor(kind, folder, params)
     jobs = ex.map_array(fn, *args)
     ids = [str(j.job_id) for j in jobs]
-    print(f"{what}: submitted {len(jobs)} job(s) ({kind}): "
+    print(f"{prefix}: submitted {len(jobs)} {noun + ' ' if noun else ''}job(s) ({kind}): "
           f"{ids[0] if len(ids) == 1 else ids[0].split('_')[0] + ' array'}; logs in "
           f"{folder}", flush=True)
     out: dict[int, dict] = {}

@@ -398,5 +398,5 @@ def _run_jobs(extractor: Extractor, parts: list[pd.DataFrame], folder: Path, kin
                          folder / "submitit", kind, params, poll_s,
                          on_poll=lambda done: _bar_to(bar, folder, n,
                                                       {i: len(parts[i]) for i in done}),
-                         what="extract: shard")
+                         prefix="extract", noun="shard")
     return [_entry(i, parts[i], report=o.pop("result"), **o) for i, o in enumerate(outcomes)]
