@@ -1,6 +1,6 @@
 # deepmetric — two commands for a fresh clone:
 #   make demo   # builds .venv, runs the main job on the built-in demo data
-#   make test   # builds .venv, runs the default test suite (no slow / GPU tests)
+#   make test   # builds .venv, runs every test but the GPU ones (the CI contract)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 BASE   := $(VENV)/.deepmetric-base
 STAMP  := $(VENV)/.deepmetric-installed
 
-.PHONY: venv demo lint test test-compat test-all test-slow bench clean-venv
+.PHONY: venv demo lint test test-fast test-compat test-all test-slow bench clean-venv
 
 venv: $(STAMP)
 
@@ -49,8 +49,14 @@ demo: $(BASE)
 lint: venv
 	$(PY) -m ruff check deepmetric experiments benchmarks tests
 
+# The CI contract: everything but the GPU tests, the slow real-network ones included.
 test: venv lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m 'not gpu'
+
+# The quick tier (a few minutes on 2 cores): array-level tests, configs, the cache and
+# media readers; no real network on real media, no SLURM cluster, no browser.
+test-fast: venv
+	$(PY) -m pytest -q -m 'not slow and not gpu and not slurm and not browser'
 
 # The lowest supported stack (Python 3.12, torch 2.2, numpy 1.26) offline, a user's torch kept
 # by pip, and results compared with the pinned stack (.ci/compat; docs/install.md).
@@ -58,7 +64,7 @@ test-compat: venv
 	bash .ci/compat
 
 test-slow: venv
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m 'slow and not gpu'
 
 test-all: venv
 	$(PY) -m pytest -q -m ''

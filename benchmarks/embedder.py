@@ -79,7 +79,7 @@ def run(cfg: dict) -> dict:
 
     import torch
 
-    from deepmetric.features.embedder import FaceEmbedder
+    from deepmetric.features.backbones.facenet import FaceEmbedder
 
     device = cfg["device"]
     quick = cfg["quick"]

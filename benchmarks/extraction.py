@@ -182,7 +182,7 @@ def _child() -> None:
     from benchmarks.common import ffpp_manifest, setup_env
 
     setup_env()
-    from deepmetric.features.embedder import FaceEmbedder
+    from deepmetric.features.backbones.facenet import FaceEmbedder
     from deepmetric.features.extract import Extractor
     from deepmetric.video.faces import FaceDetector
 
@@ -380,7 +380,7 @@ def run(cfg: dict) -> dict:
     import pandas as pd
     import torch
 
-    from deepmetric.features.embedder import FaceEmbedder
+    from deepmetric.features.backbones.facenet import FaceEmbedder
     from deepmetric.features.extract import Extractor
     from deepmetric.video.faces import FaceDetector
 

@@ -4,7 +4,7 @@ Baseline: ``Extractor(..., image_batch=1)``, the extractor as it was before imag
 batched: every image is read, its face found, and its crop (and mirror image) run through
 FaceNet alone. Candidate: the same extractor with ``image_batch=16`` (the default), which
 keeps 16 one-frame items waiting and runs their crops through FaceNet in one forward
-pass. Both extract ``+exp=deepmetric``'s blocks (flip-averaged FaceNet taps + spectrum)
+pass. Both extract ``exp=deepmetric``'s blocks (flip-averaged FaceNet taps + spectrum)
 from the first DFDC dev face crops into fresh cache directories, including reading,
 face finding and the cache writes; once with the crops taken whole (``whole_image``: FaceNet
 is nearly all the cost) and once with MTCNN on each crop (the ``dfdc_faces`` default).
@@ -32,7 +32,7 @@ BLOCKS = ["embedding", "repeat_2@2x2", "repeat_3", "spectrum"]
 
 def run(cfg: dict) -> dict:
     from deepmetric.datasets.manifest import load
-    from deepmetric.features.embedder import FaceEmbedder
+    from deepmetric.features.backbones.facenet import FaceEmbedder
     from deepmetric.features.extract import Extractor
     from deepmetric.video.faces import FaceDetector
 

@@ -53,7 +53,7 @@ def _rss_kb() -> int:
 
 def worker(p: dict) -> dict:
     from benchmarks.common import ffpp_manifest, peak_rss_kb
-    from deepmetric.features.embedder import FaceEmbedder
+    from deepmetric.features.backbones.facenet import FaceEmbedder
     from deepmetric.features.extract import Extractor
     from deepmetric.video.faces import FaceDetector
 

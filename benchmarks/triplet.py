@@ -63,7 +63,7 @@ def worker(p: dict) -> dict:
 
     from benchmarks.common import peak_rss_kb, proc_status_kb, reset_peak_rss
     from deepmetric.learn.mining import make_loss
-    from deepmetric.learn.projector import _BalancedBatches, _build_trunk, _embed
+    from deepmetric.learn.network import BalancedBatches, build_trunk, embed_normalized
 
     device = torch.device(p["device"])
     cuda = device.type == "cuda"
@@ -73,10 +73,10 @@ def worker(p: dict) -> dict:
     rng = np.random.default_rng(p["seed"])
     xt = torch.tensor(X, device=device)
     yt = torch.tensor(y, device=device)
-    net = _build_trunk(X.shape[1], [256, 256, 128], 64, 0.0, False).to(device)
+    net = build_trunk(X.shape[1], [256, 256, 128], 64, 0.0, False).to(device)
     loss_fn = make_loss(p["miner"], 0.2)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    sampler = _BalancedBatches(y, BATCH // 2, BATCH, rng)
+    sampler = BalancedBatches(y, BATCH // 2, BATCH, rng)
     per_epoch = max(1, math.ceil(p["n"] / sampler.batch_len))
     n_batches = min(per_epoch, p["cap"] or per_epoch)
     batches = [torch.as_tensor(sampler.batch(), device=device) for _ in range(n_batches)]
@@ -98,7 +98,7 @@ def worker(p: dict) -> dict:
     for idx in batches:
         t0 = time.perf_counter()
         with amp:
-            emb = _embed(net, xt[idx])
+            emb = embed_normalized(net, xt[idx])
             loss = loss_fn(emb, yt[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,33 +1,41 @@
 """deepmetric: deepfake detection by metric learning on FaceNet face embeddings.
 
-The package's folders are its layers; data flows one way through them:
+The package's folders are its layers, bottom first; each imports only the ones below it:
 
+- ``device``, ``storage``, ``cluster``, ``params``: services shared by every layer (device
+  choice, cache and data folders, job scheduling, estimator parameter checks);
+- ``model_selection``: identity-grouped splits, on arrays;
+- ``augment``: image operators (self-blending, degradation);
 - ``datasets``: the manifest (``items``) and one adapter per dataset layout;
 - ``video``: frames (``frames``) → the largest face per frame (``faces``, ``mtcnn``);
-- ``features``: FaceNet embeddings and tapped layers (``embedder``, ``weights``), the
-  crop's spectrum, self-blended pseudo-fakes (``blend``), the per-clip ``cache`` and the
-  ``extract`` loop over a manifest, fine-tuning FaceNet itself (``finetune``);
+- ``features``: the ``backbones`` run on face crops (FaceNet, MobileNetV2, FaceMesh, and
+  the ``Backbone`` protocol they share), the crop's ``spectrum``, the per-clip ``cache``,
+  training ``copies`` of clips, the one extraction loop (``passes``) behind ``extract``,
+  and ``shard`` for many jobs;
 - ``learn``: the metric-learning core on arrays: losses and miners (``losses``,
-  ``mining``), the projection head (``projector``), identity nuisance projection
-  (``nuisance``), per-clip pooling (``temporal``);
-- ``eval``: identity-grouped ``splits``, frame → video ``scoring``, ``metrics`` and their
-  group-bootstrap intervals (``bootstrap``), the evaluation protocol (``evaluation``),
-  nested selection (``selection``) and ``plots``;
-- on top: a fitted end-to-end detector (``model``), explanations (``explain``) and the
-  ``deepmetric`` command (``cli``). ``device`` and ``storage`` are shared by all layers.
+  ``mining``), the projection head (``projector``, ``network``), identity nuisance
+  projection (``nuisance``), per-clip pooling (``temporal``);
+- ``eval``: frame → video ``scoring``, ``metrics`` and their group-bootstrap intervals
+  (``bootstrap``), the evaluation protocol (``evaluation``), nested selection
+  (``selection``) and ``plots``;
+- on top: a fitted end-to-end detector (``model``, saved by ``modelfile``), fine-tuning
+  FaceNet itself (``finetune``), explanations (``scorer``, ``explain``) and the
+  ``deepmetric`` command (``cli``).
 
-``learn`` and ``eval`` work on arrays and tables alone and never import ``datasets``,
-``video`` or ``features`` (``tests/test_architecture.py`` checks every import).
-Importing the package is cheap: names below are imported on first use.
+``model_selection``, ``learn`` and ``eval`` work on arrays and tables alone and never import
+``augment``, ``datasets``, ``video`` or ``features`` (``tests/test_architecture.py`` checks
+every import). Importing the package is cheap: names below are imported on first use.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.3.0"
 
+#: The public names, each with the module it lives in (None: a sub-package), written once:
+#: ``__all__``, ``dir()`` and the lazy ``__getattr__`` all read it.
 _EXPORTS = {
     # data
     "datasets": None,
@@ -37,11 +45,12 @@ _EXPORTS = {
     "read_frames": "video.frames", "sample_indices": "video.frames",
     "MediaError": "video.frames", "FaceDetector": "video.faces",
     # features
-    "FaceEmbedder": "features.embedder", "load_facenet": "features.weights",
+    "FaceEmbedder": "features.backbones.facenet", "load_facenet": "features.weights",
     "resolve_weights": "features.weights", "Extractor": "features.extract",
-    "FrameFeatures": "features.extract", "FeatureCache": "features.cache",
-    "radial_spectrum": "features.spectrum", "self_blend": "features.blend",
-    "ImageNetEmbedder": "features.imagenet", "FaceMeshEmbedder": "features.facemesh",
+    "FrameFeatures": "features.results", "FeatureCache": "features.cache",
+    "radial_spectrum": "features.spectrum", "self_blend": "augment.blend",
+    "ImageNetEmbedder": "features.backbones.mobilenet",
+    "FaceMeshEmbedder": "features.backbones.facemesh",
     # metric-learning core
     "TripletProjector": "learn.projector", "SemiHardTripletLoss": "learn.mining",
     "pool_frames": "learn.temporal", "NuisanceProjection": "learn.nuisance",
@@ -49,8 +58,8 @@ _EXPORTS = {
     "frame_scores": "eval.scoring", "aggregate_scores": "eval.scoring",
     "binary_metrics": "eval.metrics", "frame_and_video_metrics": "eval.metrics",
     "bootstrap_auc": "eval.bootstrap",
-    "grouped_kfold": "eval.splits", "grouped_train_test_split": "eval.splits",
-    "cross_validate": "eval.evaluation", "fit_pipeline": "eval.evaluation",
+    "grouped_kfold": "model_selection", "grouped_train_test_split": "model_selection",
+    "fit_pipeline": "eval.evaluation",
     "evaluate": "eval.evaluation", "InnerCVSelector": "eval.selection",
     "plot_roc": "eval.plots", "plot_embedding_scatter": "eval.plots",
     # fitted models
@@ -74,29 +83,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return __all__
-
-
-if TYPE_CHECKING:  # pragma: no cover
-    from deepmetric import datasets  # noqa: F401
-    from deepmetric.datasets.items import (ManifestError, manifest_from_paths,  # noqa: F401
-                                           validate_manifest)
-    from deepmetric.eval.evaluation import cross_validate, evaluate, fit_pipeline  # noqa: F401
-    from deepmetric.eval.selection import InnerCVSelector  # noqa: F401
-    from deepmetric.eval.metrics import binary_metrics, frame_and_video_metrics  # noqa: F401
-    from deepmetric.eval.plots import plot_embedding_scatter, plot_roc  # noqa: F401
-    from deepmetric.eval.scoring import aggregate_scores, frame_scores  # noqa: F401
-    from deepmetric.eval.splits import grouped_kfold, grouped_train_test_split  # noqa: F401
-    from deepmetric.features.blend import self_blend  # noqa: F401
-    from deepmetric.features.cache import FeatureCache  # noqa: F401
-    from deepmetric.features.embedder import FaceEmbedder  # noqa: F401
-    from deepmetric.features.extract import Extractor, FrameFeatures  # noqa: F401
-    from deepmetric.features.facemesh import FaceMeshEmbedder  # noqa: F401
-    from deepmetric.features.imagenet import ImageNetEmbedder  # noqa: F401
-    from deepmetric.features.spectrum import radial_spectrum  # noqa: F401
-    from deepmetric.features.weights import load_facenet, resolve_weights  # noqa: F401
-    from deepmetric.learn.mining import SemiHardTripletLoss  # noqa: F401
-    from deepmetric.learn.projector import TripletProjector  # noqa: F401
-    from deepmetric.learn.temporal import pool_frames  # noqa: F401
-    from deepmetric.model import DeepfakeModel, NoFaceError, TooFewFramesError  # noqa: F401
-    from deepmetric.video.faces import FaceDetector  # noqa: F401
-    from deepmetric.video.frames import MediaError, read_frames, sample_indices  # noqa: F401

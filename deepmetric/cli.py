@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -124,9 +125,18 @@ def _version() -> str:
     return __version__
 
 
+def plain_text(doc: str) -> str:
+    """A reST docstring as plain text for ``--help``: roles (``:meth:`~a.b.c```) become their
+    last name, literals lose their backquotes, the first line (the module's title) is
+    dropped."""
+    text = re.sub(r":\w+:`~?(?:[\w.]+\.)?([^`]+)`", r"\1", doc)
+    text = text.replace("``", "")
+    return text.split("\n", 1)[1].lstrip("\n") if "\n" in text else text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``deepmetric`` console script."""
-    parser = argparse.ArgumentParser(prog="deepmetric", description=__doc__,
+    parser = argparse.ArgumentParser(prog="deepmetric", description=plain_text(__doc__),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"deepmetric {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -33,11 +33,11 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "deepmetric.model.DeepfakeModel",
     "deepmetric.features.extract.Extractor",
     "deepmetric.video.faces.FaceDetector",
-    "deepmetric.features.embedder.FaceEmbedder",
-    "deepmetric.features.imagenet.ImageNetEmbedder",
+    "deepmetric.features.backbones.facenet.FaceEmbedder",
+    "deepmetric.features.backbones.mobilenet.ImageNetEmbedder",
     "deepmetric.learn.projector.TripletProjector",
     "deepmetric.learn.nuisance.NuisanceProjection",
-    "deepmetric.features.finetune.FaceNetFineTuner",
+    "deepmetric.finetune.FaceNetFineTuner",
     "deepmetric.eval.selection.InnerCVSelector",
 )
 
@@ -84,7 +84,18 @@ def untrusted_types(path: str | os.PathLike) -> list[str]:
     """The types a ``.skops`` file names that are not trusted (reads the schema only)."""
     import skops.io as sio
 
-    return sorted(set(sio.get_untrusted_types(file=Path(path))) - {*TRUSTED_TYPES, TREE})
+    return sorted(set(sio.get_untrusted_types(file=Path(path)))
+                  - {*TRUSTED_TYPES, *_moved_types(), TREE})
+
+
+def _moved_types() -> list[str]:
+    """The 0.2.x names of trusted classes whose module moved (see :data:`MOVED_MODULES`)."""
+    out = []
+    for old, new in MOVED_MODULES.items():
+        prefix = f"deepmetric.{new}."
+        out += [f"deepmetric.{old}.{t[len(prefix):]}" for t in TRUSTED_TYPES
+                if t.startswith(prefix) and "." not in t[len(prefix):]]
+    return out
 
 
 def save_model(obj: Any, path: str | os.PathLike) -> Path:
@@ -159,7 +170,8 @@ def load_model(path: str | os.PathLike, *, trust_pickle: bool = False) -> Any:
                 f"(trusted: deepmetric's {list(TRUSTED_TYPES)} and the scikit-learn, numpy "
                 "and builtin types skops trusts); nothing in it was loaded")
         _check_trees(path)
-        obj = sio.load(path, trusted=[*TRUSTED_TYPES, TREE])
+        with _legacy_module_names():
+            obj = sio.load(path, trusted=[*TRUSTED_TYPES, *_moved_types(), TREE])
         _check_tree_inputs(obj, path)
         return obj
     if not trust_pickle:
@@ -183,24 +195,31 @@ def load_model(path: str | os.PathLike, *, trust_pickle: bool = False) -> Any:
 #: Where the modules of deepmetric 0.1.x (a flat package) live now; pickles name them.
 LEGACY_MODULES = {
     "items": "datasets.items", "frames": "video.frames", "faces": "video.faces",
-    "mtcnn": "video.mtcnn", "embedder": "features.embedder", "weights": "features.weights",
+    "mtcnn": "video.mtcnn", "embedder": "features.backbones.facenet", "weights": "features.weights",
     "spectrum": "features.spectrum", "cache": "features.cache",
-    "extract": "features.extract", "blend": "features.blend",
-    "finetune": "features.finetune", "mining": "learn.mining",
-    "projector": "learn.projector", "temporal": "learn.temporal", "splits": "eval.splits",
+    "extract": "features.extract", "blend": "augment.blend",
+    "finetune": "finetune", "mining": "learn.mining",
+    "projector": "learn.projector", "temporal": "learn.temporal", "splits": "model_selection",
     "scoring": "eval.scoring", "metrics": "eval.metrics",
     "evaluation": "eval.evaluation", "plots": "eval.plots",
+}
+#: Modules of deepmetric 0.2.x that moved since; ``.skops`` files name their classes.
+MOVED_MODULES = {
+    "features.embedder": "features.backbones.facenet",
+    "features.imagenet": "features.backbones.mobilenet",
+    "features.finetune": "finetune",
 }
 
 
 @contextlib.contextmanager
 def _legacy_module_names():
-    """Let unpickling find 0.1.x module names (``deepmetric.extract``, ...) for a while."""
+    """Let unpickling and skops find moved module names (0.1.x ``deepmetric.extract``,
+    0.2.x ``deepmetric.features.embedder``, ...) for a while."""
     import importlib
     import sys
 
     added = []
-    for old, new in LEGACY_MODULES.items():
+    for old, new in {**LEGACY_MODULES, **MOVED_MODULES}.items():
         name = f"deepmetric.{old}"
         if name not in sys.modules:
             sys.modules[name] = importlib.import_module(f"deepmetric.{new}")

@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["cache_root", "file_lock", "file_sha256"]
+__all__ = ["cache_root", "data_root", "file_lock", "file_sha256"]
 
 
 def cache_root() -> Path:
@@ -22,6 +22,23 @@ def cache_root() -> Path:
     """
     env = os.environ.get("DEEPMETRIC_CACHE", "").strip()
     return Path(env).expanduser() if env else Path.home() / ".cache" / "deepmetric"
+
+
+def data_root() -> Path:
+    """Where deepmetric keeps data a user makes (the web app's report database).
+
+    Returns
+    -------
+    pathlib.Path
+        ``$DEEPMETRIC_DATA`` (``~`` expanded) when set and not empty, else
+        ``$XDG_DATA_HOME/deepmetric`` (default ``~/.local/share/deepmetric``). Not created
+        here.
+    """
+    env = os.environ.get("DEEPMETRIC_DATA", "").strip()
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME", "").strip()
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share") / "deepmetric"
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -13,7 +13,8 @@ Options (``key=value``; ``python -m experiments.app --help`` lists them):
 ``port``            port on ``host`` (default 7860; 0 picks a free one).
 ``host``            interface to listen on (default 127.0.0.1, this machine only).
 ``db``              reports database: a SQLAlchemy URL (``postgresql+psycopg://u@h/db``) or
-                    a SQLite file path (default ``reports.db`` in the working directory).
+                    a SQLite file path (default ``reports.db`` in deepmetric's data folder:
+                    ``$DEEPMETRIC_DATA``, else ``~/.local/share/deepmetric``).
 ``max_mb``          largest upload accepted, in MiB (default 100).
 ``keep_uploads``    a folder to keep each analysed file in, named ``<sha256><ext>``; empty
                     (default): uploads are deleted as soon as they are analysed.
@@ -48,6 +49,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from deepmetric.datasets.items import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from experiments.app_figures import gallery_items, score_figure
 from experiments.reports import LABELS
 
 log = logging.getLogger("deepmetric.app")
@@ -56,7 +58,7 @@ log = logging.getLogger("deepmetric.app")
 SUPPORTED = tuple(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))
 #: ``key=value`` options and their defaults (the type of the default is the option's type).
 DEFAULTS: dict[str, Any] = {
-    "model": "", "port": 7860, "host": "127.0.0.1", "db": "reports.db", "max_mb": 100.0,
+    "model": "", "port": 7860, "host": "127.0.0.1", "db": "", "max_mb": 100.0,
     "keep_uploads": "", "method": "gradcam", "layer": "repeat_3", "explain_frames": 3,
     "trust_pickle": False,
 }
@@ -319,8 +321,8 @@ class DetectorApp:
                 keep = ({"ok": True, "sha256": a.sha256, "score": a.score,
                          "verdict": a.verdict} if a.ok else None)
                 msg = a.message if a.ok else f"⚠️ {a.message}"
-                return (msg, _figure(a, self.model.threshold) if a.ok else None,
-                        _gallery(a), keep, None, "")
+                return (msg, score_figure(a, self.model.threshold) if a.ok else None,
+                        gallery_items(a), keep, None, "")
 
             def on_report(keep, lab, text):
                 return self.report(keep, lab, text)
@@ -389,42 +391,6 @@ def _discard_upload(path) -> None:
             pass
 
 
-def _figure(a: Analysis, threshold: float):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5.2, 2.8), dpi=100, layout="constrained")
-    ax = fig.add_subplot()
-    df = a.frame_scores
-    x, y = df["frame_index"].to_numpy(), df["score"].to_numpy()
-    ax.plot(x, y, "o-" if len(x) > 1 else "o", color="#444", ms=4, lw=1)
-    shown = {f["frame_index"] for f in a.frames}
-    sel = np.array([i in shown for i in x])
-    if sel.any():
-        ax.plot(x[sel], y[sel], "o", color="#d62728", ms=9, mfc="none", mew=2)
-    ax.axhline(threshold, color="#1f77b4", ls="--", lw=1)
-    ax.axhline(a.score, color="#d62728" if a.verdict == "fake" else "#2ca02c", lw=1.5)
-    ax.set_ylim(-0.03, 1.03)
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if len(x) == 1:
-        ax.set_xlim(x[0] - 1, x[0] + 1)
-    ax.set_xlabel("frame")
-    ax.set_ylabel("P(fake)")
-    ax.set_title("P(fake) per frame · line: video score · dashed: threshold · "
-                 "circled: explained", fontsize=8)
-    return fig
-
-
-def _gallery(a: Analysis) -> list:
-    out = []
-    for f in a.frames:
-        pair = np.concatenate([f["crop"], np.full((160, 4, 3), 255, np.uint8), f["overlay"]],
-                              axis=1)
-        out.append((pair, f"frame {f['frame_index']} · P(fake) {f['score']:.2f}"))
-    return out
-
-
 # ----------------------------------------------------------------------------- command line
 def parse_args(argv: Sequence[str]) -> dict:
     """``key=value`` arguments → options (types from :data:`DEFAULTS`).
@@ -467,10 +433,19 @@ def make_app(opts: dict) -> DetectorApp:
     from experiments.reports import ReportStore
 
     model = DeepfakeModel.load(opts["model"], trust_pickle=opts["trust_pickle"])
-    store = ReportStore(opts["db"])
+    store = ReportStore(opts["db"] or default_reports_db())
     return DetectorApp(model, store, max_mb=opts["max_mb"],
                        keep_uploads=opts["keep_uploads"] or None, method=opts["method"],
                        layer=opts["layer"], explain_frames=opts["explain_frames"])
+
+
+def default_reports_db() -> str:
+    """``reports.db`` in :func:`deepmetric.storage.data_root` (the folder created)."""
+    from deepmetric.storage import data_root
+
+    root = data_root()
+    root.mkdir(parents=True, exist_ok=True)
+    return str(root / "reports.db")
 
 
 def _private_gradio_tmp() -> None:

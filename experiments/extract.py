@@ -21,12 +21,13 @@ import sys
 from pathlib import Path
 
 import hydra
-from hydra.experimental.callback import Callback
+from hydra.utils import instantiate
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from deepmetric.features.extract import Extractor
 from deepmetric.features.shard import ShardedExtraction, extract_sharded, failure_message
+from experiments.builders import extractor_for, load_items, training_items
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +75,15 @@ def extract(cfg: DictConfig) -> int:
         0 when every shard finished (items that fail to decode are listed in the report,
         as in ``experiments.run``), 1 when a shard did not finish.
     """
-    from hydra.utils import instantiate
-
     # the run's own readers: the same items, copies included, fill the same cache
-    from experiments.run import _extractor_for, _load_items, _training_items
-
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     extractor = instantiate(cfg.extractor, _convert_="all")
     todo = []
-    todo.append(("data", _extractor_for(extractor, cfg.data), _training_items(cfg)))
+    todo.append(("data", extractor_for(extractor, cfg.data), training_items(cfg)))
     if cfg.get("eval_data"):
-        todo.append(("eval", _extractor_for(extractor, cfg.eval_data),
-                     _load_items(cfg.eval_data, "eval_data")))
+        todo.append(("eval", extractor_for(extractor, cfg.eval_data),
+                     load_items(cfg.eval_data, "eval_data")))
     status = 0
     for tag, ex, rows in todo:
         result = extract_items(ex, rows, cfg.extract, tag)
@@ -104,56 +101,6 @@ def extract(cfg: DictConfig) -> int:
             log.error("%s", failure_message(rep))
             status = 1
     return status
-
-
-class SlurmStatesCallback(Callback):
-    """Job states of a ``hydra/launcher=slurm`` sweep from ``squeue`` where ``sacct`` fails.
-
-    hydra-submitit-launcher waits on submitit, which asks ``sacct`` for job states; on a
-    cluster without accounting storage every poll warns ("Bypassing sacct error") and a job
-    killed before writing its result is never seen as finished (the sweep waits forever).
-    Where ``sacct`` does not answer, this swaps submitit's SLURM watcher for one that reads
-    :func:`deepmetric.features.shard.slurm_states` (squeue, then sacct). Listed in
-    ``conf/hydra/default.yaml``; it does nothing for other launchers or with accounting.
-    """
-
-    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
-        if not target.endswith("SlurmLauncher"):
-            return
-        from deepmetric.features.shard import _sacct_works
-
-        if not _sacct_works():
-            install_squeue_watcher()
-
-
-def install_squeue_watcher() -> None:
-    """Make submitit's SLURM jobs read their states through ``squeue`` (see above)."""
-    import time
-
-    from submitit.slurm import slurm
-
-    from deepmetric.features.shard import slurm_states
-
-    if getattr(slurm.SlurmJob.watcher, "deepmetric_squeue", False):
-        return
-
-    class SqueueWatcher(slurm.SlurmInfoWatcher):
-        deepmetric_squeue = True
-
-        def update(self) -> None:
-            todo = sorted(self._registered - self._finished)
-            if not todo:
-                return
-            self._num_calls += 1
-            for jid, state in slurm_states(todo).items():
-                self._info_dict[jid] = {"JobID": jid, "State": state}
-            self._last_status_check = time.time()
-            for jid in todo:
-                if self.is_done(jid, mode="cache"):
-                    self._finished.add(jid)
-
-    slurm.SlurmJob.watcher = SqueueWatcher(delay_s=60)
 
 
 @hydra.main(config_path="conf", config_name="extract", version_base="1.3")

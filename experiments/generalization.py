@@ -6,9 +6,9 @@
 Data from ``FFPP_ROOT`` (the in-dataset set: identity-grouped 5-fold CV, video AUC) and
 ``DFDC_FACES_ROOT`` (the cross-dataset development set: fitted on all of FF++, image AUC;
 ``--head N`` keeps the first N rows of its hash-ordered ``labels.csv``). Features come from
-the extractor of ``+exp=deepmetric`` (FaceNet blocks averaged over the crop and its mirror,
+the extractor of ``exp=deepmetric`` (FaceNet blocks averaged over the crop and its mirror,
 the spectrum, the crops themselves), extracted and cached on first use exactly as
-``python -m experiments.run +exp=deepmetric ... extractor.save_crops=true`` does; the
+``python -m experiments.run exp=deepmetric ... extractor.save_crops=true`` does; the
 ImageNet MobileNetV2 blocks (``mnv2/...``) are computed from the cached crops.
 
 Row groups (``--rows``):
@@ -24,7 +24,7 @@ Row groups (``--rows``):
 - ``sbi``: self-blended pseudo-fakes of the real FF++ clips (``--sbi-copies``), with the real
   fakes and real-only (pseudo-fakes as the only fakes);
 - ``degrade``: training-only copies of every FF++ clip whose face crops went through a random
-  blur / resampling / JPEG chain (``--degrade-copies``; :mod:`deepmetric.features.degrade`),
+  blur / resampling / JPEG chain (``--degrade-copies``; :mod:`deepmetric.augment.degrade`),
   alone and with the self-blended copies;
 - ``finetune``: FaceNet's last blocks fine-tuned on the crops (BCE), on FF++ and on FF++ plus
   the self-blended copies (``--rows finetune``; not in the default rows: about half an
@@ -34,21 +34,21 @@ Row groups (``--rows``):
   before the same classifier, k in {8, 16, 32};
 - ``paired``: a few rows again, fitted on all of FF++ (and its copies) only, with 95 %
   group-bootstrap intervals (DFDC groups: source videos) of their DFDC dev AUC and of its
-  paired difference to ``+exp=deepmetric``'s frame path (:mod:`deepmetric.eval.bootstrap`);
+  paired difference to ``exp=deepmetric``'s frame path (:mod:`deepmetric.eval.bootstrap`);
 - ``multisource``: FF++ plus part of the DFDC dev set for training, tested on the rest of
   it (grouped by source video, 5 folds) — a second protocol, not cross-dataset;
 - ``nested``: the choice of features and of C made by an inner grouped CV inside each outer
   FF++ training fold (and on all of FF++ for the cross-dataset column);
 - ``nested_video``: the same for the video-level model, whose per-clip statistics
   ([std] or [mean, std]) are chosen too (in-dataset only; ``--rows nested_video``).
-- ``landmarks``: MediaPipe FaceMesh geometry (:mod:`deepmetric.features.facemesh`: the 468
+- ``landmarks``: MediaPipe FaceMesh geometry (:mod:`deepmetric.features.backbones.facemesh`: the 468
   landmarks with pose, position and scale taken out, and FaceMesh's face-presence logit)
-  alone and added to ``+exp=deepmetric``'s blocks (``--rows landmarks``);
+  alone and added to ``exp=deepmetric``'s blocks (``--rows landmarks``);
 - ``geometry``: the crop geometry of the two data sets matched (``--rows geometry``): the
   DFDC crops taken whole as faces (``detector.whole_image``) instead of MTCNN's box plus
   margin clamped to the 224-px crop, and the FF++ faces cropped at MTCNN's tight box
   (``detector.margin=0``), as the DFDC crops were made; with group-bootstrap intervals
-  of the difference to ``+exp=deepmetric``'s frame path. With ``--sbi-copies`` it adds
+  of the difference to ``exp=deepmetric``'s frame path. With ``--sbi-copies`` it adds
   the self-blended copies cut at the same tight box, and the matched geometry's
   video-level model.
 
@@ -64,291 +64,19 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-import numpy as np
-import pandas as pd
+
+from experiments.study_data import (DEEPMETRIC, FACENET_BLOCKS, MNV2_BLOCKS, Data,
+                                    block_columns, load_data, self_standardised, with_copies)
+from experiments.study_protocols import (best_blocks, cross_scores,
+                                         finetuned, identity_removed, in_and_cross, logreg,
+                                         multisource, nested_video, paired, projected,
+                                         seeds_recipe)
 
 log = logging.getLogger("generalization")
 
-#: FaceNet blocks cached by +exp=deepmetric's extractor (plus the crop spectrum).
-FACENET_BLOCKS = ["embedding", "avgpool_1a", "repeat_1", "repeat_2", "repeat_3",
-                  "repeat_2@2x2", "spectrum"]
-MNV2_BLOCKS = ["mnv2/6", "mnv2/13", "mnv2/17", "mnv2/pool"]
-DEEPMETRIC = ["repeat_2@2x2", "repeat_3", "spectrum"]  # +exp=deepmetric's features
-#: Heads of the metric rows whose loss is a projector config (experiments/conf/projector).
-PROJECTOR_LOSSES = ("triplet", "supcon", "contrastive", "arcface")
-
-
-@dataclass
-class Data:
-    """Frame features of one data set: ``X[block]`` float32 (F, D_b), ``frames`` F rows."""
-
-    X: dict[str, np.ndarray]
-    frames: pd.DataFrame
-
-    def stack(self, blocks: list[str]) -> np.ndarray:
-        return np.concatenate([self.X[b] for b in blocks], axis=1)
-
-
-# -- data ---------------------------------------------------------------------------------
-def _compose(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    conf = Path(__file__).resolve().parent / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        return compose("config", overrides=overrides)
-
-
-def load_data(head: int | None, sbi_copies: int, batch_size: int = 64,
-              degrade_copies: int = 0, keep_crops: bool = False,
-              geometry: bool = False, default_copies: bool = True,
-              landmarks: bool = False) -> dict[str, Data]:
-    """FF++, its self-blended and degraded copies (when asked) and the DFDC dev crops, as
-    :class:`Data`; ``keep_crops`` keeps the face crops as block ``crops`` (uint8, flattened
-    160×160×3) for the fine-tuning rows; ``geometry`` adds ``ffpp_tight`` (FF++ cropped at
-    MTCNN's box, no margin), ``dfdc_whole`` (the DFDC crops taken whole as faces) and,
-    with ``sbi_copies``, ``sbi_tight`` (the self-blended copies cut at the tight box);
-    ``default_copies=False`` leaves out the copies cut with the default margin;
-    ``landmarks`` adds the FaceMesh geometry blocks (``facemesh/...``) of the crops."""
-    from hydra.utils import instantiate
-
-    from deepmetric.datasets.items import add_degraded, add_self_blended
-    from deepmetric.features.facemesh import FaceMeshEmbedder
-    from deepmetric.features.imagenet import ImageNetEmbedder
-    from experiments.run import _extractor_for, _load_items
-
-    cfg = _compose(["+exp=deepmetric", "data=ffpp", "eval_data=dfdc_faces",
-                    f"eval_data.head={head if head else 'null'}", "extractor.save_crops=true"])
-    extractor = instantiate(cfg.extractor, _convert_="all")
-    mnv2 = ImageNetEmbedder(layers=[b.split("/", 1)[1] for b in MNV2_BLOCKS],
-                            batch_size=batch_size, device="auto")
-    backbones = {"mnv2": mnv2}  # memo folder → backbone run on the cached crops
-    if landmarks:
-        backbones["facemesh"] = FaceMeshEmbedder()
-    ffpp = _load_items(cfg.data, "data")
-    sets = {"ffpp": (ffpp, cfg.data),
-            "dfdc": (_load_items(cfg.eval_data, "eval_data"), cfg.eval_data)}
-    sbi = add_self_blended(ffpp, sbi_copies) if sbi_copies else None
-    if sbi is not None:
-        sbi = sbi[sbi["blend_seed"].notna()].reset_index(drop=True)
-    if sbi is not None and default_copies:
-        sets["sbi"] = (sbi, cfg.data)
-    if degrade_copies and default_copies:
-        deg = add_degraded(ffpp, degrade_copies)
-        sets["degrade"] = (deg[deg["degrade_seed"].notna()].reset_index(drop=True), cfg.data)
-    if geometry:
-        sets["ffpp_tight"] = (ffpp, _with_detector(cfg.data, margin=0))
-        sets["dfdc_whole"] = (sets["dfdc"][0], _with_detector(cfg.eval_data, whole_image=True))
-        if sbi is not None:
-            sets["sbi_tight"] = (sbi, _with_detector(cfg.data, margin=0))
-    out = {}
-    for name, (items, node) in sets.items():
-        ex = _extractor_for(extractor, node)
-        t = time.perf_counter()
-        rep = ex.run(items)
-        log.info("%s: %s", name, rep.summary().splitlines()[0])
-        feats = ex.features(items, FACENET_BLOCKS)
-        X = {b: feats.X[:, s] for b, s in feats.blocks.items()}
-        crops = ex.features(items, ["crops"]).X.reshape(-1, 160, 160, 3)
-        for folder, backbone in backbones.items():
-            X.update(_from_crops(backbone, crops, ex.cache.dir / folder, feats.frames))
-        if keep_crops:
-            X["crops"] = crops.reshape(len(crops), -1)
-        out[name] = Data(X, feats.frames)
-        log.info("%s: %d frames of %d items in %.0f s", name, len(feats.frames),
-                 feats.frames["video_id"].nunique(), time.perf_counter() - t)
-    return out
-
-
-def _with_detector(node: Any, **options: Any) -> Any:
-    """A data config whose ``detector`` overrides (see ``experiments.run._extractor_for``)
-    also set ``options``."""
-    from omegaconf import OmegaConf
-
-    d = OmegaConf.to_container(node, resolve=True)
-    d["detector"] = {**(d.get("detector") or {}), **options}
-    return OmegaConf.create(d)
-
-
-def _from_crops(emb: Any, crops: np.ndarray, where: Path, frames: pd.DataFrame) -> dict:
-    """A backbone's blocks of the crops (MobileNetV2, FaceMesh), memoised in one file per
-    data set and settings."""
-    from deepmetric.features.cache import read_npz, settings_hash, write_npz
-
-    key = settings_hash({**emb.settings(), "rows": pd.util.hash_pandas_object(
-        frames[["video_id", "frame_index"]], index=False).sum().item(), "n": len(frames)})
-    path = where / f"{key}.npz"
-    if path.is_file():
-        return read_npz(path)
-    arrays = emb.embed(crops)
-    write_npz(path, arrays)
-    return arrays
-
-
-# -- pipelines ----------------------------------------------------------------------------
-def logreg(C: float = 0.1) -> Any:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
-
-
-def projected(loss: str, C: float = 0.1, seed: int = 0) -> Any:
-    """A metric-learning head (``loss``) before the same standardised logistic regression."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from deepmetric.learn.projector import TripletProjector
-
-    if loss == "oneclass":  # no projector config: its centre is this head's 64-d space
-        from deepmetric.learn.losses import OneClassSoftmaxLoss
-
-        lf = OneClassSoftmaxLoss(embedding_size=64)
-    elif loss in PROJECTOR_LOSSES:  # the loss of projector=<loss>, as experiments.run builds it
-        from hydra.utils import instantiate
-
-        node = _compose([f"projector={loss}"]).projector.loss
-        lf = None if node is None else instantiate(node)
-    else:
-        raise ValueError(f"unknown loss {loss!r}")
-    proj = TripletProjector(loss=lf, epochs=50, dropout=0.2, weight_decay=1e-4,
-                            device="cpu", random_state=seed)
-    return Pipeline([("projector", proj), ("scaler", StandardScaler()),
-                     ("classifier", LogisticRegression(C=C, max_iter=2000))])
-
-
-def identity_removed(k: int, C: float = 0.1) -> Any:
-    """The top ``k`` between-identity directions projected out (fitted on the training
-    identity groups), then the same logistic regression (NuisanceProjection standardises)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-
-    from deepmetric.learn.nuisance import NuisanceProjection
-
-    return Pipeline([("nuisance", NuisanceProjection(n_components=k)),
-                     ("classifier", LogisticRegression(C=C, max_iter=2000))])
-
-
-def finetuned(loss: str = "bce", C: float = 0.1, seed: int = 0) -> Any:
-    """FaceNet's last blocks (from ``repeat_3``) fine-tuned on the crops with ``loss``, then
-    the standardised logistic regression on the fine-tuned 512-d embedding."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from deepmetric.features.finetune import FaceNetFineTuner
-
-    return Pipeline([("finetune", FaceNetFineTuner(start="repeat_3", loss=loss, epochs=10,
-                                                   device="cpu", random_state=seed,
-                                                   max_memo_mb=4096)),
-                     ("scaler", StandardScaler()),
-                     ("classifier", LogisticRegression(C=C, max_iter=2000))])
-
-
-def seeds_recipe(seed: int = 0) -> Any:
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.pipeline import Pipeline
-
-    from deepmetric.learn.projector import TripletProjector
-
-    return Pipeline([("projector", TripletProjector(device="cpu", random_state=seed)),
-                     ("classifier", RandomForestClassifier(n_estimators=300, n_jobs=2,
-                                                           random_state=seed))])
-
-
-# -- protocols ----------------------------------------------------------------------------
-def in_and_cross(pipe: Any, blocks: list[str], data: dict[str, Data], *,
-                 train: Data | None = None, temporal: list[str] | None = None) -> dict:
-    """FF++ grouped 5-fold CV (video AUC) and FF++ → DFDC dev (image AUC) of one pipeline.
-
-    ``train`` replaces FF++ as the training data of the cross-dataset fit (e.g. FF++ plus
-    self-blended copies); the in-dataset CV then runs on it too, testing only rows that may
-    be tested (``role``).
-    """
-    from deepmetric.eval.evaluation import evaluate
-
-    tr = train if train is not None else data["ffpp"]
-    ev = evaluate(pipe, tr.stack(blocks), tr.frames, n_splits=5, random_state=0,
-                  temporal=temporal or [], cross_X=data["dfdc"].stack(blocks),
-                  cross_frames=data["dfdc"].frames)
-    m = ev.metrics
-    return {"ffpp_video_auc": m["test"]["video"]["auc"],
-            "ffpp_video_auc_std": m["test_std"]["video"]["auc"],
-            "ffpp_frame_auc": m["test"]["frame"]["auc"],
-            "dfdc_image_auc": m["cross"]["frame"]["auc"],
-            "dfdc_image_ap": m["cross"]["frame"]["ap"],
-            "dfdc_image_eer": m["cross"]["frame"]["eer"],
-            "chosen": getattr(ev.estimator, "best_name_", None),
-            "dim": int(tr.stack(blocks).shape[1])}
-
-
-def cross_scores(pipe: Any, blocks: list[str], data: dict[str, Data], *,
-                 train: Data | None = None) -> np.ndarray:
-    """The DFDC dev image scores of a pipeline fitted on every trainable row of ``train``
-    (default: all of FF++), as ``in_and_cross``'s cross-dataset column fits it."""
-    from deepmetric.eval.evaluation import fit_pipeline, role_masks
-    from deepmetric.eval.scoring import frame_scores
-
-    tr = train if train is not None else data["ffpp"]
-    keep = role_masks(tr.frames)[0]
-    est = fit_pipeline(pipe, tr.stack(blocks)[keep], tr.frames[keep])
-    return frame_scores(est, data["dfdc"].stack(blocks))
-
-
-def paired(pipe: Any, blocks: list[str], data: dict[str, Data], base: np.ndarray, *,
-           train: Data | None = None, n_boot: int = 1000) -> dict:
-    """A pipeline's DFDC dev AUC against ``base``, the scores of ``+exp=deepmetric``'s frame
-    path on the same crops: group-bootstrap intervals (DFDC groups = source videos) of its
-    AUC and of the paired difference, as a study row."""
-    from deepmetric.eval.bootstrap import bootstrap_auc
-
-    dd = data["dfdc"]
-    if len(base) != len(dd.frames):
-        raise ValueError(f"the baseline scores {len(base)} DFDC rows, this data {len(dd.frames)}:"
-                         " a paired comparison needs the same rows")
-    y, g = dd.frames["label"].to_numpy(), dd.frames["group"].astype(str).to_numpy()
-    r = bootstrap_auc(y, cross_scores(pipe, blocks, data, train=train), g, baseline=base,
-                      n_boot=n_boot)
-    nan = float("nan")
-    return {"ffpp_video_auc": nan, "ffpp_video_auc_std": nan, "ffpp_frame_auc": nan,
-            "dfdc_image_auc": r["auc"], "dfdc_image_auc_ci": r["ci"],
-            "diff_vs_deepmetric": r["diff"], "diff_ci": r["diff_ci"],
-            "p_not_better": r["p_not_better"], "n_groups": r["n_groups"],
-            "n_boot": r["n_boot"], "dim": 0}
-
-
-def multisource(pipe: Any, blocks: list[str], data: dict[str, Data], n_splits: int = 5) -> dict:
-    """Train on FF++ plus 4/5 of the DFDC dev groups, test on the other 1/5 (image AUC)."""
-    from deepmetric.eval.evaluation import fit_pipeline
-    from deepmetric.eval.metrics import binary_metrics
-    from deepmetric.eval.scoring import frame_scores
-    from deepmetric.eval.splits import grouped_kfold
-
-    ff, dd = data["ffpp"], data["dfdc"]
-    y, g = dd.frames["label"].to_numpy(), dd.frames["group"].astype(str).to_numpy()
-    both, only = [], []
-    for tr, te in grouped_kfold(y, g, n_splits=n_splits, random_state=0):
-        Xte = dd.stack(blocks)[te]
-        for train_frames, Xtr, store in (
-                (pd.concat([ff.frames, dd.frames.iloc[tr]], ignore_index=True),
-                 np.concatenate([ff.stack(blocks), dd.stack(blocks)[tr]]), both),
-                (dd.frames.iloc[tr].reset_index(drop=True), dd.stack(blocks)[tr], only)):
-            est = fit_pipeline(pipe, Xtr, train_frames.astype({"group": str}))
-            store.append(binary_metrics(y[te], frame_scores(est, Xte))["auc"])
-    return {"dfdc_image_auc_ffpp_plus_dfdc": float(np.mean(both)),
-            "dfdc_image_auc_ffpp_plus_dfdc_std": float(np.std(both)),
-            "dfdc_image_auc_dfdc_only": float(np.mean(only)),
-            "dfdc_image_auc_dfdc_only_std": float(np.std(only))}
-
-
-# -- the rows -----------------------------------------------------------------------------
 def rows(data: dict[str, Data], groups: set[str],
          on_row: Callable[[list[dict]], None] | None = None,
          done: list[dict] | None = None, sbi_copies: int = 0,
@@ -383,9 +111,9 @@ def rows(data: dict[str, Data], groups: set[str],
         row("baselines", "seeds' recipe on flip-averaged FaceNet", "embedding → semi-hard "
             "triplet head → RF", ["embedding"],
             lambda: in_and_cross(seeds_recipe(), ["embedding"], data))
-        row("baselines", "+exp=deepmetric, frame level", "texture stats + spectrum → logreg",
+        row("baselines", "exp=deepmetric, frame level", "texture stats + spectrum → logreg",
             DEEPMETRIC, lambda: in_and_cross(logreg(), DEEPMETRIC, data))
-        row("baselines", "+exp=deepmetric, video level (images: its frame path)",
+        row("baselines", "exp=deepmetric, video level (images: its frame path)",
             "per-clip std → logreg", DEEPMETRIC,
             lambda: in_and_cross(logreg(), DEEPMETRIC, data, temporal=["std"]))
     if "blocks" in groups:
@@ -402,7 +130,7 @@ def rows(data: dict[str, Data], groups: set[str],
         for blocks in (best, DEEPMETRIC):
             row("adapt", "+".join(blocks) + ": each data set standardised by its own "
                 "statistics", "transductive: uses the unlabelled DFDC dev features' mean/std",
-                blocks, lambda b=blocks: in_and_cross(logreg(), b, _self_standardised(data)))
+                blocks, lambda b=blocks: in_and_cross(logreg(), b, self_standardised(data)))
     if "metric" in groups:
         for blocks in (best, DEEPMETRIC):
             tag = "+".join(blocks)
@@ -455,7 +183,7 @@ def rows(data: dict[str, Data], groups: set[str],
                 "blocks", crops, lambda: in_and_cross(finetuned("bce"), crops, data,
                                                        train=ff_sbi))
     if "paired" in groups:
-        cands = {"+exp=deepmetric, frame level (the baseline itself)": (logreg(), DEEPMETRIC,
+        cands = {"exp=deepmetric, frame level (the baseline itself)": (logreg(), DEEPMETRIC,
                                                                        None),
                  "+ MobileNetV2 blocks (the dev-set best blocks)": (logreg(), best, None),
                  "+ identity subspace removed, k=16": (identity_removed(16), DEEPMETRIC, None)}
@@ -469,7 +197,7 @@ def rows(data: dict[str, Data], groups: set[str],
         base = cross_scores(logreg(), DEEPMETRIC, data)
         for name, (pipe, blocks, train) in cands.items():
             row("paired", name, "fitted on all FF++ (+ copies); DFDC dev AUC, group bootstrap "
-                "vs +exp=deepmetric's frame path", blocks,
+                "vs exp=deepmetric's frame path", blocks,
                 lambda p=pipe, b=blocks, t=train: paired(p, b, data, base, train=t))
     if "geometry" in groups and {"ffpp_tight", "dfdc_whole"} <= data.keys():
         base = cross_scores(logreg(), DEEPMETRIC, data)
@@ -480,13 +208,13 @@ def rows(data: dict[str, Data], groups: set[str],
                  "cropped at the face box, as the DFDC crops were made", "ffpp_tight",
                  "dfdc_whole")):
             matched = {"ffpp": data[ff], "dfdc": data[dd]}
-            row("geometry", f"+exp=deepmetric, frame level: {name}", what, DEEPMETRIC,
+            row("geometry", f"exp=deepmetric, frame level: {name}", what, DEEPMETRIC,
                 lambda m=matched: in_and_cross(logreg(), DEEPMETRIC, m))
             row("geometry", f"paired: {name}", "fitted on all FF++; DFDC dev AUC, group "
-                "bootstrap vs +exp=deepmetric's frame path", DEEPMETRIC,
+                "bootstrap vs exp=deepmetric's frame path", DEEPMETRIC,
                 lambda m=matched: paired(logreg(), DEEPMETRIC, m, base))
         tight = {"ffpp": data["ffpp_tight"], "dfdc": data["dfdc_whole"]}
-        row("geometry", "+exp=deepmetric, video level (images: its frame path): FF++ at "
+        row("geometry", "exp=deepmetric, video level (images: its frame path): FF++ at "
             "MTCNN's tight box + DFDC crops taken whole", "per-clip std → logreg, matched "
             "geometry", DEEPMETRIC,
             lambda: in_and_cross(logreg(), DEEPMETRIC, tight, temporal=["std"]))
@@ -494,12 +222,12 @@ def rows(data: dict[str, Data], groups: set[str],
             tight_sbi = with_copies(data["ffpp_tight"], data["sbi_tight"])
             name = (f"FF++ + self-blended copies ({sbi_copies} per real clip), all at "
                     "MTCNN's tight box + DFDC crops taken whole")
-            for tag, blocks in (("+exp=deepmetric, frame level", DEEPMETRIC),
+            for tag, blocks in (("exp=deepmetric, frame level", DEEPMETRIC),
                                 ("+ MobileNetV2 blocks", best)):
                 row("geometry", f"{tag}: {name}", "matched geometry + pseudo-fakes", blocks,
                     lambda b=blocks: in_and_cross(logreg(), b, tight, train=tight_sbi))
                 row("geometry", f"paired: {tag}: {name}", "fitted on all FF++ and its "
-                    "copies; DFDC dev AUC, group bootstrap vs +exp=deepmetric's frame path",
+                    "copies; DFDC dev AUC, group bootstrap vs exp=deepmetric's frame path",
                     blocks, lambda b=blocks: paired(logreg(), b, tight, base, train=tight_sbi))
     if "landmarks" in groups and "facemesh/shape" in data["ffpp"].X:
         shape, flag = ["facemesh/shape"], ["facemesh/flag"]
@@ -508,13 +236,13 @@ def rows(data: dict[str, Data], groups: set[str],
                  "logreg", shape),
                 ("facemesh/flag", "FaceMesh's face-presence logit → logreg", flag),
                 ("facemesh/shape+facemesh/flag", "both → logreg", shape + flag),
-                ("+exp=deepmetric's blocks + facemesh", "texture stats + spectrum + "
+                ("exp=deepmetric's blocks + facemesh", "texture stats + spectrum + "
                  "landmark geometry → logreg", DEEPMETRIC + shape + flag)):
             row("landmarks", name, what, blocks,
                 lambda b=blocks: in_and_cross(logreg(), b, data))
         base = cross_scores(logreg(), DEEPMETRIC, data)
-        row("landmarks", "paired: +exp=deepmetric's blocks + facemesh", "fitted on all "
-            "FF++; DFDC dev AUC, group bootstrap vs +exp=deepmetric's frame path",
+        row("landmarks", "paired: exp=deepmetric's blocks + facemesh", "fitted on all "
+            "FF++; DFDC dev AUC, group bootstrap vs exp=deepmetric's frame path",
             DEEPMETRIC + shape + flag,
             lambda: paired(logreg(), DEEPMETRIC + shape + flag, data, base))
     if "multisource" in groups:
@@ -545,83 +273,6 @@ def rows(data: dict[str, Data], groups: set[str],
     return out
 
 
-def with_copies(ff: Data, *copies: Data) -> Data:
-    """FF++ (role "both") and training-only copies of its clips (role "train") in one
-    :class:`Data`: the in-dataset CV tests only FF++'s own rows, a copy stays with its
-    source's group."""
-    parts = [ff, *copies]
-    return Data({b: np.concatenate([d.X[b] for d in parts]) for b in ff.X},
-                pd.concat([ff.frames.assign(role="both")]
-                          + [d.frames.assign(role="train") for d in copies],
-                          ignore_index=True))
-
-
-def block_columns(d: Data, choices: list[list[str]]) -> tuple[list[str], dict]:
-    """The blocks of all choices (sorted, the order of ``d.stack``) and, per choice (named
-    ``"a+b"``), the int64 column indices of its blocks in that stack."""
-    allb = sorted({b for c in choices for b in c})
-    widths = [d.X[b].shape[1] for b in allb]
-    starts = dict(zip(allb, np.cumsum([0] + widths)))
-    span = {b: np.arange(starts[b], starts[b] + w) for b, w in zip(allb, widths)}
-    return allb, {"+".join(c): np.concatenate([span[b] for b in c]) for c in choices}
-
-
-def nested_video(data: dict[str, Data], choices: list[list[str]]) -> dict:
-    """FF++ grouped 5-fold CV (video AUC) of a video-level model whose blocks, per-clip
-    statistics ([std] or [mean, std]) and C are chosen inside each training fold.
-
-    Cross-dataset scoring is left out: a video-level model scores images with its frame
-    path, whose columns (frame features) are not the pooled ones the candidates select.
-    """
-    from sklearn.compose import ColumnTransformer
-    from sklearn.pipeline import make_pipeline
-
-    from deepmetric.eval.evaluation import evaluate
-    from deepmetric.eval.selection import InnerCVSelector
-
-    allb, columns = block_columns(data["ffpp"], choices)
-    d = data["ffpp"].stack(allb).shape[1]  # pooled: [mean of all blocks, std of all blocks]
-    cand = {}
-    for tag, cols in columns.items():
-        for stats, sel in (("std", cols + d), ("mean+std", np.concatenate([cols, cols + d]))):
-            for C in (0.01, 0.1):
-                cand[f"{tag} [{stats}] C={C}"] = make_pipeline(
-                    ColumnTransformer([("keep", "passthrough", sel)]), logreg(C))
-    ff = data["ffpp"]
-    sel = InnerCVSelector(cand, n_splits=3)
-    ev = evaluate(sel, ff.stack(allb), ff.frames, n_splits=5, random_state=0,
-                  temporal=["mean", "std"])
-    m = ev.metrics
-    # the choice on all of FF++ (what a saved model would use)
-    from deepmetric.eval.evaluation import fit_grouped
-    from deepmetric.learn.temporal import pool_frames
-
-    V, videos = pool_frames(ff.stack(allb), ff.frames, ["mean", "std"])
-    final = fit_grouped(sel, V, videos["label"].to_numpy(), videos["group"].to_numpy())
-    return {"ffpp_video_auc": m["test"]["video"]["auc"],
-            "ffpp_video_auc_std": m["test_std"]["video"]["auc"],
-            "ffpp_frame_auc": float("nan"), "dfdc_image_auc": float("nan"),
-            "dfdc_image_ap": float("nan"), "dfdc_image_eer": float("nan"),
-            "chosen": final.best_name_, "n_candidates": len(cand),
-            "dim": int(2 * d)}
-
-
-def _self_standardised(data: dict[str, Data]) -> dict[str, Data]:
-    """Each data set's blocks standardised by that set's own mean and std (no labels used)."""
-    def norm(d: Data) -> Data:
-        return Data({b: ((v - v.mean(0)) / (v.std(0) + 1e-6)).astype(np.float32)
-                     for b, v in d.X.items()}, d.frames)
-    return {k: norm(v) for k, v in data.items()}
-
-
-def best_blocks(done: list[dict]) -> list[str]:
-    """The blocks of the ``blocks`` row with the best DFDC dev image AUC (a dev-set choice)."""
-    cands = [r for r in done if r["group"] == "blocks" and "dfdc_image_auc" in r]
-    if not cands:
-        return ["repeat_1"]
-    return max(cands, key=lambda r: r["dfdc_image_auc"])["blocks"]
-
-
 def markdown(results: list[dict], head: int | None) -> str:
     lines = ["# Generalisation study", "",
              f"FF++ c23 sample (142 clips), identity-grouped 5-fold CV, **video** AUC (mean of "
@@ -636,7 +287,7 @@ def markdown(results: list[dict], head: int | None) -> str:
             lo, hi = r["dfdc_image_auc_ci"]
             dlo, dhi = r["diff_ci"]
             lines.append(f"| {r['group']} | {r['name']} | — | {r['dfdc_image_auc']:.3f} "
-                         f"[{lo:.3f}, {hi:.3f}]; vs +exp=deepmetric "
+                         f"[{lo:.3f}, {hi:.3f}]; vs exp=deepmetric "
                          f"{r['diff_vs_deepmetric']:+.3f} [{dlo:+.3f}, {dhi:+.3f}] | | "
                          f"{r['seconds']} |")
         elif r["group"] == "multisource":

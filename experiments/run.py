@@ -1,8 +1,8 @@
 """Main job: extract (cached) → fit pipelines on identity-grouped splits → tables and plots.
 
     python -m experiments.run                                   # built-in demo data
-    python -m experiments.run +exp=triplet_rf data=ffpp data.root=/data/ffpp
-    python -m experiments.run +exp=poster_table data=ffpp data.root=... eval_data=folder \\
+    python -m experiments.run exp=triplet_rf data=ffpp data.root=/data/ffpp
+    python -m experiments.run exp=poster_table data=ffpp data.root=... eval_data=folder \\
         eval_data.root=/data/dfdc-crops
 
 Outputs in the Hydra run dir: ``metrics.json``, ``results.md``, ``frame_scores.csv``,
@@ -27,82 +27,20 @@ from omegaconf import DictConfig, OmegaConf
 
 import deepmetric
 from deepmetric.eval.evaluation import evaluate
-from deepmetric.eval.splits import check_two_classes
-from deepmetric.features.extract import FrameFeatures
-from deepmetric.datasets.items import add_degraded, add_self_blended
+from deepmetric.features.results import FrameFeatures
 from deepmetric.model import DeepfakeModel
+from deepmetric.model_selection import check_two_classes
+from experiments.builders import (extractor_for, load_items, objective, pipeline_specs,
+                                  training_items)
+from experiments.extract import extract_items, wants_sharding
 
 log = logging.getLogger(__name__)
 
 TABLE_ROWS = ("auc", "accuracy", "precision", "recall", "f1", "ap", "eer")
 
 
-def build_pipeline(spec: DictConfig | dict) -> Any:
-    """An sklearn Pipeline from ``{projector, scaler, classifier}`` configs (empty → skipped)."""
-    from sklearn.pipeline import Pipeline
-
-    steps = []
-    for name in ("projector", "scaler", "classifier"):
-        node = spec.get(name) if spec is not None else None
-        if node and "_target_" in node:
-            steps.append((name, instantiate(node, _convert_="all")))
-    if not steps or steps[-1][0] != "classifier":
-        raise ValueError(f"pipeline {dict(spec) if spec else spec} has no classifier")
-    return Pipeline(steps)
-
-
-def pipeline_specs(cfg: DictConfig) -> dict[str, Any]:
-    """Named pipelines of the run: ``cfg.pipelines`` or the single projector/classifier."""
-    if cfg.get("pipelines"):
-        return {str(k): build_pipeline(v) for k, v in cfg.pipelines.items()}
-    single = {"projector": cfg.get("projector"), "scaler": cfg.get("scaler"),
-              "classifier": cfg.get("classifier")}
-    return {str(cfg.name): build_pipeline(single)}
-
-
-def _training_items(cfg: DictConfig) -> pd.DataFrame:
-    """``cfg.data``'s manifest with the training-only copies the config asks for: self-blended
-    pseudo-fakes (``self_blend``), then degraded copies of every trainable row (``degrade``)."""
-    items = _load_items(cfg.data, "data")
-    sbi = cfg.get("self_blend") or {}
-    if int(sbi.get("copies", 0)) or sbi.get("only", False):
-        items = add_self_blended(items, int(sbi.get("copies", 0)), only=bool(sbi.get("only")))
-    deg = cfg.get("degrade") or {}
-    if int(deg.get("copies", 0)):
-        items = add_degraded(items, int(deg["copies"]))
-    return items
-
-
-def _load_items(node: DictConfig, what: str) -> pd.DataFrame:
-    spec = OmegaConf.to_container(node, resolve=True)
-    spec.pop("detector", None)  # the dataset's detector overrides: see _extractor_for
-    try:
-        return instantiate(spec, _convert_="all")
-    except Exception as exc:  # hydra wraps adapter errors; keep the adapter's message
-        cause = exc.__cause__ or exc
-        raise type(cause)(f"{what} ({node.get('_target_')}): {cause}") from exc
-
-
-def _extractor_for(extractor, node: DictConfig):
-    """The run's extractor, with the dataset's own ``detector`` overrides (e.g. tight crops)."""
-    over = node.get("detector")
-    if not over:
-        return extractor
-    import copy
-
-    ex = copy.copy(extractor)
-    ex.detector = copy.copy(extractor.detector)
-    for key, value in OmegaConf.to_container(over, resolve=True).items():
-        if not hasattr(ex.detector, key):
-            raise ValueError(f"unknown detector option {key!r} in the dataset config")
-        setattr(ex.detector, key, value)
-    return ex
-
-
 def _features(extractor, items: pd.DataFrame, blocks: list[str], out: Path,
               tag: str, ext: DictConfig | None = None) -> tuple[FrameFeatures, dict]:
-    from experiments.extract import extract_items, wants_sharding
-
     if wants_sharding(ext) and not all(extractor.cache.has(p) for p in items["path"]):
         # a cold cache: shard the extraction first (extract.jobs / extract.executor)
         extract_items(extractor, items, ext, tag).raise_for_failures()
@@ -139,17 +77,17 @@ def run(cfg: DictConfig) -> dict:
     np.random.seed(int(cfg.seed))
     blocks = list(cfg.features)
     extractor = instantiate(cfg.extractor, _convert_="all")
-    items = _training_items(cfg)
+    items = training_items(cfg)
     # before extraction: one-class data cannot train, whatever the features
     trainable = items["role"].fillna("both") != "test" if "role" in items else items.index
     where = cfg.data.get("path") or cfg.data.get("root") or cfg.data.get("_target_")
     check_two_classes(items.loc[trainable, "label"], f"data ({where}, {len(items)} items)")
-    feats, rep = _features(_extractor_for(extractor, cfg.data), items, blocks, out, "data",
+    feats, rep = _features(extractor_for(extractor, cfg.data), items, blocks, out, "data",
                            cfg.get("extract"))
     cross = {}
     if cfg.get("eval_data"):
-        efeats, _ = _features(_extractor_for(extractor, cfg.eval_data),
-                              _load_items(cfg.eval_data, "eval_data"), blocks, out, "eval",
+        efeats, _ = _features(extractor_for(extractor, cfg.eval_data),
+                              load_items(cfg.eval_data, "eval_data"), blocks, out, "eval",
                               cfg.get("extract"))
         cross = {"cross_X": efeats.X, "cross_frames": efeats.frames}
     tcfg = cfg.get("temporal") or {}
@@ -296,10 +234,13 @@ def _jsonable(obj: Any) -> Any:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    """Hydra entry point; returns the video AUC (for sweepers)."""
+    """Hydra entry point; returns the run's ``optimized_metric`` (for sweepers).
+
+    A run whose objective is missing or NaN fails, naming the key (see
+    :func:`experiments.builders.objective`), rather than looking like a bad trial.
+    """
     metrics = run(cfg)
-    auc = metrics["test"]["video"]["auc"]
-    return float(auc) if auc is not None and not math.isnan(auc) else 0.0
+    return objective(metrics, str(cfg.optimized_metric))
 
 
 if __name__ == "__main__":

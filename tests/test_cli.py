@@ -111,3 +111,10 @@ def test_threshold_sets_this_runs_verdicts_and_is_checked(model, folder):
     assert proc.returncode == 2 and "must be between 0 and 1, got 1.5" in proc.stderr
     proc = _run("predict", str(model), str(folder), "--threshold", "high")
     assert proc.returncode == 2 and "not a number: 'high'" in proc.stderr
+
+
+def test_help_is_plain_text():
+    proc = _run("--help")
+    assert proc.returncode == 0 and "deepmetric predict MODEL PATH" in proc.stdout
+    assert "``" not in proc.stdout and ":meth:" not in proc.stdout
+    assert "(predict_many)" in proc.stdout

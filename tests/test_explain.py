@@ -22,6 +22,7 @@ from sklearn.svm import LinearSVC
 from deepmetric import explain
 from deepmetric.storage import cache_root
 from deepmetric.model import DeepfakeModel
+from deepmetric.scorer import fake_scorer
 from deepmetric.learn.projector import TripletProjector
 from deepmetric.eval.scoring import frame_scores
 
@@ -32,7 +33,7 @@ LAYERS = ["avgpool_1a", "repeat_1", "repeat_2", "repeat_3"]   # conf/embedder/fa
 def demo_features(detector, embedder):
     """(extractor, FrameFeatures) of a small demo set, with every block the config caches."""
     from deepmetric.datasets import demo
-    from deepmetric.features.embedder import FaceEmbedder
+    from deepmetric.features.backbones.facenet import FaceEmbedder
     from deepmetric.features.extract import Extractor
 
     cache = cache_root()
@@ -128,7 +129,7 @@ def test_reproduction_matches_the_pipeline(case, demo_features, linear_model, al
         model = _fit(demo_features, ["embedding"],
                      [("projector", _projector()), ("classifier", LinearSVC(C=0.1))])
     crops = np.concatenate([aligned_crops, photo_crops])
-    scorer = explain.fake_scorer(model)
+    scorer = fake_scorer(model)
     assert scorer.target == "pipeline"
     assert scorer.constant_blocks == (["spectrum"] if "spectrum" in model.blocks else [])
     expected = frame_scores(model.pipeline, _features(model, crops))
@@ -143,8 +144,8 @@ def test_reproduction_matches_the_pipeline(case, demo_features, linear_model, al
 
 @pytest.fixture(scope="session")
 def flip_grid_model(demo_features, detector):
-    """``+exp=deepmetric``'s kind of model: flip-averaged embedder, grid-pooled taps."""
-    from deepmetric.features.embedder import FaceEmbedder
+    """``exp=deepmetric``'s kind of model: flip-averaged embedder, grid-pooled taps."""
+    from deepmetric.features.backbones.facenet import FaceEmbedder
     from deepmetric.features.extract import Extractor
 
     _, _, items = demo_features
@@ -162,7 +163,7 @@ def flip_grid_model(demo_features, detector):
 def test_flip_averaged_grid_model_is_reproduced_and_its_maps_are_mirror_consistent(
         flip_grid_model, aligned_crops, photo_crops):
     crops = np.concatenate([aligned_crops, photo_crops])
-    scorer = explain.fake_scorer(flip_grid_model)
+    scorer = fake_scorer(flip_grid_model)
     assert scorer.flip_average and scorer.target == "pipeline"
     expected = frame_scores(flip_grid_model.pipeline, _features(flip_grid_model, crops))
     np.testing.assert_allclose(scorer.proba(crops), expected, atol=1e-4)
@@ -180,8 +181,8 @@ def test_non_differentiable_heads_explain_a_named_surrogate(demo_features, fores
     ex, feats, _ = demo_features
     X = feats.X[:, feats.blocks["embedding"]]
     with pytest.raises(ValueError, match="reference"):
-        explain.fake_scorer(forest_model)
-    s = explain.fake_scorer(forest_model, reference=(X, feats.y))
+        fake_scorer(forest_model)
+    s = fake_scorer(forest_model, reference=(X, feats.y))
     assert (s.target, s.prototypes_from) == ("prototype-surrogate", "reference")
     # prototypes = class means of the projected training features
     Z = forest_model.pipeline[:-1].transform(X)
@@ -191,12 +192,12 @@ def test_non_differentiable_heads_explain_a_named_surrogate(demo_features, fores
     dec = s.decision_of(s.head_input(_t(X))).numpy()
     rf = frame_scores(forest_model.pipeline, X)
     assert spearmanr(dec, rf)[0] > 0.5
-    probe = explain.fake_scorer(forest_model, probe_features=_features(forest_model,
+    probe = fake_scorer(forest_model, probe_features=_features(forest_model,
                                                                        photo_crops))
     assert probe.prototypes_from == "head-labelled probes"
     knn = _fit(demo_features, ["embedding"], [("scaler", StandardScaler()),
                                               ("classifier", KNeighborsClassifier(5))])
-    assert explain.fake_scorer(knn).prototypes_from == "head training set"
+    assert fake_scorer(knn).prototypes_from == "head training set"
     out = explain.explain_crops(knn, photo_crops[:2], "gradcam")
     assert out["target"] == "prototype-surrogate" and out["heatmaps"].shape == (2, 160, 160)
 
@@ -211,10 +212,10 @@ def test_unsupported_pieces_are_clear_errors(demo_features):
     pca = _fit(demo_features, ["embedding"],
                [("pca", PCA(8)), ("classifier", LogisticRegression())])
     with pytest.raises(NotImplementedError, match="'pca' .*PCA"):
-        explain.fake_scorer(pca)
+        fake_scorer(pca)
     odd = DeepfakeModel(pca.extractor, pca.pipeline, ["not_a_block"])
     with pytest.raises(NotImplementedError, match="not_a_block"):
-        explain.fake_scorer(odd)
+        fake_scorer(odd)
 
 
 # ----------------------------------------------------------- maps

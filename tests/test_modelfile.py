@@ -238,7 +238,7 @@ def test_a_model_with_a_second_backbone_and_a_nested_selector_round_trips(
     from sklearn.pipeline import make_pipeline
 
     from deepmetric.eval.selection import InnerCVSelector
-    from deepmetric.features.imagenet import ImageNetEmbedder
+    from deepmetric.features.backbones.mobilenet import ImageNetEmbedder
 
     crops = fitted["crops"]
     items = validate_manifest(pd.DataFrame({
@@ -280,3 +280,25 @@ def test_a_model_with_an_identity_nuisance_projection_round_trips(fitted, tmp_pa
     np.testing.assert_array_equal(again.pipeline[0].components_, pipe[0].components_)
     for f in crops[:3]:
         assert again.predict(f)["score"] == model.predict(f)["score"]
+
+
+def test_a_data_file_of_the_0_2_layout_loads(fitted, tmp_path):
+    """Files saved before the backbones moved name ``deepmetric.features.embedder``."""
+    good = fitted["frame"].save(tmp_path / "new.skops")
+    old = tmp_path / "old.skops"
+    with zipfile.ZipFile(good) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    text = members["schema.json"].decode()
+    assert "deepmetric.features.backbones.facenet" in text
+    members["schema.json"] = text.replace("deepmetric.features.backbones.facenet",
+                                          "deepmetric.features.embedder").encode()
+    with zipfile.ZipFile(old, "w") as zf:
+        for n, data in members.items():
+            zf.writestr(n, data)
+    model = DeepfakeModel.load(old)
+    assert type(model.extractor.embedder).__module__ == "deepmetric.features.backbones.facenet"
+    assert "deepmetric.features.embedder" not in sys.modules
+    arrays = {"found": np.ones(2, bool), "frame_index": np.arange(2),
+              "prob": np.ones(2, np.float32),
+              "embedding": np.random.default_rng(0).normal(size=(2, 512)).astype(np.float32)}
+    assert model.score_arrays(arrays)["score"] == fitted["frame"].score_arrays(arrays)["score"]

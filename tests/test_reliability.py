@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from deepmetric.features.extract import ExtractionError, Extractor
 from deepmetric.datasets.items import validate_manifest
+from deepmetric.features.extract import Extractor
+from deepmetric.features.results import ExtractionError
 
 
 def _video(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
@@ -319,7 +320,7 @@ def test_refused_weights_stop_the_run_with_their_own_error(tmp_path, faces_dir, 
 
     import torch
 
-    from deepmetric.features.embedder import FaceEmbedder
+    from deepmetric.features.backbones.facenet import FaceEmbedder
     from deepmetric.features.weights import WeightsError
 
     evil = tmp_path / "weights.pt"

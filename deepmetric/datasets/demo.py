@@ -35,8 +35,8 @@ oscillating roll), a brightness drift and light sensor noise; frames are written
 OpenCV's ``mp4v`` (MPEG-4 Part 2) encoder, which compresses them (about 32 dB PSNR).
 
 Fake clip ``i`` self-blends every frame of real clip ``i``
-(:func:`deepmetric.features.blend.apply_blend`)
-with one draw of :class:`~deepmetric.features.blend.BlendParams` for the whole clip (blend ratio
+(:func:`deepmetric.augment.blend.apply_blend`)
+with one draw of :class:`~deepmetric.augment.blend.BlendParams` for the whole clip (blend ratio
 U(0.6, 1)); the landmarks come from facenet-pytorch's MTCNN, run once per base image and
 carried through each frame's affine transform. A real clip and its fake share a group
 (``"clip007"``). All clips show one of three people, so identities repeat across groups:
@@ -67,7 +67,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from deepmetric.features.blend import apply_blend, sample_blend_params
+from deepmetric.augment.blend import apply_blend, sample_blend_params
 from deepmetric.datasets import manifest as manifest_csv
 from deepmetric.storage import cache_root
 

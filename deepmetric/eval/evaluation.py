@@ -20,12 +20,12 @@ from sklearn.base import clone
 
 from deepmetric.eval.metrics import binary_metrics, frame_and_video_metrics, summarize_folds
 from deepmetric.eval.scoring import aggregate_scores, frame_scores
-from deepmetric.eval.splits import (check_group_disjoint, check_two_classes, grouped_kfold,
+from deepmetric.model_selection import (check_group_disjoint, check_two_classes, grouped_kfold,
                                     split_from_column)
 from deepmetric.learn.temporal import MIN_FRAMES, pool_frames, video_table
 
 __all__ = ["CVResult", "Evaluation", "evaluate", "role_masks", "fit_pipeline", "score_frames",
-           "cross_validate", "fit_grouped", "per_method_metrics", "has_test_split", "split_masks"]
+           "grouped_cv", "fit_grouped", "per_method_metrics", "has_test_split", "split_masks"]
 
 
 @dataclass
@@ -153,7 +153,7 @@ def per_method_metrics(videos: pd.DataFrame) -> dict:
     return out
 
 
-def cross_validate(pipeline: Any, X: np.ndarray, frames: pd.DataFrame, *, n_splits: int = 5,
+def grouped_cv(pipeline: Any, X: np.ndarray, frames: pd.DataFrame, *, n_splits: int = 5,
                    random_state: int = 0, how: str = "mean", k: int = 5,
                    threshold: float = 0.5) -> CVResult:
     """Identity-grouped, stratified k-fold CV at video level, scored at frame and video level.
@@ -304,7 +304,7 @@ def evaluate(pipeline: Any, X: np.ndarray, frames: pd.DataFrame, *, n_splits: in
                                                      threshold=threshold),
                      "per_method": per_method_metrics(vdf)}
     else:
-        cv = cross_validate(pipeline, X, frames, n_splits=n_splits, random_state=random_state,
+        cv = grouped_cv(pipeline, X, frames, n_splits=n_splits, random_state=random_state,
                             how=how, k=k, threshold=threshold)
         mean = {lv: {m: v["mean"] for m, v in ms.items()} for lv, ms in cv.summary.items()}
         std = {lv: {m: v["std"] for m, v in ms.items()} for lv, ms in cv.summary.items()}

@@ -205,7 +205,7 @@ def plot_projection_before_after(projector: Any, X: np.ndarray, frames: Any,
     from sklearn.base import clone
 
     from deepmetric.eval.evaluation import fit_pipeline
-    from deepmetric.eval.splits import grouped_train_test_split
+    from deepmetric.model_selection import grouped_train_test_split
     from deepmetric.learn.temporal import video_table
 
     videos = video_table(frames)

@@ -20,10 +20,14 @@ an inner fold never splits a clip or an identity.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Mapping
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from deepmetric.params import Check, Interval, validate_params
 
 __all__ = ["InnerCVSelector"]
 
@@ -53,6 +57,13 @@ class InnerCVSelector(ClassifierMixin, BaseEstimator):
         The labels seen in ``fit``.
     """
 
+    _parameter_constraints: dict = {
+        "candidates": [Check(lambda c: isinstance(c, Mapping) and len(c) > 0,
+                             "a non-empty mapping of name to estimator")],
+        "n_splits": [Interval(numbers.Integral, 2, None)],
+        "random_state": [None, numbers.Integral, np.random.RandomState],
+    }
+
     def __init__(self, candidates: Mapping[str, Any], n_splits: int = 3, random_state: int = 0):
         self.candidates = candidates
         self.n_splits = n_splits
@@ -80,8 +91,7 @@ class InnerCVSelector(ClassifierMixin, BaseEstimator):
         from deepmetric.eval.evaluation import fit_grouped
         from deepmetric.eval.scoring import frame_scores
 
-        if not self.candidates:
-            raise ValueError("InnerCVSelector needs at least one candidate")
+        validate_params(self)
         X = np.asarray(X)
         y = np.asarray(y)
         groups = np.arange(len(y)) if groups is None else np.asarray(groups)
@@ -111,6 +121,7 @@ class InnerCVSelector(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """float64 (n_rows, 2): the chosen candidate's class probabilities."""
+        check_is_fitted(self, "best_estimator_")
         if hasattr(self.best_estimator_, "predict_proba"):
             return self.best_estimator_.predict_proba(X)
         from deepmetric.eval.scoring import frame_scores
@@ -119,5 +130,7 @@ class InnerCVSelector(ClassifierMixin, BaseEstimator):
         return np.stack([1 - p, p], axis=1)
 
     def predict(self, X: Any) -> np.ndarray:
+        """int (n_rows,): the chosen candidate's predicted labels."""
+        check_is_fitted(self, "best_estimator_")
         return self.best_estimator_.predict(X)
 

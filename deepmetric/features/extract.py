@@ -11,120 +11,26 @@ from __future__ import annotations
 
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
+from deepmetric.features.backbones.facenet import EMBEDDING, FaceEmbedder
 from deepmetric.features.cache import FeatureCache, flush_fingerprints
-from deepmetric.storage import cache_root
-from deepmetric.features.embedder import EMBEDDING, FaceEmbedder
-from deepmetric.video.faces import FaceCrops, FaceDetector, crop_face
-from deepmetric.video.frames import MediaError, read_frames
+from deepmetric.features.passes import extraction_passes, malloc_trim
+from deepmetric.features.copies import copy_faces, copy_seeds, variant_name
+from deepmetric.features.results import (ExtractionError, ExtractionReport, FrameFeatures,
+                                         read_features)
 from deepmetric.features.spectrum import SPECTRUM, radial_spectrum
+from deepmetric.storage import cache_root
+from deepmetric.video.faces import FaceCrops, FaceDetector
+from deepmetric.video.frames import MediaError, read_frames
 
-__all__ = ["Extractor", "ExtractionError", "ExtractionReport", "FrameFeatures"]
-
-#: Version of the self-blending operator, part of the cache name of self-blended copies.
-BLEND_VERSION = 1
-#: Version of the degradation chain (deepmetric.features.degrade), in degraded copies' names.
-DEGRADE_VERSION = 1
-
-
-class ExtractionError(RuntimeError):
-    """Extraction of one item failed (with ``on_error="raise"``); names the file."""
-
-
-@dataclass
-class ExtractionReport:
-    """What one :meth:`Extractor.run` did.
-
-    ``failures`` lists ``{"video_id", "path", "error"}`` for items that could not be read;
-    ``no_face`` lists the video ids where no frame had a face (they have no features);
-    ``short`` lists ``{"video_id", "path", "read", "asked"}`` for clips that yielded fewer
-    frames than the reader asked for (truncated or variable-frame-rate files).
-    """
-
-    n_items: int = 0
-    n_extracted: int = 0
-    n_cached: int = 0
-    n_frames: int = 0
-    n_faces: int = 0
-    seconds: float = 0.0
-    failures: list[dict] = field(default_factory=list)
-    no_face: list[str] = field(default_factory=list)
-    short: list[dict] = field(default_factory=list)
-
-    @property
-    def n_failed(self) -> int:
-        return len(self.failures)
-
-    @property
-    def faces_per_second(self) -> float:
-        return self.n_faces / self.seconds if self.seconds > 0 and self.n_extracted else 0.0
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["n_failed"] = self.n_failed
-        d["faces_per_second"] = round(self.faces_per_second, 3)
-        return d
-
-    def summary(self) -> str:
-        s = (f"{self.n_items} items: {self.n_extracted} extracted, {self.n_cached} cached, "
-             f"{self.n_failed} failed; {self.n_faces}/{self.n_frames} frames with a face "
-             f"in {self.seconds:.1f} s")
-        if self.n_extracted:
-            s += f" ({self.faces_per_second:.1f} faces/s)"
-        for f in self.failures:
-            s += f"\n  FAILED {f['path']}: {f['error']}"
-        if self.no_face:
-            s += f"\n  no face in any frame: {len(self.no_face)} item(s): " \
-                 + ", ".join(self.no_face[:10]) + (" ..." if len(self.no_face) > 10 else "")
-        for f in self.short:
-            s += f"\n  SHORT {f['path']}: {f['read']} of {f['asked']} frames read"
-        return s
-
-
-@dataclass
-class FrameFeatures:
-    """Frame-level features of a manifest, ready for the metric-learning core.
-
-    Attributes
-    ----------
-    X : numpy.ndarray
-        float32 (F, D): the requested feature blocks concatenated, one row per frame with
-        a face.
-    frames : pandas.DataFrame
-        F rows: ``video_id, group, label, frame_index, prob`` plus the manifest's
-        ``method``/``split`` when present.
-    blocks : dict of str to slice
-        Column range of each block in ``X``.
-    missing : pandas.DataFrame
-        Items without features: ``video_id, reason`` (not extracted, failed, no face).
-    """
-
-    X: np.ndarray
-    frames: pd.DataFrame
-    blocks: dict
-    missing: pd.DataFrame
-
-    @property
-    def y(self) -> np.ndarray:
-        """int64 (F,) labels, 0 real / 1 fake."""
-        return self.frames["label"].to_numpy(np.int64)
-
-    @property
-    def video_ids(self) -> np.ndarray:
-        return self.frames["video_id"].to_numpy()
-
-    @property
-    def groups(self) -> np.ndarray:
-        return self.frames["group"].to_numpy()
-
+__all__ = ["Extractor"]
 
 class Extractor:
     """Run the face pipeline over a manifest, caching one file per item.
@@ -155,7 +61,7 @@ class Extractor:
         It does not change any result.
     backbones : sequence of embedders, optional
         Further networks run on the same crops (e.g.
-        :class:`deepmetric.features.imagenet.ImageNetEmbedder`): anything with
+        :class:`deepmetric.features.backbones.mobilenet.ImageNetEmbedder`): anything with
         ``embed(crops) -> {block: (N, D) float32}`` and ``settings()``. Their blocks are
         cached beside FaceNet's; their settings join the cache key (only when there are any,
         so caches made without backbones keep their key).
@@ -241,9 +147,11 @@ class Extractor:
         frames : deepmetric.video.frames.Frames, optional
             Already decoded frames of ``path``.
         blend_seed : int, optional
-            Extract a *self-blended* copy instead (see :func:`self_blended_faces`).
+            Extract a *self-blended* copy instead (see
+            :func:`deepmetric.features.copies.self_blended_faces`).
         degrade_seed : int, optional
-            Extract a *degraded* copy (see :func:`degraded_faces`; after the blend, if both).
+            Extract a *degraded* copy (see
+            :func:`deepmetric.features.copies.degraded_faces`; after the blend, if both).
 
         Returns
         -------
@@ -287,47 +195,30 @@ class Extractor:
         seconds : float
             The item's share of the wall time (a batch's time is split over its images).
         """
-        paths = [str(p) for p in paths]
-        waiting: list[tuple[str, object, FaceCrops, float]] = []  # path, frames, faces, s
+        def prepare(path: str, frames_or_exc) -> list[tuple]:
+            t = time.perf_counter()
+            try:
+                if isinstance(frames_or_exc, BaseException):
+                    raise frames_or_exc
+                faces = self.detector.detect(frames_or_exc.images)
+            except Exception as exc:  # noqa: BLE001 — handed to the caller, not lost
+                return [(path, exc, None, time.perf_counter() - t)]
+            if len(frames_or_exc.indices) <= 1:  # only the crops wait, not the image
+                frames_or_exc = replace(frames_or_exc, images=[])
+            return [(path, frames_or_exc, faces, time.perf_counter() - t)]
 
-        def flush() -> Iterator[tuple[str, dict | Exception, float]]:
-            for i in range(0, len(waiting), self.image_batch):
-                part = waiting[i:i + self.image_batch]
-                t = time.perf_counter()
-                out = self._embed_units([(fr, faces) for _, fr, faces, _ in part],
-                                        self.image_batch)
-                share = (time.perf_counter() - t) / len(part)
-                for (path, _, _, s), arrays in zip(part, out):
-                    yield path, arrays, s + share
-            waiting.clear()
-
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(_read, paths[0], self.n_frames) if paths else None
-            for k, path in enumerate(paths):
-                t = time.perf_counter()
-                frames_or_exc = pending.result()
-                pending = (pool.submit(_read, paths[k + 1], self.n_frames)
-                           if k + 1 < len(paths) else None)
-                try:
-                    if isinstance(frames_or_exc, BaseException):
-                        raise frames_or_exc
-                    faces = self.detector.detect(frames_or_exc.images)
-                except Exception as exc:  # noqa: BLE001 — handed to the caller, not lost
-                    yield from flush()  # the images before it first: the order is kept
-                    yield path, exc, time.perf_counter() - t
-                    continue
-                if len(frames_or_exc.indices) <= 1:  # only the crops wait, not the image
-                    waiting.append((path, replace(frames_or_exc, images=[]), faces,
-                                    time.perf_counter() - t))
-                    if len(waiting) >= self.image_batch:
-                        yield from flush()
-                    continue
-                yield from flush()
-                t = time.perf_counter()  # its decoding overlapped the images' pass
-                out = self._embed_units([(frames_or_exc, faces)], 0)[0]
-                del frames_or_exc
-                yield path, out, time.perf_counter() - t
-            yield from flush()
+        for units, pad in extraction_passes([str(p) for p in paths], self.n_frames,
+                                            self.image_batch, prepare):
+            ok = [u for u in units if not isinstance(u[1], BaseException)]
+            t = time.perf_counter()
+            out = iter(self._embed_units([(fr, faces) for _, fr, faces, _ in ok], pad)
+                       if ok else [])
+            share = (time.perf_counter() - t) / max(len(ok), 1)
+            for path, fr, _, s in units:
+                if isinstance(fr, BaseException):
+                    yield path, fr, s
+                else:
+                    yield path, next(out), s + share
 
     def _embed_units(self, units: Sequence[tuple], pad: int) -> list[dict | Exception]:
         """:meth:`_arrays_many` of ``(frames, faces)`` pairs; when the joint pass fails, each
@@ -347,17 +238,8 @@ class Extractor:
                  seeds: tuple[int | None, int | None]) -> dict:
         """The arrays of a clip (or of its self-blended and/or degraded copy) from its
         detected faces; ``seeds`` is ``(blend_seed, degrade_seed)``."""
-        return self._arrays_many([(fr, self._copy_faces(path, fr, faces, seeds))])[0]
-
-    def _copy_faces(self, path, fr, faces: FaceCrops,
-                    seeds: tuple[int | None, int | None]) -> FaceCrops:
-        """The faces of the clip itself, or of its self-blended and/or degraded copy."""
-        blend_seed, degrade_seed = seeds
-        if blend_seed is not None:
-            faces = self_blended_faces(fr.images, faces, blend_seed, path, self.detector)
-        if degrade_seed is not None:
-            faces = degraded_faces(faces, degrade_seed, path)
-        return faces
+        return self._arrays_many([(fr, copy_faces(path, fr.images, faces, seeds,
+                                                  self.detector))])[0]
 
     def _arrays_many(self, units: Sequence[tuple], pad: int = 0) -> list[dict[str, np.ndarray]]:
         """The cached arrays of several items from ``(frames, faces)`` pairs, their found
@@ -427,8 +309,9 @@ class Extractor:
         cache = self.cache
         report = ExtractionReport(n_items=len(manifest))
         todo: dict[str, list[tuple[str, tuple]]] = {}  # path -> [(video_id, seeds)]
-        for vid, path, seed in zip(manifest["video_id"], manifest["path"], _seeds(manifest)):
-            if cache.has(path, _variant(seed)) and self._usable(cache.load(path, _variant(seed))):
+        for vid, path, seed in zip(manifest["video_id"], manifest["path"], copy_seeds(manifest)):
+            name = variant_name(seed)
+            if cache.has(path, name) and self._usable(cache.load(path, name)):
                 report.n_cached += 1
             else:
                 todo.setdefault(str(path), []).append((str(vid), seed))
@@ -463,8 +346,8 @@ class Extractor:
         bar.close()
         flush_fingerprints()  # the next process finds this run's files without hashing them
         report.seconds = time.perf_counter() - t0
-        for v, p, s in zip(manifest["video_id"], manifest["path"], _seeds(manifest)):
-            if (a := cache.load(p, _variant(s))) is None:
+        for v, p, s in zip(manifest["video_id"], manifest["path"], copy_seeds(manifest)):
+            if (a := cache.load(p, variant_name(s))) is None:
                 continue
             if not a["found"].any():
                 report.no_face.append(str(v))
@@ -494,63 +377,48 @@ class Extractor:
         images waiting before it."""
         cache = self.cache
         busy: list[str] = []
-        waiting: list[tuple] = []  # (video_id, path, seeds, frames, faces), locks held
-        with ThreadPoolExecutor(max_workers=1) as pool, ExitStack() as locks:
+        with ExitStack() as locks:
 
-            def flush() -> None:
-                for i in range(0, len(waiting), self.image_batch):
-                    self._save_many(waiting[i:i + self.image_batch], cache, report, finished,
-                                    pad=self.image_batch)
-                waiting.clear()
-                locks.close()  # every lock of the flushed items
-                if self.trim_memory:
-                    malloc_trim()
-
-            # Decode the next clip while the current one runs through MTCNN/FaceNet.
-            pending = pool.submit(_read, paths[0], self.n_frames) if paths else None
-            for k, path in enumerate(paths):
-                frames_or_exc = pending.result()
-                pending = (pool.submit(_read, paths[k + 1], self.n_frames)
-                           if k + 1 < len(paths) else None)
-                single = not isinstance(frames_or_exc, BaseException) \
-                    and len(frames_or_exc.indices) <= 1
-                if not single:
-                    flush()  # the images before it go first
+            def prepare(path: str, frames_or_exc) -> list[tuple]:
                 lock = cache.try_lock(path)
                 if not lock.__enter__():  # another job is on it: come back later
                     lock.__exit__(None, None, None)
                     busy.append(path)
-                    del frames_or_exc
-                    continue
+                    return []
                 locks.push(lock)
-                faces = None
+                single = not isinstance(frames_or_exc, BaseException) \
+                    and len(frames_or_exc.indices) <= 1
+                faces, units = None, []
                 for vid, seed in todo[path]:
                     try:
-                        if self._usable(cache.load(path, _variant(seed))):  # another job
+                        if self._usable(cache.load(path, variant_name(seed))):  # another job
                             report.n_cached += 1
                             finished(1)
                             continue
-                        cache.clear_stale(path, _variant(seed))  # a killed job's temp
+                        cache.clear_stale(path, variant_name(seed))  # a killed job's temp
                         if isinstance(frames_or_exc, BaseException):
                             raise frames_or_exc
                         if faces is None:  # once for the clip and all its copies
                             faces = self.detector.detect(frames_or_exc.images)
-                        unit = (vid, path, seed,
-                                # only the crops wait: not the decoded frames (up to 50 MP)
-                                replace(frames_or_exc, images=[]) if single else frames_or_exc,
-                                self._copy_faces(path, frames_or_exc, faces, seed))
+                        units.append((vid, path, seed,
+                                      # only the crops wait: not the decoded frames (50 MP)
+                                      replace(frames_or_exc, images=[]) if single
+                                      else frames_or_exc,
+                                      copy_faces(path, frames_or_exc.images, faces, seed,
+                                                 self.detector)))
                     except (MediaError, ValueError, RuntimeError, OSError) as exc:
                         self._failed(vid, path, exc, report)
                         finished(1)
-                        continue
-                    if single:
-                        waiting.append(unit)
-                    else:
-                        self._save_many([unit], cache, report, finished, pad=0)
-                del frames_or_exc, faces
-                if not single or len(waiting) >= self.image_batch:
-                    flush()
-            flush()
+                return units
+
+            def flushed() -> None:
+                locks.close()  # every lock of the items just saved
+                if self.trim_memory:
+                    malloc_trim()
+
+            for units, pad in extraction_passes(paths, self.n_frames, self.image_batch,
+                                                  prepare, flushed):
+                self._save_many(units, cache, report, finished, pad=pad)
         return busy
 
     def _save_many(self, units: list[tuple], cache: FeatureCache, report: ExtractionReport,
@@ -564,7 +432,7 @@ class Extractor:
             try:
                 if isinstance(arr, Exception):
                     raise arr
-                cache.save(path, arr, _variant(seed))
+                cache.save(path, arr, variant_name(seed))
                 report.n_extracted += 1
                 report.n_frames += int(len(arr["found"]))
                 report.n_faces += int(arr["found"].sum())
@@ -584,211 +452,13 @@ class Extractor:
 
     def features(self, manifest: pd.DataFrame,
                  blocks: Sequence[str] | str = (EMBEDDING,)) -> FrameFeatures:
-        """Frame-level features of the cached items of a manifest.
-
-        Parameters
-        ----------
-        manifest : pandas.DataFrame
-            A validated manifest; items not in the cache are listed in ``missing``.
-        blocks : sequence of str
-            Feature blocks to concatenate (``"embedding"``, tapped layer names,
-            ``"spectrum"``), or ``["crops"]`` alone: the uint8 face crops flattened to
-            (F, 160*160*3), for :class:`deepmetric.features.finetune.FaceNetFineTuner` (needs an
-            extractor with ``save_crops=True``).
+        """Frame-level features of the cached items of a manifest: ``manifest`` and ``blocks``
+        as :func:`deepmetric.features.results.read_features` takes them, from this
+        extractor's cache.
 
         Returns
         -------
         FrameFeatures
-            Items with a ``clip`` (see :mod:`deepmetric.datasets.items`) are the frames of one
-            video: their rows carry the clip id as ``video_id``, their own id as ``item_id``,
-            and ``frame_index`` counts on over the clip's items in manifest order.
+            X float32 (F, D) (uint8 for ``["crops"]``), one row per frame with a face.
         """
-        if isinstance(blocks, str):
-            blocks = [blocks]
-        if "crops" in blocks and list(blocks) != ["crops"]:
-            raise ValueError("the 'crops' block (uint8 face crops, for FaceNetFineTuner) "
-                             f"cannot be mixed with feature blocks; got {list(blocks)}")
-        cache = self.cache
-        xs, metas, missing = [], [], []
-        extra = [c for c in ("method", "split", "kind", "role") if c in manifest.columns]
-        slices: dict = {}
-        next_index: dict[str, int] = {}  # clip id -> its next frame index
-        for row, seed in zip(manifest.itertuples(index=False), _seeds(manifest)):
-            arrays = cache.load(row.path, _variant(seed))
-            if arrays is None:
-                missing.append({"video_id": row.video_id, "reason": "not extracted or failed"})
-                continue
-            found = arrays["found"].astype(bool)
-            if not found.any():
-                missing.append({"video_id": row.video_id, "reason": "no face in any frame"})
-                continue
-            parts = []
-            for b in blocks:
-                if b not in arrays:
-                    why = ("this extractor's settings do not produce it (its blocks: "
-                           f"{self.feature_names()})" if b not in self.feature_names() else
-                           "the file lacks it; Extractor.run(manifest) extracts it again")
-                    raise KeyError(f"feature block {b!r} is not in the cache for {row.path}: "
-                                   f"{why}; cached blocks: {_feature_keys(arrays)}")
-                part = arrays[b][found]
-                parts.append(part.reshape(len(part), -1) if b == "crops" else part)
-            if not slices:
-                start = 0
-                for b, p in zip(blocks, parts):
-                    slices[b] = slice(start, start + p.shape[1])
-                    start += p.shape[1]
-            xs.append(np.concatenate(parts, axis=1))
-            meta = {"video_id": row.video_id, "group": row.group, "label": row.label,
-                    "frame_index": arrays["frame_index"][found],
-                    "prob": arrays["prob"][found]}
-            clip = getattr(row, "clip", "")
-            if clip:  # a frame of a video stored as separate files
-                start, n = next_index.get(clip, 0), len(meta["prob"])
-                meta.update(video_id=clip, item_id=row.video_id,
-                            frame_index=np.arange(start, start + n, dtype=np.int64))
-                next_index[clip] = start + n
-            meta.update({c: getattr(row, c) for c in extra})
-            metas.append(pd.DataFrame(meta))
-        if not xs:
-            not_done = sum(m["reason"] == "not extracted or failed" for m in missing)
-            raise ValueError(
-                f"no item of the manifest has cached features with a face: of {len(manifest)} "
-                f"item(s), {not_done} not extracted or failed (see the extraction report's "
-                f"failures; Extractor.run(manifest) extracts them) and "
-                f"{len(missing) - not_done} with no face in any frame")
-        frames = pd.concat(metas, ignore_index=True)
-        frames["label"] = frames["label"].astype(np.int64)
-        X = np.concatenate(xs)
-        X = X if list(blocks) == ["crops"] else X.astype(np.float32, copy=False)
-        return FrameFeatures(X, frames, slices,
-                             pd.DataFrame(missing, columns=["video_id", "reason"]))
-
-
-_MALLOC_TRIM = None  # glibc's malloc_trim, or False where there is none; looked up once
-
-
-def malloc_trim() -> bool:
-    """Return freed heap memory to the OS (glibc ``malloc_trim(0)``).
-
-    Returns
-    -------
-    bool
-        True when glibc released memory; False when nothing was released or the C library
-        is not glibc (then this does nothing).
-    """
-    global _MALLOC_TRIM
-    if _MALLOC_TRIM is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            _MALLOC_TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-        except (OSError, AttributeError):  # not glibc (macOS, Windows, musl)
-            _MALLOC_TRIM = False
-    return bool(_MALLOC_TRIM and _MALLOC_TRIM(0))
-
-
-def _feature_keys(arrays: dict) -> list[str]:
-    meta = {"frame_index", "found", "prob", "box", "landmarks", "n_faces", "n_total", "fps",
-            "n_asked", "crops"}
-    return [k for k in arrays if k not in meta]
-
-
-def _seeds(manifest: pd.DataFrame) -> list[tuple[int | None, int | None]]:
-    """Each row's ``(blend_seed, degrade_seed)`` (``(None, None)`` for the clip itself)."""
-    def column(name: str) -> list[int | None]:
-        if name not in manifest.columns:
-            return [None] * len(manifest)
-        return [None if pd.isna(v) else int(v) for v in manifest[name]]
-    return list(zip(column("blend_seed"), column("degrade_seed")))
-
-
-def _variant(seeds: tuple[int | None, int | None]) -> str | None:
-    """The cache-file suffix of a copy (None for the clip itself)."""
-    blend, degrade = seeds
-    parts = ([f"sbi{blend}-v{BLEND_VERSION}"] if blend is not None else []) \
-        + ([f"deg{degrade}-v{DEGRADE_VERSION}"] if degrade is not None else [])
-    return "-".join(parts) or None
-
-
-def degraded_faces(faces: FaceCrops, seed: int, path: str | Path) -> FaceCrops:
-    """Face crops of a degraded copy of a clip (:mod:`deepmetric.features.degrade`).
-
-    One :class:`~deepmetric.features.degrade.DegradeParams` is drawn per clip, from ``seed``
-    and the clip's content fingerprint, and applied to every crop (boxes, landmarks and
-    probabilities are kept).
-
-    Parameters
-    ----------
-    faces : FaceCrops
-        The clip's detected faces (crops uint8 (T, S, S, 3)).
-    seed : int
-        The copy's number.
-    path : path-like
-        The clip (its content fingerprint seeds the draw).
-
-    Returns
-    -------
-    FaceCrops
-        The same faces with degraded crops.
-    """
-    from deepmetric.features.cache import content_fingerprint
-    from deepmetric.features.degrade import degrade_crops, sample_degrade_params
-
-    rng = np.random.default_rng([int(seed), 1, int(content_fingerprint(path), 16) % 2**63])
-    return replace(faces, crops=degrade_crops(faces.crops, sample_degrade_params(rng)))
-
-
-def self_blended_faces(images: Sequence[np.ndarray], faces: FaceCrops, seed: int,
-                       path: str | Path, detector: FaceDetector) -> FaceCrops:
-    """Face crops of a self-blended copy of a clip (Shiohara & Yamasaki's SBI).
-
-    One :class:`deepmetric.features.blend.BlendParams` is drawn per clip, from ``seed`` and the
-    clip's content fingerprint, and applied to every frame with that frame's MTCNN
-    landmarks, so the blended region moves with the face. The blend is made on the
-    full-resolution frame; the crop is then taken at the detected box, as for the clip.
-
-    Parameters
-    ----------
-    images : sequence of numpy.ndarray
-        RGB uint8 (H, W, 3) frames of the clip.
-    faces : FaceCrops
-        The detector's output on ``images``.
-    seed : int
-        Which copy (0, 1, ...).
-    path : path-like
-        The clip (its content fingerprint seeds the draw).
-    detector : FaceDetector
-        Gives the crop size and margin.
-
-    Returns
-    -------
-    FaceCrops
-        Same boxes, landmarks and probabilities; crops of the blended frames. A face taken
-        whole (``fallback="image"``, ``whole_image``) has no landmarks to blend along: its
-        frame is left out of the copy (``found`` False) rather than kept unblended under
-        the copy's fake label, so a copy of a clip with no landmarks at all has no face.
-    """
-    from deepmetric.features.blend import apply_blend, sample_blend_params
-    from deepmetric.features.cache import content_fingerprint
-
-    rng = np.random.default_rng([int(seed), int(content_fingerprint(path), 16) % 2**63])
-    params = sample_blend_params(rng)
-    crops = np.zeros_like(faces.crops)
-    # frames taken whole by the detector have no landmarks to blend along: not in the copy
-    blendable = faces.found & np.isfinite(faces.landmarks).all(axis=(1, 2))
-    for i in np.flatnonzero(blendable):
-        blended, _ = apply_blend(images[i], faces.landmarks[i].astype(np.float64), params)
-        crops[i] = crop_face(blended, faces.boxes[i], detector.image_size, detector.margin)
-    return replace(faces, crops=crops, found=blendable)
-
-
-def _read(path: str, n: int):
-    """Decode in the prefetch thread; return the exception instead of raising it."""
-    try:
-        return read_frames(path, n)
-    except Exception as exc:  # noqa: BLE001 — re-raised in the main thread with context
-        if not isinstance(exc, MediaError):
-            exc = MediaError(f"{path}: {type(exc).__name__}: {exc}")
-        return exc
-
+        return read_features(self.cache, manifest, blocks, self.feature_names())

@@ -16,10 +16,10 @@
   loses only the item it was on; the same call again extracts only what is missing, and
   the cache ends with the same files, byte for byte, as one uninterrupted process.
 - ``executor="none"`` runs the shards one after another in this process; ``"local"`` as
-  child processes and ``"slurm"`` as one SLURM job array, both through submitit (imported
-  only then; ``pip install 'deepmetric[sweep]'``). Progress comes from a small file each
-  shard rewrites after every item (``folder/shard-<i>.progress``); the job states from
-  ``sacct`` where the cluster keeps accounting, else from ``squeue --states=all``.
+  child processes and ``"slurm"`` as one SLURM job array, both through submitit
+  (:func:`deepmetric.cluster.run_array`; ``pip install 'deepmetric[sweep]'``). Progress
+  comes from a small file each shard rewrites after every item
+  (``folder/shard-<i>.progress``).
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
-import subprocess
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -38,19 +36,13 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from deepmetric.features.extract import ExtractionReport, Extractor
+from deepmetric.cluster import EXECUTORS, run_array
+from deepmetric.features.extract import Extractor
+from deepmetric.features.results import ExtractionReport
 
-__all__ = ["EXECUTORS", "ShardError", "ShardedExtraction", "shard_rows", "shard_manifest",
-           "run_shard", "merge_reports", "extract_sharded", "slurm_states"]
-
-EXECUTORS = ("none", "local", "slurm")
-#: submitit's keys common to every executor (the rest are SLURM's, prefixed ``slurm_``).
-_BASE_KEYS = {"timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "mem_gb",
-              "nodes", "name", "stderr_to_stdout"}
-#: squeue/sacct states of a job that has not finished.
-_ACTIVE = {"PENDING", "RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING", "REQUEUED",
-           "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED",
-           "RESV_DEL_HOLD", "READY", "UNKNOWN"}
+__all__ = ["ShardError", "ShardedExtraction", "shard_rows", "shard_manifest", "run_shard",
+           "merge_reports", "extract_sharded", "progress_path", "report_path",
+           "failure_message"]
 
 
 class ShardError(RuntimeError):
@@ -397,178 +389,14 @@ def _run_in_process(extractor: Extractor, parts: list[pd.DataFrame], folder: Pat
     return shards
 
 
-def _executor(kind: str, folder: Path, params: dict):
-    try:
-        import submitit
-    except ImportError as exc:  # the sweep extra
-        raise ImportError(f"extract executor {kind!r} needs submitit: "
-                          "pip install 'deepmetric[sweep]'") from exc
-    params = {k: v for k, v in params.items() if v is not None}
-    params.pop("submitit_folder", None)
-    params.pop("_target_", None)
-    if kind == "local":
-        ex = submitit.AutoExecutor(folder=folder / "submitit" / "%j", cluster="local")
-        keep = {k: params[k] for k in ("timeout_min",) if k in params}
-        ex.update_parameters(**keep)
-        return ex
-    init = {}
-    if "max_num_timeout" in params:
-        init["slurm_max_num_timeout"] = params.pop("max_num_timeout")
-    ex = submitit.AutoExecutor(folder=folder / "submitit" / "%j", cluster="slurm", **init)
-    ex.update_parameters(**{k if k in _BASE_KEYS else f"slurm_{k}": v
-                            for k, v in params.items()})
-    return ex
-
-
 def _run_jobs(extractor: Extractor, parts: list[pd.DataFrame], folder: Path, kind: str,
               params: dict, threads: int | None, poll_s: float, bar) -> list[dict]:
     params.setdefault("name", "deepmetric-extract")
-    ex = _executor(kind, folder, params)
-    idx = list(range(len(parts)))
-    jobs = ex.map_array(run_shard, [extractor] * len(parts), parts, idx,
-                        [str(folder)] * len(parts), [threads] * len(parts))
-    ids = [str(j.job_id) for j in jobs]
-    print(f"extract: submitted {len(jobs)} shard job(s) ({kind}): "
-          f"{ids[0] if len(ids) == 1 else ids[0].split('_')[0] + ' array'}; logs in "
-          f"{folder / 'submitit'}", flush=True)
-    out: dict[int, dict] = {}
-    gone_since: dict[int, float] = {}
-    next_poll = time.monotonic() + min(poll_s, 2.0)
-    while len(out) < len(jobs):
-        for i, job in enumerate(jobs):
-            if i not in out and job.paths.result_pickle.exists():
-                out[i] = _collect(i, parts[i], job)
-        if len(out) < len(jobs) and time.monotonic() >= next_poll:
-            next_poll = time.monotonic() + poll_s
-            states = (slurm_states([j.job_id for j in jobs]) if kind == "slurm"
-                      else {j.job_id: ("EXITED" if j.done() else "RUNNING") for j in jobs})
-            for i, job in enumerate(jobs):
-                if i in out:
-                    continue
-                state = states.get(job.job_id, "GONE")
-                if state.split()[0] in _ACTIVE:
-                    gone_since.pop(i, None)
-                    continue
-                # finished without a result (yet): allow a shared file system to catch up
-                first = gone_since.setdefault(i, time.monotonic())
-                if job.paths.result_pickle.exists():
-                    out[i] = _collect(i, parts[i], job)
-                elif time.monotonic() - first >= min(30.0, 3 * poll_s):
-                    out[i] = _entry(i, parts[i], **_job_files(job), state=state,
-                                    error=_why(state, job))
-        _bar_to(bar, folder, len(parts),
-                {i: len(parts[i]) for i in out})
-        if len(out) < len(jobs):
-            time.sleep(0.5)
-    return [out[i] for i in idx]
-
-
-def _job_files(job) -> dict:
-    return {"job_id": str(job.job_id), "stdout": str(job.paths.stdout),
-            "stderr": str(job.paths.stderr)}
-
-
-def _collect(i: int, rows: pd.DataFrame, job) -> dict:
-    """A job with a result pickle: its report, or its exception's last line."""
-    try:
-        rep = job.result()
-    except Exception as exc:  # noqa: BLE001 — submitit's FailedJobError carries the traceback
-        return _entry(i, rows, **_job_files(job), state="FAILED", error=_last_error(exc),
-                      traceback=str(exc)[-4000:])
-    return _entry(i, rows, **_job_files(job), state="COMPLETED", report=rep)
-
-
-def _last_error(exc: BaseException) -> str:
-    """The exception line of a job's traceback (submitit appends log paths after it)."""
-    text = str(exc).split("You can check full logs")[0]
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and set(ln.strip()) != {"-"}]
-    return lines[-1] if lines else f"{type(exc).__name__}: {exc}"
-
-
-def _why(state: str, job) -> str:
-    if state == "GONE":
-        return "left the queue without a result (killed, or purged before it was seen)"
-    tail = ""
-    try:
-        lines = [ln for ln in Path(job.paths.stderr).read_text(errors="replace").splitlines()
-                 if ln.strip()]
-        tail = f" (log ends: {lines[-1].strip()[:300]})" if lines else ""
-    except OSError:
-        pass
-    return f"ended {state} without a result{tail}"
-
-
-_HAS_SACCT: bool | None = None
-
-
-def _sacct_works() -> bool:
-    """Whether this cluster keeps job accounting (``sacct`` answers), checked once."""
-    global _HAS_SACCT
-    if _HAS_SACCT is None:
-        _HAS_SACCT = shutil.which("sacct") is not None and subprocess.run(
-            ["sacct", "-n", "-X", "-o", "JobID", "-S", "now"], capture_output=True,
-            timeout=60).returncode == 0
-    return _HAS_SACCT
-
-
-def slurm_states(job_ids: Sequence[str]) -> dict[str, str]:
-    """The SLURM state of each job (``"1234"`` or array task ``"1234_5"``).
-
-    From ``squeue --states=all`` (the queue, and terminal states such as CANCELLED,
-    TIMEOUT or FAILED for ``MinJobAge`` after the end, 300 s by default); for jobs no longer
-    there, from ``sacct`` when the cluster keeps accounting. A job found in neither is left
-    out. No call here warns when the cluster has no accounting storage.
-
-    Parameters
-    ----------
-    job_ids : sequence of str
-        Job ids as submitit gives them.
-
-    Returns
-    -------
-    dict of str to str
-        Job id to state name (``PENDING``, ``RUNNING``, ``COMPLETED``, ``CANCELLED``, ...).
-    """
-    wanted = {str(j) for j in job_ids}
-    arrays = sorted({j.split("_")[0] for j in wanted})
-    if not arrays:
-        return {}
-    fmt = ["-o", "%i|%T"]
-    proc = _call(["squeue", "-h", "-r", "-t", "all", *fmt, "-j", ",".join(arrays)])
-    if proc is None:  # "Invalid job id specified" once every job is purged: the user's jobs
-        proc = _call(["squeue", "-h", "-r", "-t", "all", *fmt, "--me"])
-    states = _parse_states(proc.stdout if proc is not None else "")
-    missing = sorted({j.split("_")[0] for j in wanted if j not in states})
-    if missing and _sacct_works():
-        proc = _call(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(missing)])
-        if proc is not None:
-            states = {**_parse_states(proc.stdout), **states}
-    return {j: states[j] for j in wanted if j in states}
-
-
-def _call(cmd: list[str]) -> subprocess.CompletedProcess | None:
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return proc if proc.returncode == 0 else None
-
-
-def _parse_states(text: str) -> dict[str, str]:
-    """``id|STATE`` lines (array ranges such as ``12_[3-5%2]`` expanded) to a dict."""
-    states: dict[str, str] = {}
-    for line in text.splitlines():
-        jid, _, state = line.strip().partition("|")
-        if not (jid and state):
-            continue
-        state = state.split()[0]  # "CANCELLED by 0" -> "CANCELLED"
-        main, _, rest = jid.partition("_")
-        if rest.startswith("["):
-            for part in rest.strip("[]").split("%")[0].split(","):
-                lo, _, hi = part.partition("-")
-                if lo.isdigit():
-                    for t in range(int(lo), int(hi or lo) + 1):
-                        states[f"{main}_{t}"] = state
-        else:
-            states[jid] = state
-    return states
+    n = len(parts)
+    outcomes = run_array(run_shard, [[extractor] * n, parts, list(range(n)), [str(folder)] * n,
+                                     [threads] * n],
+                         folder / "submitit", kind, params, poll_s,
+                         on_poll=lambda done: _bar_to(bar, folder, n,
+                                                      {i: len(parts[i]) for i in done}),
+                         prefix="extract", noun="shard")
+    return [_entry(i, parts[i], report=o.pop("result"), **o) for i, o in enumerate(outcomes)]

@@ -15,9 +15,13 @@ A linear metric learned from identity labels; it works on arrays alone.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
+
+from deepmetric.params import Interval, validate_params
 
 __all__ = ["NuisanceProjection"]
 
@@ -49,6 +53,11 @@ class NuisanceProjection(TransformerMixin, BaseEstimator):
         D.
     """
 
+    _parameter_constraints: dict = {
+        "n_components": [Interval(numbers.Integral, 0, None)],
+        "standardize": [bool],
+    }
+
     def __init__(self, n_components: int = 16, standardize: bool = True):
         self.n_components = n_components
         self.standardize = standardize
@@ -77,6 +86,7 @@ class NuisanceProjection(TransformerMixin, BaseEstimator):
             On missing groups, mismatched lengths, ``n_components < 0``, or no class with
             two groups.
         """
+        validate_params(self)
         if groups is None:
             raise ValueError("NuisanceProjection.fit needs the identity groups: fit(X, y, "
                              "groups=...), or a pipeline fitted by deepmetric's evaluate / "
@@ -87,8 +97,6 @@ class NuisanceProjection(TransformerMixin, BaseEstimator):
         if X.ndim != 2 or len(y) != len(X) or len(groups) != len(X):
             raise ValueError(f"NuisanceProjection.fit: X must be (n, D) with n labels and n "
                              f"groups; got X {X.shape}, y {y.shape}, groups {groups.shape}")
-        if int(self.n_components) < 0:
-            raise ValueError(f"n_components must be >= 0, got {self.n_components}")
         self.n_features_in_ = X.shape[1]
         if self.standardize:
             self.mean_ = X.mean(axis=0)

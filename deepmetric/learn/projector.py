@@ -13,6 +13,7 @@ torch is imported lazily (inside ``fit``/``transform``), so importing this modul
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -23,74 +24,13 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from deepmetric.device import torch_device
+from deepmetric.params import Check, Interval, Options, validate_params
+from deepmetric.learn.network import BalancedBatches, build_trunk, embed_normalized
+from deepmetric.model_selection import grouped_train_test_split
 
 __all__ = ["TripletProjector"]
 
 _TRANSFORM_BATCH = 8192
-
-
-def _build_trunk(
-    n_in: int, hidden: Sequence[int], out_dim: int, dropout: float, batch_norm: bool
-) -> Any:
-    """``nn.Sequential``: [Linear → (BatchNorm1d) → ReLU → (Dropout)]* → Linear."""
-    from torch import nn
-
-    layers: list[nn.Module] = []
-    d = n_in
-    for h in hidden:
-        layers.append(nn.Linear(d, int(h)))
-        if batch_norm:
-            layers.append(nn.BatchNorm1d(int(h)))
-        layers.append(nn.ReLU())
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        d = int(h)
-    layers.append(nn.Linear(d, int(out_dim)))
-    return nn.Sequential(*layers)
-
-
-def _embed(net: Any, x: Any) -> Any:
-    import torch.nn.functional as F
-
-    return F.normalize(net(x), p=2, dim=1)
-
-
-class _BalancedBatches:
-    """Class-balanced batch sampler with a local NumPy generator.
-
-    Every batch holds ``m`` samples of each of ``min(K, batch_size // m)`` classes (chosen at
-    random when there are more classes than fit), drawn from per-class streams of fresh
-    permutations: a class is exhausted before any of its samples repeats, and a class
-    smaller than ``m`` repeats within a batch (as PML's ``MPerClassSampler`` does).
-    """
-
-    def __init__(self, y: np.ndarray, m: int, batch_size: int, rng: np.random.Generator):
-        self.m = m
-        self.rng = rng
-        self.by_class = [np.flatnonzero(y == c) for c in np.unique(y)]
-        self.by_class = [idx for idx in self.by_class if idx.size > 0]
-        self.classes_per_batch = max(1, min(len(self.by_class), batch_size // m))
-        self.streams: list[np.ndarray] = [np.empty(0, dtype=np.int64) for _ in self.by_class]
-
-    def _take(self, c: int, k: int) -> np.ndarray:
-        while self.streams[c].size < k:
-            self.streams[c] = np.concatenate(
-                [self.streams[c], self.rng.permutation(self.by_class[c])]
-            )
-        out, self.streams[c] = self.streams[c][:k], self.streams[c][k:]
-        return out
-
-    @property
-    def batch_len(self) -> int:
-        return self.m * self.classes_per_batch
-
-    def batch(self) -> np.ndarray:
-        k = len(self.by_class)
-        if self.classes_per_batch >= k:
-            chosen = np.arange(k)
-        else:
-            chosen = self.rng.choice(k, size=self.classes_per_batch, replace=False)
-        return np.concatenate([self._take(int(c), self.m) for c in chosen])
 
 
 class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -247,44 +187,39 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
     def _n_features_out(self) -> int:
         return int(self.out_dim)
 
-    def _validate_params(self) -> None:
-        def bad(name: str, why: str) -> ValueError:
-            return ValueError(
-                f"TripletProjector: invalid {name}={getattr(self, name)!r}: {why}"
-            )
+    _parameter_constraints: dict = {
+        "hidden": [Check(lambda h: not isinstance(h, str) and all(
+            isinstance(w, numbers.Integral) and not isinstance(w, bool) and w >= 1
+            for w in h), "a sequence of ints >= 1")],
+        "out_dim": [Interval(numbers.Integral, 1, None)],
+        "margin": [Interval(numbers.Real, 0, None, "neither")],
+        "miner": [Options(("semihard", "pml"))],
+        "loss": [None, Check(lambda v: not isinstance(v, str), "a loss module")],
+        "batch_size": [Interval(numbers.Integral, 2, None)],
+        "m_per_class": [None, Interval(numbers.Integral, 2, None)],
+        "epochs": [Interval(numbers.Integral, 1, None)],
+        "lr": [Interval(numbers.Real, 0, None, "neither")],
+        "weight_decay": [Interval(numbers.Real, 0, None)],
+        "dropout": [Interval(numbers.Real, 0, 1, "left")],
+        "batch_norm": [bool],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, "left")],
+        "patience": [None, Interval(numbers.Integral, 1, None)],
+        "standardize": [bool],
+        "device": [str],
+        "random_state": [None, numbers.Integral, np.random.RandomState],
+        "verbose": [numbers.Integral, bool],
+    }
 
-        try:
-            hidden = [int(h) for h in self.hidden]
-        except (TypeError, ValueError) as exc:
-            raise bad("hidden", "expected a sequence of positive ints") from exc
-        if any(h < 1 for h in hidden):
-            raise bad("hidden", "widths must be >= 1")
-        if int(self.out_dim) < 1:
-            raise bad("out_dim", "must be >= 1")
-        if not self.margin > 0:
-            raise bad("margin", "must be > 0")
+    def _validate_params(self) -> None:
         if isinstance(self.loss, str):  # a projector loaded from a model file
-            raise bad("loss", "the training loss of a projector loaded from a model file is "
-                              "not saved with it; set loss to a loss module (or None) to fit")
-        if self.miner not in ("semihard", "pml"):
-            raise bad("miner", "expected 'semihard' or 'pml'")
-        if int(self.batch_size) < 2:
-            raise bad("batch_size", "must be >= 2")
-        m = self.batch_size // 2 if self.m_per_class is None else int(self.m_per_class)
-        if m < 2 or m > self.batch_size:
-            raise bad("m_per_class", "must be in [2, batch_size]")
-        if int(self.epochs) < 1:
-            raise bad("epochs", "must be >= 1")
-        if not self.lr > 0:
-            raise bad("lr", "must be > 0")
-        if self.weight_decay < 0:
-            raise bad("weight_decay", "must be >= 0")
-        if not 0 <= self.dropout < 1:
-            raise bad("dropout", "must be in [0, 1)")
-        if not 0 <= self.validation_fraction < 1:
-            raise bad("validation_fraction", "must be in [0, 1)")
-        if self.patience is not None and int(self.patience) < 1:
-            raise bad("patience", "must be >= 1 or None")
+            raise ValueError(
+                f"TripletProjector: invalid loss={self.loss!r}: the training loss of a "
+                "projector loaded from a model file is not saved with it; set loss to a loss "
+                "module (or None) to fit")
+        validate_params(self)
+        if self.m_per_class is not None and self.m_per_class > self.batch_size:
+            raise ValueError(f"TripletProjector: invalid m_per_class={self.m_per_class!r}: "
+                             f"expected at most batch_size ({self.batch_size})")
 
     # ------------------------------------------------------------------ validation split
     def _split(
@@ -296,8 +231,6 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         if vf == 0:
             return all_idx, None
         if groups is not None:
-            from deepmetric.eval.splits import grouped_train_test_split
-
             try:
                 tr, va = grouped_train_test_split(y, groups, test_size=vf, random_state=seed)
             except ValueError as exc:
@@ -405,7 +338,7 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         import torch
 
         hidden = [int(h) for h in self.hidden]
-        net = _build_trunk(
+        net = build_trunk(
             xt.shape[1], hidden, int(self.out_dim), float(self.dropout), bool(self.batch_norm)
         ).to(device)
         if getattr(self, "loss", None) is None:  # models pickled before the slot have none
@@ -425,7 +358,7 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         m = bs // 2 if self.m_per_class is None else int(self.m_per_class)
         n_train = train_idx.size
         full_batch = n_train <= bs
-        sampler = None if full_batch else _BalancedBatches(yt.cpu().numpy()[train_idx], m, bs, rng)
+        sampler = None if full_batch else BalancedBatches(yt.cpu().numpy()[train_idx], m, bs, rng)
         n_batches = 1 if full_batch else max(1, math.ceil(n_train / sampler.batch_len))
         train_idx_t = torch.as_tensor(train_idx, device=device)
 
@@ -450,7 +383,7 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
                     idx = train_idx_t
                 else:
                     idx = train_idx_t[torch.as_tensor(sampler.batch(), device=device)]
-                emb = _embed(net, xt[idx])
+                emb = embed_normalized(net, xt[idx])
                 loss = loss_fn(emb, yt[idx])
                 if not torch.isfinite(loss):
                     raise RuntimeError(
@@ -469,7 +402,8 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
                 total, count = 0.0, 0
                 with torch.no_grad():
                     for vidx in val_batches:
-                        v, c = batch_all(_embed(net, xt[vidx]), yt[vidx], float(self.margin))
+                        v, c = batch_all(embed_normalized(net, xt[vidx]), yt[vidx],
+                                         float(self.margin))
                         if c:
                             total += float(v) * c
                             count += c
@@ -512,7 +446,7 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
 
         check_is_fitted(self, "state_dict_")
         with torch.device("meta"):  # no random init: the global RNG stays untouched
-            net = _build_trunk(
+            net = build_trunk(
                 self.n_features_in_,
                 [int(h) for h in self.hidden],
                 int(self.out_dim),
@@ -546,5 +480,5 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         with torch.no_grad():
             for i in range(0, xs.shape[0], _TRANSFORM_BATCH):
                 chunk = torch.from_numpy(xs[i : i + _TRANSFORM_BATCH]).to(device)
-                out[i : i + _TRANSFORM_BATCH] = _embed(net, chunk).cpu().numpy()
+                out[i : i + _TRANSFORM_BATCH] = embed_normalized(net, chunk).cpu().numpy()
         return out

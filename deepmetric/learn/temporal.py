@@ -55,7 +55,7 @@ def pool_frames(X: np.ndarray, frames: pd.DataFrame, stats: Sequence[str] = ("st
         One row per video, in order of first appearance in ``frames``: its per-video columns
         (``video_id``, ``group``, ``label``, ...) plus ``n_frames`` (int64) and
         ``frame_index`` (-1: the row stands for the whole video), so it can take the place
-        of a frames table in :func:`deepmetric.cross_validate` and
+        of a frames table in :func:`deepmetric.eval.evaluation.grouped_cv` and
         :func:`deepmetric.eval.evaluation.score_frames` (each video is then scored once).
 
     Raises

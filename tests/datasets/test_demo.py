@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from deepmetric.features.blend import face_outline
+from deepmetric.augment.blend import face_outline
 from deepmetric.datasets import demo
 from deepmetric.datasets.items import validate_manifest
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from deepmetric.eval.evaluation import cross_validate, role_masks, split_masks
+from deepmetric.eval.evaluation import grouped_cv, role_masks, split_masks
 
 
 def _table(rng):
@@ -24,7 +24,7 @@ def _table(rng):
 
 def test_train_only_rows_are_never_tested_and_test_only_never_fitted():
     X, frames = _table(np.random.default_rng(0))
-    cv = cross_validate(LogisticRegression(), X, frames, n_splits=5)
+    cv = grouped_cv(LogisticRegression(), X, frames, n_splits=5)
     assert not cv.video_scores["video_id"].str.startswith("sbi").any()
     assert len(cv.video_scores) == 20 and "sbi" not in cv.per_method
     # a fold's training set held the pseudo-fakes of its groups only (groups never cross)
@@ -32,7 +32,7 @@ def test_train_only_rows_are_never_tested_and_test_only_never_fitted():
     frames2.loc[frames2["method"] == "fake", "role"] = "test"
     tr, te = role_masks(frames2)
     assert not tr[frames2["method"] == "fake"].any() and not te[frames2["method"] == "sbi"].any()
-    cv2 = cross_validate(LogisticRegression(), X, frames2, n_splits=5)
+    cv2 = grouped_cv(LogisticRegression(), X, frames2, n_splits=5)
     assert set(cv2.video_scores["method"]) == {"real", "fake"}
 
 

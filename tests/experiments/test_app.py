@@ -18,7 +18,7 @@ CONF = Path(__file__).resolve().parents[2] / "experiments" / "conf"
 
 
 def build_demo_model(out_dir: Path) -> Path:
-    """Train ``+exp=triplet_rf`` on 4+4 demo clips of 8 frames; return its model.skops.
+    """Train ``exp=triplet_rf`` on 4+4 demo clips of 8 frames; return its model.skops.
 
     The extraction settings equal tests/test_explain.py's, so both reuse one feature cache.
     """
@@ -30,7 +30,7 @@ def build_demo_model(out_dir: Path) -> Path:
     from experiments.run import run
 
     overrides = [
-        "+exp=triplet_rf", f"paths.cache_dir={cache_root()}",
+        "exp=triplet_rf", f"paths.cache_dir={cache_root()}",
         "data.n_clips=4", "data.frames=8", "extractor.n_frames=8", "extractor.progress=false",
         "cv.n_splits=2", "plots=false", "projector.epochs=20", "projector.device=cpu",
         "projector.validation_fraction=0", "classifier.n_estimators=50", "classifier.n_jobs=1",
@@ -85,7 +85,7 @@ def face_image(faces_dir) -> Path:
 
 def test_image_with_a_face(app, face_image):
     from experiments.reports import file_sha256
-    from experiments.app import _figure, _gallery
+    from experiments.app_figures import gallery_items, score_figure
 
     a = app.analyze(face_image)
     assert a.ok and a.error is None
@@ -99,9 +99,9 @@ def test_image_with_a_face(app, face_image):
     assert "P(fake) = " in a.message and a.verdict.upper() in a.message
     assert f"{a.score:.3f}" in a.message and " s" in a.message
     assert app.model.version.replace("_", "") in a.message.replace("\\", "").replace("_", "")
-    fig = _figure(a, app.model.threshold)
+    fig = score_figure(a, app.model.threshold)
     assert fig.axes and fig.axes[0].get_ylabel() == "P(fake)"
-    (img, caption), = _gallery(a)
+    (img, caption), = gallery_items(a)
     assert img.shape == (160, 324, 3) and img.dtype == np.uint8 and "frame 0" in caption
 
 
@@ -252,3 +252,15 @@ def test_the_ui_builds(app):
     ids = {getattr(b, "elem_id", None) for b in ui.blocks.values()}
     assert {"upload", "analyze", "verdict", "frame-plot", "heatmaps", "report-label",
             "report-comment", "report-submit", "report-status"} <= ids
+
+
+def test_the_reports_database_defaults_to_the_data_folder(tmp_path, monkeypatch):
+    """Not the working directory: ``$DEEPMETRIC_DATA/reports.db`` (the folder created)."""
+    from experiments.app import default_reports_db
+
+    monkeypatch.setenv("DEEPMETRIC_DATA", str(tmp_path / "data"))
+    assert default_reports_db() == str(tmp_path / "data" / "reports.db")
+    assert (tmp_path / "data").is_dir()
+    monkeypatch.delenv("DEEPMETRIC_DATA")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert default_reports_db() == str(tmp_path / "xdg" / "deepmetric" / "reports.db")

@@ -11,7 +11,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
-from experiments.run import build_pipeline, pipeline_specs
+from experiments.builders import build_pipeline, pipeline_specs
 
 CONF = Path(__file__).resolve().parents[2] / "experiments" / "conf"
 
@@ -31,7 +31,7 @@ def _compose(overrides: list[str]):
 
 @pytest.mark.parametrize("exp", _options("exp"))
 def test_every_experiment_composes_and_builds_its_pipelines(exp):
-    cfg = _compose([f"+exp={exp}"])
+    cfg = _compose([f"exp={exp}"])
     assert cfg.name == exp
     pipes = pipeline_specs(cfg)
     assert pipes and all(hasattr(p, "fit") for p in pipes.values())
@@ -39,7 +39,7 @@ def test_every_experiment_composes_and_builds_its_pipelines(exp):
 
 
 def test_poster_table_runs_heads_side_by_side():
-    cfg = _compose(["+exp=poster_table"])
+    cfg = _compose(["exp=poster_table"])
     pipes = pipeline_specs(cfg)
     assert set(pipes) == {"triplet_rf", "triplet_sgd", "triplet_knn", "raw_rf", "raw_sgd",
                           "raw_knn"}
@@ -73,25 +73,25 @@ def test_detector_embedder_extractor_instantiate(tmp_path):
 
 
 def test_deepmetric_exp_uses_its_flip_averaged_grid_features(tmp_path):
-    cfg = _compose(["+exp=deepmetric", f"paths.cache_dir={tmp_path}"])
+    cfg = _compose(["exp=deepmetric", f"paths.cache_dir={tmp_path}"])
     ex = instantiate(cfg.extractor, _convert_="all")
     assert ex.embedder.flip_average and "repeat_2@2x2" in ex.embedder.layers
     assert set(cfg.features) - {"spectrum"} <= set(ex.embedder.layers)
 
 
 def test_cross_dataset_exp_cuts_faces_tight_adds_pseudo_fakes_and_takes_crops_whole(tmp_path):
-    """+exp=cross_dataset: +exp=deepmetric's features at frame level, FF++ faces at MTCNN's
+    """exp=cross_dataset: exp=deepmetric's features at frame level, FF++ faces at MTCNN's
     tight box, three SBI copies; the DFDC crops it is scored on are taken whole."""
-    from experiments.run import _extractor_for
+    from experiments.builders import extractor_for
 
-    cfg = _compose(["+exp=cross_dataset", "data=ffpp", "eval_data=dfdc_faces",
+    cfg = _compose(["exp=cross_dataset", "data=ffpp", "eval_data=dfdc_faces",
                     "eval_data.detector.whole_image=true", f"paths.cache_dir={tmp_path}"])
-    base = _compose(["+exp=deepmetric", f"paths.cache_dir={tmp_path}"])
+    base = _compose(["exp=deepmetric", f"paths.cache_dir={tmp_path}"])
     assert cfg.features == base.features and cfg.classifier == base.classifier
     assert list(cfg.temporal.stats) == [] and cfg.self_blend.copies == 3
     ex = instantiate(cfg.extractor, _convert_="all")
     assert ex.detector.margin == 0 and ex.embedder.flip_average
-    dfdc = _extractor_for(ex, cfg.eval_data)
+    dfdc = extractor_for(ex, cfg.eval_data)
     assert dfdc.detector.whole_image and not ex.detector.whole_image
     assert ex.cache.dir != instantiate(base.extractor, _convert_="all").cache.dir  # own crops
 

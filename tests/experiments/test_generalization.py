@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 
 from experiments import generalization as g
+from experiments import study_data as sd
+from experiments import study_protocols as sp
 
 
 def _data(n_clips=40, frames=3, seed=0, shift=1.0, tag="ff"):
@@ -22,9 +24,9 @@ def _data(n_clips=40, frames=3, seed=0, shift=1.0, tag="ff"):
     y = frames_["label"].to_numpy()
     signal = rng.normal(size=(len(y), 6)) + shift * y[:, None] * np.linspace(1, 0, 6)
     X = {b: rng.normal(size=(len(y), 4)).astype(np.float32) for b in
-         ["embedding", *g.DEEPMETRIC]}
+         ["embedding", *sd.DEEPMETRIC]}
     X["a"] = signal.astype(np.float32)
-    return g.Data(X, frames_)
+    return sd.Data(X, frames_)
 
 
 def _study():
@@ -37,7 +39,7 @@ def _study():
 
 def test_copies_are_training_rows_with_their_sources_groups():
     data = _study()
-    both = g.with_copies(data["ffpp"], data["degrade"])
+    both = sd.with_copies(data["ffpp"], data["degrade"])
     assert len(both.frames) == len(data["ffpp"].frames) + len(data["degrade"].frames)
     assert set(both.frames.loc[both.frames["video_id"].str.contains("#"), "role"]) == {"train"}
     assert set(both.frames.loc[~both.frames["video_id"].str.contains("#"), "role"]) == {"both"}
@@ -48,9 +50,9 @@ def test_copies_change_the_fit_but_never_the_test_rows():
     """The in-dataset CV of FF++ + copies is scored on FF++'s own clips only: the copies
     (here easy, shift 3) cannot be scored, so the video AUC stays on FF++'s scale."""
     data = _study()
-    plain = g.in_and_cross(g.logreg(), ["a"], data)
-    with_deg = g.in_and_cross(g.logreg(), ["a"], data,
-                              train=g.with_copies(data["ffpp"], data["degrade"]))
+    plain = sp.in_and_cross(sp.logreg(), ["a"], data)
+    with_deg = sp.in_and_cross(sp.logreg(), ["a"], data,
+                              train=sd.with_copies(data["ffpp"], data["degrade"]))
     for r in (plain, with_deg):
         assert 0.5 < r["ffpp_video_auc"] <= 1 and 0 <= r["dfdc_image_auc"] <= 1
     assert with_deg["dfdc_image_auc"] != plain["dfdc_image_auc"]  # the copies were fitted
@@ -85,7 +87,7 @@ def test_paired_rows_carry_group_bootstrap_intervals():
                         "seconds": 0}])
     got = {r["name"]: r for r in out if r["group"] == "paired"}
     assert len(got) == 6 and not [r for r in got.values() if "error" in r]
-    base = got["+exp=deepmetric, frame level (the baseline itself)"]
+    base = got["exp=deepmetric, frame level (the baseline itself)"]
     assert base["diff_vs_deepmetric"] == 0 and list(base["diff_ci"]) == [0.0, 0.0]
     for r in got.values():
         lo, hi = r["dfdc_image_auc_ci"]
@@ -100,12 +102,12 @@ def test_geometry_rows_swap_in_the_matched_crops_and_pair_them_with_the_baseline
     out = g.rows(data, {"geometry"})
     got = {r["name"]: r for r in out}
     assert len(got) == 5 and not [r for r in out if "error" in r]
-    video = got["+exp=deepmetric, video level (images: its frame path): FF++ at MTCNN's "
+    video = got["exp=deepmetric, video level (images: its frame path): FF++ at MTCNN's "
                 "tight box + DFDC crops taken whole"]
-    whole = got["+exp=deepmetric, frame level: DFDC crops taken whole"]
-    tight = got["+exp=deepmetric, frame level: FF++ at MTCNN's tight box + DFDC crops taken "
+    whole = got["exp=deepmetric, frame level: DFDC crops taken whole"]
+    tight = got["exp=deepmetric, frame level: FF++ at MTCNN's tight box + DFDC crops taken "
                 "whole"]
-    base = g.in_and_cross(g.logreg(), g.DEEPMETRIC, data)
+    base = sp.in_and_cross(sp.logreg(), sd.DEEPMETRIC, data)
     assert whole["ffpp_video_auc"] == base["ffpp_video_auc"]  # same FF++ crops
     assert whole["dfdc_image_auc"] != base["dfdc_image_auc"]  # other DFDC crops
     assert tight["ffpp_video_auc"] != base["ffpp_video_auc"]  # other FF++ crops
@@ -139,12 +141,12 @@ def test_geometry_rows_with_tight_self_blended_copies_train_on_them_and_test_ffp
     assert len(got) == 9 and not [r for r in out if "error" in r]
     name = ("FF++ + self-blended copies (3 per real clip), all at MTCNN's tight box + DFDC "
             "crops taken whole")
-    with_sbi = got[f"+exp=deepmetric, frame level: {name}"]
-    tight = got["+exp=deepmetric, frame level: FF++ at MTCNN's tight box + DFDC crops taken "
+    with_sbi = got[f"exp=deepmetric, frame level: {name}"]
+    tight = got["exp=deepmetric, frame level: FF++ at MTCNN's tight box + DFDC crops taken "
                 "whole"]
     assert with_sbi["dfdc_image_auc"] != tight["dfdc_image_auc"]  # the copies were fitted
     assert got[f"+ MobileNetV2 blocks: {name}"]["blocks"] == ["a"]  # the dev-set best blocks
-    p = got[f"paired: +exp=deepmetric, frame level: {name}"]
+    p = got[f"paired: exp=deepmetric, frame level: {name}"]
     assert abs(p["dfdc_image_auc"] - with_sbi["dfdc_image_auc"]) < 1e-9  # the same fit
 
 
@@ -157,11 +159,11 @@ def test_landmark_rows_run_alone_and_beside_the_texture_blocks_and_pair_them():
     got = {r["name"]: r for r in out}
     assert len(got) == 5 and not [r for r in out if "error" in r]
     assert got["facemesh/shape"]["dim"] == 6 and got["facemesh/flag"]["dim"] == 1
-    both = got["+exp=deepmetric's blocks + facemesh"]
-    assert both["dim"] == 4 * len(g.DEEPMETRIC) + 7
-    pr = got["paired: +exp=deepmetric's blocks + facemesh"]
+    both = got["exp=deepmetric's blocks + facemesh"]
+    assert both["dim"] == 4 * len(sd.DEEPMETRIC) + 7
+    pr = got["paired: exp=deepmetric's blocks + facemesh"]
     assert pr["dfdc_image_auc"] == both["dfdc_image_auc"]  # same fit on all of FF++
-    base = g.in_and_cross(g.logreg(), g.DEEPMETRIC, data)
+    base = sp.in_and_cross(sp.logreg(), sd.DEEPMETRIC, data)
     assert abs(pr["diff_vs_deepmetric"] - (pr["dfdc_image_auc"] - base["dfdc_image_auc"])) \
         < 1e-9
     # without the FaceMesh blocks (mediapipe not installed) the group adds no row

@@ -92,7 +92,7 @@ def test_run_with_self_blended_training_and_fine_tuning(slice_csv, tmp_path):
     cache = tmp_path / "cache"
     base = ["data=manifest", f"data.path={slice_csv}", f"paths.cache_dir={cache}",
             "extractor.n_frames=2", "extractor.progress=false", "cv.n_splits=2"]
-    m = run(compose_run(base + ["+exp=finetune", "self_blend.copies=1", "projector.epochs=2",
+    m = run(compose_run(base + ["exp=finetune", "self_blend.copies=1", "projector.epochs=2",
                                 "projector.batch_size=16"], tmp_path / "ft"))
     items = pd.read_csv(slice_csv)
     n_real = int((items["label"] == "real").sum())
@@ -105,7 +105,7 @@ def test_run_with_self_blended_training_and_fine_tuning(slice_csv, tmp_path):
     pred = model.predict(items["path"].iloc[0])
     assert 0 <= pred["score"] <= 1
     # SBI alone: the data's own fakes are scored but never trained on
-    m2 = run(compose_run(base + ["+exp=triplet_rf", "self_blend.copies=1", "self_blend.only=true",
+    m2 = run(compose_run(base + ["exp=triplet_rf", "self_blend.copies=1", "self_blend.only=true",
                                  "extractor.save_crops=true", "projector.epochs=2",
                                  "classifier.n_estimators=20"],
                          tmp_path / "only"))
@@ -123,7 +123,7 @@ def test_run_with_self_blended_training_and_fine_tuning(slice_csv, tmp_path):
 
 
 def test_run_video_level_model_on_per_clip_spreads(slice_csv, dfdc_dir, tmp_path):
-    """+exp=deepmetric: one row of frame-feature spreads per clip, scored once per clip."""
+    """exp=deepmetric: one row of frame-feature spreads per clip, scored once per clip."""
     import math
 
     from deepmetric.explain import explain_arrays
@@ -132,7 +132,7 @@ def test_run_video_level_model_on_per_clip_spreads(slice_csv, dfdc_dir, tmp_path
     over = ["data=manifest", f"data.path={slice_csv}", "eval_data=folder",
             f"eval_data.root={dfdc_dir / 'prepared_dataset'}", f"paths.cache_dir={cache}",
             "extractor.n_frames=3", "extractor.progress=false", "cv.n_splits=2",
-            "+exp=deepmetric"]
+            "exp=deepmetric"]
     m = run(compose_run(over, tmp_path / "t"))
     items = pd.read_csv(slice_csv)
     assert m["data"]["temporal"] == ["std"] and m["data"]["n_frames"] == 3 * len(items)

@@ -54,7 +54,7 @@ def sweep(tmp_path) -> Path:
          log="\n".join(f"[INFO] - line {i}" for i in range(40))
          + "\n[ERROR] - job failed: ValueError: bad margin\nValueError: bad margin\n")
     _job(s, 3, ["projector.margin=0.5", "classifier=sgd", "seed=0"], _metrics(0.80))
-    _job(s, 10, ["projector.margin=1e-3", "+exp=raw_rf", "~eval_data", "seed=0"],
+    _job(s, 10, ["projector.margin=1e-3", "exp=raw_rf", "~eval_data", "seed=0"],
          _metrics(None))  # AUC undefined (one class) → NaN, after the numbers
     return s
 

@@ -293,7 +293,7 @@ def test_two_jobs_extract_each_clip_once(tmp_path, tiny_demo, sweep_env):
 def test_grid_sweep_on_the_slurm_test_cluster(sweep_env, tiny_demo, slurm_cluster):
     """A 2x2 grid through hydra/launcher=slurm on a live (private) SLURM cluster: one job
     array of 4 tasks, summarised; no sacct warning although the cluster has no accounting
-    storage (the job states come from squeue, experiments.extract.SlurmStatesCallback)."""
+    storage (the job states come from squeue, experiments.callbacks.SlurmStatesCallback)."""
     env = {**slurm_cluster.env, **{k: v for k, v in sweep_env.items() if k.startswith(
         ("DEEPMETRIC_", "OMP_", "HYDRA_"))}, "OMP_NUM_THREADS": "1"}
     proc = _run(["-m", "hydra/launcher=slurm", "name=slurm_grid", "projector.margin=0.2,0.5",

@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepmetric.features.extract import ExtractionError, Extractor
 from deepmetric.datasets.items import validate_manifest
+from deepmetric.features.extract import Extractor
+from deepmetric.features.results import ExtractionError
 from deepmetric.video.faces import FaceDetector
 
 
@@ -116,7 +117,7 @@ SCRIPT = textwrap.dedent("""
     import sys, pandas as pd
     from deepmetric.features.extract import Extractor
     from deepmetric.video.faces import FaceDetector
-    from deepmetric.features.embedder import FaceEmbedder
+    from deepmetric.features.backbones.facenet import FaceEmbedder
     items = pd.read_pickle(sys.argv[1])
     Extractor(FaceDetector(device="cpu"), FaceEmbedder(device="cpu"), n_frames=2,
               cache_dir=sys.argv[2], progress=False).run(items)
@@ -238,7 +239,7 @@ def test_crops_are_added_on_demand_and_serve_requests_without_them(
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc_trim")
 def test_malloc_trim_returns_fragmented_heap_memory():
     """What Extractor(trim_memory=True) calls after each clip hands freed heap pages back."""
-    from deepmetric.features.extract import malloc_trim
+    from deepmetric.features.passes import malloc_trim
 
     def rss_mib() -> float:
         with open("/proc/self/status") as f:
@@ -255,7 +256,7 @@ def test_malloc_trim_returns_fragmented_heap_memory():
 
 def test_a_second_backbone_is_cached_beside_facenet_and_keys_the_cache(
         tmp_path, faces_dir, detector, embedder):
-    from deepmetric.features.imagenet import ImageNetEmbedder
+    from deepmetric.features.backbones.mobilenet import ImageNetEmbedder
 
     photo = faces_dir / "test_images" / "paul_rudd" / "1.jpg"
     items = validate_manifest(pd.DataFrame({"path": [str(photo)], "label": [0]}))

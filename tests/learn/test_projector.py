@@ -14,7 +14,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from deepmetric.learn.mining import batch_all_triplet_loss
-from deepmetric.learn.projector import TripletProjector, _BalancedBatches
+from deepmetric.learn.network import BalancedBatches
+from deepmetric.learn.projector import TripletProjector
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -150,12 +151,12 @@ def test_best_epoch_weights_are_restored() -> None:
 
 def test_balanced_batches() -> None:
     y = np.array([0] * 50 + [1] * 7)
-    s = _BalancedBatches(y, m=8, batch_size=16, rng=np.random.default_rng(0))
+    s = BalancedBatches(y, m=8, batch_size=16, rng=np.random.default_rng(0))
     for _ in range(5):
         b = s.batch()
         assert b.size == 16
         assert (y[b] == 0).sum() == 8 and (y[b] == 1).sum() == 8
-    s = _BalancedBatches(y, m=8, batch_size=16, rng=np.random.default_rng(1))
+    s = BalancedBatches(y, m=8, batch_size=16, rng=np.random.default_rng(1))
     seen = np.concatenate([s.batch() for _ in range(7)])
     zeros = seen[y[seen] == 0]  # the first 50 draws of class 0 are a permutation of it
     assert zeros.size == 56 and np.unique(zeros[:50]).size == 50

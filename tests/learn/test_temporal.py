@@ -92,11 +92,12 @@ def test_metric_learning_core_imports_no_video_or_face_code():
     import sys
 
     core = ["learn.temporal", "learn.mining", "learn.projector", "eval.scoring",
-            "eval.metrics", "eval.splits", "eval.evaluation", "eval.plots"]
+            "eval.metrics", "model_selection", "eval.evaluation", "eval.plots"]
     code = ("import sys\n" + "".join(f"import deepmetric.{m}\n" for m in core)
             + "print(','.join(m for m in ('cv2', 'facenet_pytorch', 'deepmetric.video.frames', "
-              "'deepmetric.video.faces', 'deepmetric.video.mtcnn', 'deepmetric.features.embedder', "
-              "'deepmetric.features.extract', 'hydra', 'experiments') if m in sys.modules))")
+              "'deepmetric.video.faces', 'deepmetric.video.mtcnn', "
+              "'deepmetric.features.backbones.facenet', 'deepmetric.features.extract', 'hydra', "
+              "'experiments') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "", out.stdout

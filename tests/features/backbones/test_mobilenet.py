@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepmetric.features.imagenet import ImageNetEmbedder, mobilenet_weights_path
+from deepmetric.features.backbones.mobilenet import ImageNetEmbedder, mobilenet_weights_path
 
 
 

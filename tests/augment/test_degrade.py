@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from deepmetric.features.degrade import DegradeParams, degrade_crops, sample_degrade_params
+from deepmetric.augment.degrade import DegradeParams, degrade_crops, sample_degrade_params
 
 
 @pytest.fixture(scope="module")

@@ -166,7 +166,7 @@ class FaceMeshEmbedder:
         """
         import torch
 
-        from deepmetric.features.embedder import checked_crops
+        from deepmetric.features.backbones.base import checked_crops
 
         crops = checked_crops(crops)
         n = len(crops)

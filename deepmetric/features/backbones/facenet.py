@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from deepmetric.device import resolve_device
+from deepmetric.features.backbones.base import checked_crops, mean_of_views, with_mirrors
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["FaceEmbedder", "checked_crops", "standardize_crops", "parse_tap",
-           "pool_activations", "with_mirrors", "mean_of_views", "EMBEDDING"]
+__all__ = ["FaceEmbedder", "standardize_crops", "parse_tap", "pool_activations", "EMBEDDING"]
 
 #: Name of the 512-d L2-normalised embedding in the dict :meth:`FaceEmbedder.embed` returns.
 EMBEDDING = "embedding"
@@ -37,27 +37,6 @@ def standardize_crops(crops: np.ndarray):
 
     x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
     return (x - 127.5) / 128.0
-
-
-def checked_crops(crops: Any) -> np.ndarray:
-    """Face crops as an (N, H, W, 3) array; ``ValueError`` naming the shape otherwise."""
-    crops = np.asarray(crops)
-    if crops.ndim != 4 or crops.shape[-1] != 3:
-        raise ValueError(f"crops must be (N, H, W, 3) uint8, got shape {crops.shape}")
-    return crops
-
-
-def with_mirrors(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) crops → (2N, C, H, W): the crops, then their horizontal mirrors."""
-    import torch
-
-    return torch.cat([x, x.flip(-1)])
-
-
-def mean_of_views(v: torch.Tensor) -> torch.Tensor:
-    """(2N, ...) outputs of a :func:`with_mirrors` batch → (N, ...): the two views averaged."""
-    n = len(v) // 2
-    return (v[:n] + v[n:]) / 2
 
 
 def parse_tap(spec: str) -> tuple[str, int]:
@@ -125,7 +104,8 @@ def pool_activations(x: torch.Tensor, grid: int = 1) -> torch.Tensor:
 
 
 class FaceEmbedder:
-    """Batched FaceNet embeddings (and optional pooled block activations).
+    """Batched FaceNet embeddings (and optional pooled block activations): a
+    :class:`~deepmetric.features.backbones.base.Backbone`.
 
     Parameters
     ----------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepmetric.eval.splits import (
+from deepmetric.model_selection import (
     check_group_disjoint,
     frame_indices,
     grouped_kfold,

@@ -26,6 +26,7 @@ torch is imported lazily, inside ``fit``/``transform``.
 from __future__ import annotations
 
 import hashlib
+import numbers
 from collections import OrderedDict
 from typing import Any
 
@@ -34,6 +35,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 from deepmetric.device import torch_device
+from deepmetric.params import Interval, Options, validate_params
 
 __all__ = ["FaceNetFineTuner", "BLOCKS"]
 
@@ -97,6 +99,24 @@ class FaceNetFineTuner(TransformerMixin, BaseEstimator):
         512 or 1792.
     """
 
+    _parameter_constraints: dict = {
+        "start": [Options(BLOCKS)],
+        "loss": [Options(_LOSSES)],
+        "output": [Options(_OUTPUTS)],
+        "epochs": [Interval(numbers.Integral, 0, None)],
+        "batch_size": [Interval(numbers.Integral, 2, None)],
+        "lr": [Interval(numbers.Real, 0, None, "neither")],
+        "weight_decay": [Interval(numbers.Real, 0, None)],
+        "margin": [Interval(numbers.Real, 0, None, "neither")],
+        "focal_gamma": [Interval(numbers.Real, 0, None)],
+        "hflip": [bool],
+        "pretrained": [str],
+        "weights_path": [None, str],
+        "device": [str],
+        "random_state": [numbers.Integral],
+        "max_memo_mb": [Interval(numbers.Real, 0, None)],
+    }
+
     def __init__(self, start: str = "repeat_3", loss: str = "triplet",
                  output: str = "embedding", epochs: int = 10, batch_size: int = 128,
                  lr: float = 1e-4, weight_decay: float = 1e-4, margin: float = 0.2,
@@ -141,7 +161,7 @@ class FaceNetFineTuner(TransformerMixin, BaseEstimator):
 
         from deepmetric.learn.mining import SemiHardTripletLoss
 
-        self._check_params()
+        validate_params(self)
         crops = _as_crops(X)
         y = np.asarray(y)
         check_classification_targets(y)
@@ -239,16 +259,6 @@ class FaceNetFineTuner(TransformerMixin, BaseEstimator):
         return state
 
     # -- internals ------------------------------------------------------------------------
-    def _check_params(self) -> None:
-        if self.start not in BLOCKS:
-            raise ValueError(f"start must be one of {BLOCKS}, got {self.start!r}")
-        if self.loss not in _LOSSES:
-            raise ValueError(f"loss must be one of {_LOSSES}, got {self.loss!r}")
-        if self.output not in _OUTPUTS:
-            raise ValueError(f"output must be one of {_OUTPUTS}, got {self.output!r}")
-        if int(self.batch_size) < 2 or int(self.epochs) < 0:
-            raise ValueError("batch_size must be >= 2 and epochs >= 0")
-
     def _model(self, dev):
         from deepmetric.features.weights import load_facenet
 
@@ -275,7 +285,7 @@ class FaceNetFineTuner(TransformerMixin, BaseEstimator):
         """float32 (N, C, h, w): the frozen blocks' output for each crop (memoised)."""
         import torch
 
-        from deepmetric.features.embedder import standardize_crops
+        from deepmetric.features.backbones.facenet import standardize_crops
 
         i = BLOCKS.index(self.start)
         prefix = [model.get_submodule(n) for n in BLOCKS[:i]]

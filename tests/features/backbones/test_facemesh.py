@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from deepmetric.features.facemesh import (FaceMeshEmbedder, facemesh_weights_path,
+from deepmetric.features.backbones.facemesh import (FaceMeshEmbedder, facemesh_weights_path,
                                           normalised_shape)
 
 #: sha256 of face_landmark.tflite in mediapipe-0.10.21 (FaceMesh v1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepmetric.features.embedder import FaceEmbedder
+from deepmetric.features.backbones.facenet import FaceEmbedder
 
 
 

@@ -1,0 +1,6 @@
+"""Backbones: networks run on face crops, each giving named float32 feature blocks.
+
+``base`` writes the :class:`~deepmetric.features.backbones.base.Backbone` protocol they all
+implement; ``facenet`` is FaceNet (InceptionResnetV1: the embedding and tapped layers),
+``mobilenet`` an ImageNet MobileNetV2, ``facemesh`` MediaPipe FaceMesh geometry.
+"""
