@@ -27,7 +27,7 @@ GOAL = 0.9
 def _load(device: str, channels_last: bool):
     import torch
 
-    from deepmetric.features.weights import load_facenet
+    from deepmetric.features.backbones.weights import load_facenet
 
     m = load_facenet().to(device).eval()
     if channels_last:

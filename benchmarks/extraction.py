@@ -86,7 +86,7 @@ class Naive:
         import torch
         from facenet_pytorch import MTCNN
 
-        from deepmetric.features.weights import load_facenet
+        from deepmetric.features.backbones.weights import load_facenet
 
         d = detector
         self.device = device

@@ -45,8 +45,8 @@ _EXPORTS = {
     "read_frames": "video.frames", "sample_indices": "video.frames",
     "MediaError": "video.frames", "FaceDetector": "video.faces",
     # features
-    "FaceEmbedder": "features.backbones.facenet", "load_facenet": "features.weights",
-    "resolve_weights": "features.weights", "Extractor": "features.extract",
+    "FaceEmbedder": "features.backbones.facenet", "load_facenet": "features.backbones.weights",
+    "resolve_weights": "features.backbones.weights", "Extractor": "features.extract",
     "FrameFeatures": "features.results", "FeatureCache": "features.cache",
     "radial_spectrum": "features.spectrum", "self_blend": "augment.blend",
     "ImageNetEmbedder": "features.backbones.mobilenet",

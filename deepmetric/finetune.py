@@ -260,7 +260,7 @@ class FaceNetFineTuner(TransformerMixin, BaseEstimator):
 
     # -- internals ------------------------------------------------------------------------
     def _model(self, dev):
-        from deepmetric.features.weights import load_facenet
+        from deepmetric.features.backbones.weights import load_facenet
 
         return load_facenet(self.pretrained, self.weights_path).to(dev).eval()
 

@@ -195,7 +195,8 @@ def load_model(path: str | os.PathLike, *, trust_pickle: bool = False) -> Any:
 #: Where the modules of deepmetric 0.1.x (a flat package) live now; pickles name them.
 LEGACY_MODULES = {
     "items": "datasets.items", "frames": "video.frames", "faces": "video.faces",
-    "mtcnn": "video.mtcnn", "embedder": "features.backbones.facenet", "weights": "features.weights",
+    "mtcnn": "video.mtcnn", "embedder": "features.backbones.facenet",
+    "weights": "features.backbones.weights",
     "spectrum": "features.spectrum", "cache": "features.cache",
     "extract": "features.extract", "blend": "augment.blend",
     "finetune": "finetune", "mining": "learn.mining",

@@ -95,7 +95,7 @@ def compose(overrides: list[str], config_name: str = "config") -> DictConfig:
     Parameters
     ----------
     overrides : list of str
-        Command-line overrides, e.g. ``["+exp=deepmetric", "data=ffpp"]``.
+        Command-line overrides, e.g. ``["exp=deepmetric", "data=ffpp"]``.
     config_name : str
         A config of ``experiments/conf``.
 

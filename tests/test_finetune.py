@@ -90,7 +90,7 @@ def test_whole_network_fine_tuning_moves_every_block(dfdc_crops):
     assert blocks == {"conv2d_1a", "conv2d_2a", "conv2d_2b", "conv2d_3b", "conv2d_4a",
                       "conv2d_4b", "repeat_1", "mixed_6a", "repeat_2", "mixed_7a", "repeat_3",
                       "block8", "last_linear", "last_bn"}  # maxpool_3a has no weights
-    from deepmetric.features.weights import load_facenet
+    from deepmetric.features.backbones.weights import load_facenet
 
     before = load_facenet("casia-webface").state_dict()
     moved = {k.split(".")[0] for k, v in ft.state_dict_.items()

@@ -22,9 +22,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def dists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("dist")
+    """Built from a copy of the files git knows (tracked or not ignored), as in a fresh clone:
+    a stale ``build/`` folder of the checkout cannot slip old modules into the wheel."""
+    import shutil
+
+    src, out = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("dist")
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                             "--exclude-standard"], cwd=REPO, check=True, capture_output=True)
+    for rel in filter(None, listed.stdout.decode().split("\0")):
+        if (REPO / rel).is_file():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, src / rel)
     subprocess.run([sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", str(out),
-                    str(REPO)], check=True, capture_output=True, text=True, timeout=600)
+                    str(src)], check=True, capture_output=True, text=True, timeout=600)
     wheels, sdists = list(out.glob("*.whl")), list(out.glob("*.tar.gz"))
     assert len(wheels) == 1 and len(sdists) == 1, list(out.iterdir())
     return {"wheel": wheels[0], "sdist": sdists[0]}
@@ -69,6 +79,6 @@ def test_the_wheel_carries_every_config_and_runs_from_anywhere(dists: dict[str, 
                          env=env, check=True, capture_output=True, text=True).stdout
     assert cli.strip() == f"deepmetric {deepmetric.__version__}"
     cfg = subprocess.run([sys.executable, "-m", "experiments.run", "--cfg", "job",
-                          "+exp=cross_dataset", "data=ffpp"], cwd=tmp_path, env=env,
+                          "exp=cross_dataset", "data=ffpp"], cwd=tmp_path, env=env,
                          check=True, capture_output=True, text=True, timeout=300).stdout
     assert "name: cross_dataset" in cfg and "deepmetric.datasets.ffpp" in cfg

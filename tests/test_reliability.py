@@ -321,7 +321,7 @@ def test_refused_weights_stop_the_run_with_their_own_error(tmp_path, faces_dir, 
     import torch
 
     from deepmetric.features.backbones.facenet import FaceEmbedder
-    from deepmetric.features.weights import WeightsError
+    from deepmetric.features.backbones.weights import WeightsError
 
     evil = tmp_path / "weights.pt"
     torch.save({"model": argparse.Namespace(payload="not a tensor")}, evil)

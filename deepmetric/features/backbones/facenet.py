@@ -116,7 +116,7 @@ class FaceEmbedder:
     weights_path : str, optional
         An explicit state-dict file; wins over every other source.
     allow_download : bool, optional
-        Let :func:`~deepmetric.features.weights.resolve_weights` fetch facenet-pytorch's
+        Let :func:`~deepmetric.features.backbones.weights.resolve_weights` fetch facenet-pytorch's
         release file when no local copy exists; None (default) defers to
         ``DEEPMETRIC_ALLOW_DOWNLOAD`` (off unless set). Not part of the cache key.
     layers : sequence of str
@@ -170,7 +170,7 @@ class FaceEmbedder:
             import torch
 
             from deepmetric.device import bound_onednn_cache
-            from deepmetric.features.weights import load_facenet
+            from deepmetric.features.backbones.weights import load_facenet
 
             bound_onednn_cache()
             model = load_facenet(self.pretrained, self.weights_path,

