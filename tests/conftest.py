@@ -28,7 +28,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 #: out; ``make test`` (the CI contract) runs them.
 SLOW_MODULES = {
     "tests/features/test_extract.py", "tests/features/test_shard.py",
-    "tests/features/test_weights.py", "tests/features/backbones/test_facenet.py",
+    "tests/features/backbones/test_weights.py", "tests/features/backbones/test_facenet.py",
     "tests/features/backbones/test_facemesh.py", "tests/video/test_faces.py",
     "tests/video/test_mtcnn.py", "tests/test_finetune.py", "tests/test_explain.py",
     "tests/test_model.py", "tests/test_modelfile.py", "tests/test_reliability.py",
@@ -36,7 +36,7 @@ SLOW_MODULES = {
     "tests/experiments/test_run.py", "tests/experiments/test_app.py",
     "tests/experiments/test_app_browser.py", "tests/experiments/test_sweeps.py",
     "tests/experiments/test_extract_slurm.py", "tests/experiments/test_summarize.py",
-    "tests/experiments/test_reports.py", "tests/augment/test_degrade.py",
+    "tests/experiments/test_reports.py", "tests/augment/test_degrade.py", "tests/test_packaging.py",
 }
 
 
