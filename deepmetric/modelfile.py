@@ -33,6 +33,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "deepmetric.model.DeepfakeModel",
     "deepmetric.features.extract.Extractor",
     "deepmetric.video.faces.FaceDetector",
+    "deepmetric.video.blazeface.BlazeFaceDetector",
     "deepmetric.features.embedder.FaceEmbedder",
     "deepmetric.features.imagenet.ImageNetEmbedder",
     "deepmetric.learn.projector.TripletProjector",
