@@ -21,7 +21,8 @@ from benchmarks.common import (RESULTS, ffpp_dir, machine_info, resolve_device, 
 
 BENCHMARKS = ("extraction", "embedder", "triplet", "heads", "memory")
 QUICK_SKIPS = ("memory",)
-OPT_IN = ("detector", "sharding", "image_batch")  # only with --only (sharding: needs SLURM)
+# only with --only (sharding: needs SLURM)
+OPT_IN = ("detector", "agreement", "sharding", "image_batch")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
     else:
         names = [n for n in BENCHMARKS if not (args.quick and n in QUICK_SKIPS)]
 
-    if set(names) & {"extraction", "memory", "detector"}:
+    if set(names) & {"extraction", "memory", "detector", "agreement"}:
         ffpp_dir()  # exits with a clear message when ../shared (or $DEEPMETRIC_SHARED) is absent
     device = resolve_device(args.device)
     meta = machine_info()
