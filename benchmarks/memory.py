@@ -16,6 +16,13 @@ on its frame size and on what the prefetch thread holds at that moment, so the s
 peak differently from pass to pass (``--reps``). The clip with the largest frames is moved
 to the front (the others keep their order), so that the first 20 hold the worst frame size.
 
+``--crops N`` (default 400 with the full 142 clips) adds the first N DFDC dev face crops
+(``dfdc-faces/labels.csv``, hash-ordered), spread evenly between the clips, so that the
+run covers more than 500 *distinct* items of both kinds (clips and single images) and the
+mix is the same all along (a trend then measures growth, not a change of item kind).
+``--detector blazeface`` extracts with :class:`~deepmetric.video.blazeface.BlazeFaceDetector`
+instead of MTCNN.
+
 ``--reps K`` runs the same clips K times, each pass a fresh ``Extractor`` with its own
 fresh cache directory, in the same process: with the content fixed, whatever changes from
 pass to pass grows with the clip count (``--clips 20 --reps 5``: 100 extractions of the
@@ -51,20 +58,59 @@ def _rss_kb() -> int:
         return proc_status_kb("VmRSS")
 
 
-def worker(p: dict) -> dict:
-    from benchmarks.common import ffpp_manifest, peak_rss_kb
-    from deepmetric.features.backbones.facenet import FaceEmbedder
-    from deepmetric.features.extract import Extractor
-    from deepmetric.video.faces import FaceDetector
+def items(n_clips: int, n_crops: int):
+    """The manifest: ``n_clips`` FF++ clips (the one with the largest frames first) with the
+    first ``n_crops`` DFDC dev crops spread evenly between them; ``width``/``height`` of a
+    crop are its original frame's."""
+    import pandas as pd
 
-    manifest = ffpp_manifest(p["clips"])
+    from benchmarks.common import ffpp_manifest, shared_dir
+    from deepmetric.datasets.manifest import load
+
+    manifest = ffpp_manifest(n_clips)
     area = (manifest["width"].astype(int) * manifest["height"].astype(int)).to_numpy()
     big = int(np.argmax(area))  # the largest frames first: the baseline sees the worst case
     manifest = manifest.iloc[[big] + [i for i in range(len(manifest)) if i != big]]
     manifest = manifest.reset_index(drop=True)
+    if not n_crops:
+        return manifest
+    crops = load(shared_dir() / "data" / "dfdc-faces" / "labels.csv", head=n_crops)
+    crops = crops.assign(width=crops["original_width"].astype(str),
+                         height=crops["original_height"].astype(str))
+    # position of each row: clip k at k / n_clips, crop j at (j + 0.5) / n_crops
+    order = np.argsort(np.concatenate([np.arange(len(manifest)) / len(manifest),
+                                       (np.arange(len(crops)) + 0.5) / len(crops)]),
+                       kind="stable")
+    both = pd.concat([manifest, crops[[c for c in manifest.columns if c in crops.columns]]],
+                     ignore_index=True)
+    return both.iloc[order].reset_index(drop=True)
+
+
+def make_detector(name: str, device: str):
+    """The detector of the run, its models loaded."""
+    if name == "blazeface":
+        from deepmetric.video.blazeface import BlazeFaceDetector
+
+        det = BlazeFaceDetector()
+        _ = det.interpreter
+        return det
+    from deepmetric.video.faces import FaceDetector
+
+    det = FaceDetector(device=device)
+    _ = det.mtcnn
+    return det
+
+
+def worker(p: dict) -> dict:
+    from benchmarks.common import peak_rss_kb
+    from deepmetric.features.backbones.facenet import FaceEmbedder
+    from deepmetric.features.extract import Extractor
+
+    manifest = items(p["clips"], p.get("crops", 0))
     rss_start = _rss_kb()
-    det, emb = FaceDetector(device=p["device"]), FaceEmbedder(device=p["device"])
-    _ = det.mtcnn, emb.model
+    det = make_detector(p.get("detector", "mtcnn"), p["device"])
+    emb = FaceEmbedder(device=p["device"])
+    _ = emb.model
     rss_models = _rss_kb()
     passes = int(p.get("passes", 1))
     cache_dirs = []
@@ -110,12 +156,18 @@ def run(cfg: dict) -> dict:
 
     n_clips = cfg.get("clips") or 142
     passes = cfg.get("reps") or 1
+    n_crops = cfg.get("crops")
+    if n_crops is None:
+        n_crops = 400 if n_clips >= 142 and passes == 1 else 0
+    detector = cfg.get("detector") or "mtcnn"
     n_frames = 25
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
-        log(f"[memory] extracting {n_clips} clips x {n_frames} frames, {passes} pass(es), in "
-            f"a subprocess (takes a while on 2 shared cores)")
+        log(f"[memory] extracting {n_clips} clips x {n_frames} frames and {n_crops} DFDC "
+            f"crops with {detector}, {passes} pass(es), in a subprocess (takes a while on 2 "
+            f"shared cores)")
         o = run_json_subprocess("benchmarks.memory",
-                                {"clips": n_clips, "passes": passes, "n_frames": n_frames,
+                                {"clips": n_clips, "crops": n_crops, "detector": detector,
+                                 "passes": passes, "n_frames": n_frames,
                                  "cache_dir": tmp,
                                  "device": cfg["device"], "interval": 0.25})
     s = np.asarray(o["samples"], dtype=np.float64)  # t, rss_kb, n_done
@@ -152,8 +204,8 @@ def run(cfg: dict) -> dict:
              "RSS after last clip MiB": after.get(o["clips"], float("nan"))}]
     rep = o["report"]
     tables = [table(rows, title=(
-        f"Memory: {o['clips']} FF++ clip extractions ({n_clips} clips x {passes} pass(es)) "
-        f"x {n_frames} frames, in a fresh "
+        f"Memory ({detector}): {o['clips']} extractions ({n_clips} FF++ clips x {n_frames} "
+        f"frames + {n_crops} DFDC crops, x {passes} pass(es)), in a fresh "
         f"process ({o['seconds']:.0f} s, {rep['n_faces']}/{rep['n_frames']} faces, "
         f"{rep['n_failed']} failed); RSS after imports {o['rss_start_kb'] / 1024:.0f} MiB, "
         f"after model load {o['rss_models_kb'] / 1024:.0f} MiB, VmHWM "
@@ -171,11 +223,11 @@ def run(cfg: dict) -> dict:
                              "median RSS after clip MiB": float(np.median(
                                  [after[k] for k in ks if k in after]))})
         tables.append(table(per_pass, title="Per pass (the same clips each pass)"))
-    summary = [{"benchmark": NAME, "metric": f"peak RSS (VmHWM) of {o['clips']} clips, MiB",
+    summary = [{"benchmark": NAME, "metric": f"peak RSS (VmHWM) of {o['clips']} items, MiB",
                 "ratio": vmhwm, "goal": "< 2048", "met": vmhwm < 2048},
-               {"benchmark": NAME, "metric": "RSS trend after clip 20 (MiB / 100 clips)",
+               {"benchmark": NAME, "metric": "RSS trend after item 20 (MiB / 100 items)",
                 "ratio": slope, "goal": "~0 (|x| < 50)", "met": abs(slope) < 50},
-               {"benchmark": NAME, "metric": "per-clip peak trend after clip 20 (MiB / 100 clips)",
+               {"benchmark": NAME, "metric": "per-item peak trend after item 20 (MiB / 100 items)",
                 "ratio": peak_slope, "goal": "~0 (|x| < 50)", "met": abs(peak_slope) < 50},
                {"benchmark": NAME, "metric": f"peak RSS all {o['clips']} clips / first {first}",
                 "ratio": ratio, "goal": "(report)", "met": None}]

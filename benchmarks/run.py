@@ -21,7 +21,8 @@ from benchmarks.common import (RESULTS, ffpp_dir, machine_info, resolve_device, 
 
 BENCHMARKS = ("extraction", "embedder", "triplet", "heads", "memory")
 QUICK_SKIPS = ("memory",)
-OPT_IN = ("detector", "sharding", "image_batch")  # only with --only (sharding: needs SLURM)
+# only with --only (sharding: needs SLURM)
+OPT_IN = ("detector", "agreement", "sharding", "image_batch")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,6 +44,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=None,
                    help="override the number of interleaved repetitions (memory: passes "
                         "over the same clips, default 1)")
+    p.add_argument("--crops", type=int, default=None,
+                   help="memory: DFDC dev crops spread between the clips (default 400 with "
+                        "the full 142 clips, else 0)")
+    p.add_argument("--detector", choices=("mtcnn", "blazeface"), default=None,
+                   help="memory: the detector of the extraction (default mtcnn)")
+    p.add_argument("--extras", action="store_true",
+                   help="extraction: also the extra rows (1 torch thread, per-box MTCNN "
+                        "cascade, OMP_WAIT_POLICY=PASSIVE child)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads for every benchmark and its subprocesses "
                         "(default: torch's default, i.e. the core count)")
@@ -70,7 +79,7 @@ def main(argv=None) -> int:
     else:
         names = [n for n in BENCHMARKS if not (args.quick and n in QUICK_SKIPS)]
 
-    if set(names) & {"extraction", "memory", "detector"}:
+    if set(names) & {"extraction", "memory", "detector", "agreement"}:
         ffpp_dir()  # exits with a clear message when ../shared (or $DEEPMETRIC_SHARED) is absent
     device = resolve_device(args.device)
     meta = machine_info()
@@ -92,7 +101,8 @@ def main(argv=None) -> int:
 
     t_start = time.perf_counter()
     failed: list[str] = []
-    cfg = {"device": device, "quick": args.quick, "clips": args.clips, "reps": args.reps}
+    cfg = {"device": device, "quick": args.quick, "clips": args.clips, "reps": args.reps,
+           "crops": args.crops, "detector": args.detector, "extras": args.extras}
     for name in names:
         mod = importlib.import_module(f"benchmarks.{name}")
         print(f"\n=== {name} ===", flush=True)

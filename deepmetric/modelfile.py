@@ -33,6 +33,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "deepmetric.model.DeepfakeModel",
     "deepmetric.features.extract.Extractor",
     "deepmetric.video.faces.FaceDetector",
+    "deepmetric.video.blazeface.BlazeFaceDetector",
     "deepmetric.features.backbones.facenet.FaceEmbedder",
     "deepmetric.features.backbones.mobilenet.ImageNetEmbedder",
     "deepmetric.learn.projector.TripletProjector",

@@ -15,7 +15,7 @@ import numpy as np
 from deepmetric.device import bound_onednn_cache, resolve_device
 from deepmetric.video.mtcnn import detect_faces
 
-__all__ = ["FaceDetector", "FaceCrops", "crop_face"]
+__all__ = ["FaceDetector", "FaceCrops", "crop_face", "empty_faces", "take_whole"]
 
 @dataclass
 class FaceCrops:
@@ -221,9 +221,9 @@ class FaceDetector:
         images = list(images)
         t = len(images)
         s = self.image_size
-        out = _empty(t, s)
+        out = empty_faces(t, s)
         if self.whole_image:
-            _take_whole(images, range(t), out)
+            take_whole(images, range(t), out)
             return out
         # Batch runs of consecutive frames of the same size.
         start = 0
@@ -237,14 +237,14 @@ class FaceDetector:
             big = max(images[start].shape[:2])
             if missed and self.retry_max_side > self.max_side and big > self.max_side:
                 sub = [images[i] for i in missed]
-                part = _empty(len(sub), self.image_size)
+                part = empty_faces(len(sub), self.image_size)
                 self._detect_batch(sub, 0, len(sub), part, self.retry_max_side)
                 for j, i in enumerate(missed):
                     for name in ("crops", "found", "boxes", "probs", "landmarks", "n_faces"):
                         getattr(out, name)[i] = getattr(part, name)[j]
             start = stop
         if self.fallback == "image":
-            _take_whole(images, np.flatnonzero(~out.found), out)
+            take_whole(images, np.flatnonzero(~out.found), out)
         return out
 
     def _detect_batch(self, images: list[np.ndarray], start: int, stop: int,
@@ -290,9 +290,19 @@ class FaceDetector:
             out.found[i] = True
 
 
-def _take_whole(images: list[np.ndarray], which, out: FaceCrops) -> None:
-    """Frames ``which`` taken whole as their face: the image resized to the crop size, the
-    whole image as box, probability 0, NaN landmarks, ``n_faces`` 0."""
+def take_whole(images: list[np.ndarray], which, out: FaceCrops) -> None:
+    """Take frames ``which`` whole as their face, in place in ``out``: the image resized to
+    the crop size, the whole image as box, probability 0, NaN landmarks, ``n_faces`` 0.
+
+    Parameters
+    ----------
+    images : list of numpy.ndarray
+        RGB uint8 (H, W, 3) frames.
+    which : iterable of int
+        Indices of the frames to take whole.
+    out : FaceCrops
+        Written in place.
+    """
     import cv2
 
     s = out.crops.shape[1]
@@ -332,7 +342,8 @@ def _nchw_backed(images: list[np.ndarray]):
     return buf.permute(0, 2, 3, 1)
 
 
-def _empty(t: int, s: int) -> FaceCrops:
+def empty_faces(t: int, s: int) -> FaceCrops:
+    """A :class:`FaceCrops` of ``t`` frames with no face found (crops of side ``s``)."""
     return FaceCrops(crops=np.zeros((t, s, s, 3), np.uint8), found=np.zeros(t, bool),
                      boxes=np.full((t, 4), np.nan, np.float32),
                      probs=np.full(t, np.nan, np.float32),

