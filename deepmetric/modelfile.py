@@ -35,6 +35,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "deepmetric.video.faces.FaceDetector",
     "deepmetric.features.embedder.FaceEmbedder",
     "deepmetric.features.imagenet.ImageNetEmbedder",
+    "deepmetric.features.timm_backbone.TimmEmbedder",
     "deepmetric.learn.projector.TripletProjector",
     "deepmetric.learn.nuisance.NuisanceProjection",
     "deepmetric.features.finetune.FaceNetFineTuner",

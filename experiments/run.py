@@ -139,6 +139,10 @@ def run(cfg: DictConfig) -> dict:
     np.random.seed(int(cfg.seed))
     blocks = list(cfg.features)
     extractor = instantiate(cfg.extractor, _convert_="all")
+    if cfg.get("backbone"):  # one more network on the same crops; its blocks join features
+        backbone = instantiate(cfg.backbone, _convert_="all")
+        extractor.backbones = [*extractor.backbones, backbone]
+        blocks += [b for b in backbone.feature_names() if b not in blocks]
     items = _training_items(cfg)
     # before extraction: one-class data cannot train, whatever the features
     trainable = items["role"].fillna("both") != "test" if "role" in items else items.index
@@ -179,7 +183,8 @@ def run(cfg: DictConfig) -> dict:
         "data": {"n_videos": int(len(items)),
                  "n_scored_videos": int(feats.frames.video_id.nunique()),
                  "n_frames": int(len(feats.frames)), "features": blocks,
-                 "dim": int(feats.X.shape[1]), "temporal": protocol["temporal"]},
+                 "dim": int(feats.X.shape[1]), "temporal": protocol["temporal"],
+                 "backbones": _provenance(extractor)},
         "extraction": {k: rep[k] for k in ("n_items", "n_extracted", "n_cached", "n_failed",
                                            "failures", "no_face", "missing")},
         "deepmetric_version": deepmetric.__version__,
@@ -204,9 +209,16 @@ def run(cfg: DictConfig) -> dict:
                       frame_pipeline=results[first].frame_estimator,
                       info={"version": f"{cfg.name}-{first}-{time.strftime('%Y%m%d%H%M%S')}",
                             "config": OmegaConf.to_container(cfg, resolve=False),
+                            "backbones": metrics["data"]["backbones"],
                             "test": metrics["test"]}).save(out / "model.skops")
     log.info("results in %s\n%s", out, (out / "results.md").read_text())
     return metrics
+
+
+def _provenance(extractor) -> list[dict]:
+    """What each extra backbone of the extractor is (name, weights and their digest...)."""
+    return [b.provenance() if hasattr(b, "provenance") else b.settings()
+            for b in extractor.backbones]
 
 
 def _plots(out: Path, results: dict, pipelines: dict, X: np.ndarray, frames: pd.DataFrame,
