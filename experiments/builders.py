@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from deepmetric.datasets.items import add_degraded, add_self_blended
 
 __all__ = ["build_pipeline", "pipeline_specs", "training_items", "load_items",
-           "extractor_for", "compose", "objective", "CONF"]
+           "build_extractor", "extractor_for", "compose", "objective", "CONF"]
 
 #: The experiments' config folder.
 CONF = Path(__file__).resolve().parent / "conf"
@@ -71,6 +71,25 @@ def load_items(node: DictConfig, what: str) -> pd.DataFrame:
     except Exception as exc:  # hydra wraps adapter errors; keep the adapter's message
         cause = exc.__cause__ or exc
         raise type(cause)(f"{what} ({node.get('_target_')}): {cause}") from exc
+
+
+def build_extractor(cfg: DictConfig) -> tuple[Any, list[str]]:
+    """The run's extractor and feature blocks: ``cfg.extractor``, plus ``cfg.backbone`` (one
+    more network on the same crops, e.g. ``backbone=timm``) whose blocks join
+    ``cfg.features``."""
+    extractor = instantiate(cfg.extractor, _convert_="all")
+    blocks = list(cfg.features)
+    if cfg.get("backbone"):
+        backbone = instantiate(cfg.backbone, _convert_="all")
+        extractor.backbones = [*extractor.backbones, backbone]
+        blocks += [b for b in backbone.feature_names() if b not in blocks]
+    return extractor, blocks
+
+
+def backbone_provenance(extractor) -> list[dict]:
+    """What each extra backbone of an extractor is (name, weights and their digest, ...)."""
+    return [b.provenance() if hasattr(b, "provenance") else b.settings()
+            for b in extractor.backbones]
 
 
 def extractor_for(extractor, node: DictConfig):

@@ -21,13 +21,12 @@ import sys
 from pathlib import Path
 
 import hydra
-from hydra.utils import instantiate
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from deepmetric.features.extract import Extractor
 from deepmetric.features.shard import ShardedExtraction, extract_sharded, failure_message
-from experiments.builders import extractor_for, load_items, training_items
+from experiments.builders import build_extractor, extractor_for, load_items, training_items
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +77,7 @@ def extract(cfg: DictConfig) -> int:
     # the run's own readers: the same items, copies included, fill the same cache
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    extractor = instantiate(cfg.extractor, _convert_="all")
+    extractor, _ = build_extractor(cfg)
     todo = []
     todo.append(("data", extractor_for(extractor, cfg.data), training_items(cfg)))
     if cfg.get("eval_data"):

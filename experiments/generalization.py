@@ -32,6 +32,10 @@ Row groups (``--rows``):
 - ``identity``: the top k between-identity directions of the training data projected out
   (:class:`deepmetric.learn.nuisance.NuisanceProjection`, nuisance attribute projection)
   before the same classifier, k in {8, 16, 32};
+- ``source_paired``: the triplet head trained on source-paired triplets (each fake against
+  the real clip it was made from, positives across identities; ``projector=paired``,
+  :mod:`deepmetric.learn.paired`) beside the plain semi-hard triplet head and no head, with
+  group-bootstrap intervals of the difference to no head (``--rows source_paired``);
 - ``paired``: a few rows again, fitted on all of FF++ (and its copies) only, with 95 %
   group-bootstrap intervals (DFDC groups: source videos) of their DFDC dev AUC and of its
   paired difference to ``exp=deepmetric``'s frame path (:mod:`deepmetric.eval.bootstrap`);
@@ -139,6 +143,16 @@ def rows(data: dict[str, Data], groups: set[str],
             for loss in ("triplet", "supcon", "oneclass", "contrastive", "arcface"):
                 row("metric", f"{tag}: {loss} head", f"{loss} projection (64-d) → logreg",
                     blocks, lambda b=blocks, lf=loss: in_and_cross(projected(lf), b, data))
+    if "source_paired" in groups:
+        base = cross_scores(logreg(), DEEPMETRIC, data)  # projector=none's DFDC scores
+        tag = "+".join(DEEPMETRIC)
+        for loss, what in (("triplet", "semi-hard triplet head (pairing ignored)"),
+                           ("paired", "source-paired triplet head")):
+            row("source_paired", f"{tag}: {what}", f"{loss} projection (64-d) → logreg",
+                DEEPMETRIC, lambda lf=loss: in_and_cross(projected(lf), DEEPMETRIC, data))
+            row("source_paired", f"paired: {tag}: {what}", "fitted on all FF++; DFDC dev AUC, "
+                "group bootstrap vs no projector (exp=deepmetric's frame path)", DEEPMETRIC,
+                lambda lf=loss: paired(projected(lf), DEEPMETRIC, data, base))
     # FF++ with its training-only copies, built once for every group that uses them
     ff_sbi = with_copies(data["ffpp"], data["sbi"]) if "sbi" in data else None
     ff_deg = with_copies(data["ffpp"], data["degrade"]) if "degrade" in data else None

@@ -22,7 +22,6 @@ from typing import Any
 import hydra
 import numpy as np
 import pandas as pd
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import deepmetric
@@ -30,7 +29,8 @@ from deepmetric.eval.evaluation import evaluate
 from deepmetric.features.results import FrameFeatures
 from deepmetric.model import DeepfakeModel
 from deepmetric.model_selection import check_two_classes
-from experiments.builders import (extractor_for, load_items, objective, pipeline_specs,
+from experiments.builders import (backbone_provenance, build_extractor, extractor_for,
+                                  load_items, objective, pipeline_specs,
                                   training_items)
 from experiments.extract import extract_items, wants_sharding
 
@@ -75,8 +75,7 @@ def run(cfg: DictConfig) -> dict:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     np.random.seed(int(cfg.seed))
-    blocks = list(cfg.features)
-    extractor = instantiate(cfg.extractor, _convert_="all")
+    extractor, blocks = build_extractor(cfg)
     items = training_items(cfg)
     # before extraction: one-class data cannot train, whatever the features
     trainable = items["role"].fillna("both") != "test" if "role" in items else items.index
@@ -117,7 +116,8 @@ def run(cfg: DictConfig) -> dict:
         "data": {"n_videos": int(len(items)),
                  "n_scored_videos": int(feats.frames.video_id.nunique()),
                  "n_frames": int(len(feats.frames)), "features": blocks,
-                 "dim": int(feats.X.shape[1]), "temporal": protocol["temporal"]},
+                 "dim": int(feats.X.shape[1]), "temporal": protocol["temporal"],
+                 "backbones": backbone_provenance(extractor)},
         "extraction": {k: rep[k] for k in ("n_items", "n_extracted", "n_cached", "n_failed",
                                            "failures", "no_face", "missing")},
         "deepmetric_version": deepmetric.__version__,
@@ -142,6 +142,7 @@ def run(cfg: DictConfig) -> dict:
                       frame_pipeline=results[first].frame_estimator,
                       info={"version": f"{cfg.name}-{first}-{time.strftime('%Y%m%d%H%M%S')}",
                             "config": OmegaConf.to_container(cfg, resolve=False),
+                            "backbones": metrics["data"]["backbones"],
                             "test": metrics["test"]}).save(out / "model.skops")
     log.info("results in %s\n%s", out, (out / "results.md").read_text())
     return metrics

@@ -22,7 +22,7 @@ __all__ = ["PROJECTOR_LOSSES", "logreg", "projected", "identity_removed", "finet
            "nested_video", "best_blocks"]
 
 #: Heads of the metric rows whose loss is a projector config (experiments/conf/projector).
-PROJECTOR_LOSSES = ("triplet", "supcon", "contrastive", "arcface")
+PROJECTOR_LOSSES = ("triplet", "supcon", "contrastive", "arcface", "paired")
 
 
 def logreg(C: float = 0.1) -> Any:

@@ -8,6 +8,9 @@
 A fake ``TTT_SSS`` keeps the scene of original ``TTT`` (target) and takes the face or
 expression of ``SSS`` (source). Groups are the connected components of the identity graph
 whose edges are the fakes, so ``TTT``, ``SSS``, ``TTT_SSS`` and ``SSS_TTT`` share a group.
+``pair_id`` names the original a clip's frames come from: ``real/TTT`` for ``TTT_SSS`` and
+for ``TTT`` itself, so a fake and the real clip it was made from share it (source-paired
+mining, :mod:`deepmetric.learn.paired`).
 
 Only the ``TTT_SSS`` naming is read: the DeepFakeDetection/``actors`` part of FF++ uses
 another naming and is not handled here.
@@ -66,7 +69,9 @@ def load(
         ``path``, ``label`` (0 real, 1 fake), ``video_id`` (``"real/033"``,
         ``"Deepfakes/033_097"``), ``group`` (identity component, e.g. ``"033-097"``),
         ``method`` (``"real"`` or the method folder), ``target_id``, ``source_id``
-        (both the id for originals) and ``kind``.
+        (both the id for originals), ``pair_id`` (``"real/TTT"``: the original whose
+        frames the clip shows; even when that original is not in the download) and
+        ``kind``.
 
     Raises
     ------
@@ -120,6 +125,7 @@ def load(
         edges=zip(df["target_id"], df["source_id"]),
     )
     df["group"] = df["target_id"].map(groups)
+    df["pair_id"] = "real/" + df["target_id"]
     return validate_manifest(df, check_files=check_files, source=f"FaceForensics++ {root}")
 
 

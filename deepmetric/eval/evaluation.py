@@ -54,7 +54,8 @@ class CVResult:
 
 
 def fit_pipeline(pipeline: Any, X: np.ndarray, frames: pd.DataFrame) -> Any:
-    """Fit a (cloned) pipeline on frames; a triplet projector step gets the groups.
+    """Fit a (cloned) pipeline on frames; a triplet projector step gets the groups (and
+    the source pairs, when the frames carry the manifest's ``pair_id``).
 
     Parameters
     ----------
@@ -63,7 +64,7 @@ def fit_pipeline(pipeline: Any, X: np.ndarray, frames: pd.DataFrame) -> Any:
     X : numpy.ndarray
         float32 (F, D) frame features.
     frames : pandas.DataFrame
-        F rows with ``label`` and ``group``.
+        F rows with ``label`` and ``group`` (and optionally ``pair_id``).
 
     Returns
     -------
@@ -71,12 +72,14 @@ def fit_pipeline(pipeline: Any, X: np.ndarray, frames: pd.DataFrame) -> Any:
         The fitted clone.
     """
     return fit_grouped(pipeline, X, frames["label"].to_numpy(np.int64),
-                       frames["group"].to_numpy())
+                       frames["group"].to_numpy(),
+                       frames["pair_id"].to_numpy() if "pair_id" in frames else None)
 
 
-def fit_grouped(estimator: Any, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Any:
+def fit_grouped(estimator: Any, X: np.ndarray, y: np.ndarray, groups: np.ndarray,
+                pairs: np.ndarray | None = None) -> Any:
     """Fit a clone of an estimator; each pipeline step (or the estimator itself) whose
-    ``fit`` takes ``groups`` gets them.
+    ``fit`` takes ``groups`` gets them, and ``pairs`` (when given) likewise.
 
     Parameters
     ----------
@@ -87,6 +90,8 @@ def fit_grouped(estimator: Any, X: np.ndarray, y: np.ndarray, groups: np.ndarray
         int (n_rows,) labels.
     groups : numpy.ndarray
         (n_rows,) identity groups.
+    pairs : numpy.ndarray, optional
+        (n_rows,) source pair ids (:mod:`deepmetric.learn.paired`).
 
     Returns
     -------
@@ -95,14 +100,11 @@ def fit_grouped(estimator: Any, X: np.ndarray, y: np.ndarray, groups: np.ndarray
     """
     est = clone(estimator)
     params = {}
+    given = {"groups": groups, **({} if pairs is None else {"pairs": pairs})}
     steps = getattr(est, "steps", None)
-    if steps is None:
-        if "groups" in _fit_params(est):
-            params["groups"] = groups
-    else:
-        for name, step in steps:
-            if "groups" in _fit_params(step):
-                params[f"{name}__groups"] = groups
+    for name, step in [("", est)] if steps is None else steps:
+        taken = _fit_params(step)
+        params.update((f"{name}__{k}" if name else k, v) for k, v in given.items() if k in taken)
     est.fit(X, y, **params)
     return est
 

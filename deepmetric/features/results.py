@@ -80,7 +80,7 @@ class FrameFeatures:
         a face.
     frames : pandas.DataFrame
         F rows: ``video_id, group, label, frame_index, prob`` plus the manifest's
-        ``method``/``split`` when present.
+        ``method``/``split``/``kind``/``role``/``pair_id`` when present.
     blocks : dict of str to slice
         Column range of each block in ``X``.
     missing : pandas.DataFrame
@@ -138,7 +138,8 @@ def read_features(cache: FeatureCache, manifest: pd.DataFrame, blocks: Sequence[
         raise ValueError("the 'crops' block (uint8 face crops, for FaceNetFineTuner) "
                          f"cannot be mixed with feature blocks; got {list(blocks)}")
     xs, metas, missing = [], [], []
-    extra = [c for c in ("method", "split", "kind", "role") if c in manifest.columns]
+    extra = [c for c in ("method", "split", "kind", "role", "pair_id")
+             if c in manifest.columns]
     slices: dict = {}
     next_index: dict[str, int] = {}  # clip id -> its next frame index
     for row, seed in zip(manifest.itertuples(index=False), copy_seeds(manifest)):

@@ -268,7 +268,7 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         return np.sort(tr), np.sort(va)
 
     # ------------------------------------------------------------------ fit / transform
-    def fit(self, X: Any, y: Any, groups: Any = None) -> "TripletProjector":
+    def fit(self, X: Any, y: Any, groups: Any = None, pairs: Any = None) -> "TripletProjector":
         """Train the projection.
 
         Parameters
@@ -280,6 +280,11 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         groups : array-like, shape (n_samples,), optional
             Group ids (video or identity) for a leak-free validation split. In a
             ``Pipeline``, pass it as ``proj__groups``.
+        pairs : array-like, shape (n_samples,), optional
+            Id of the real clip each row pairs with (a fake's original, a real clip's own;
+            the manifest's ``pair_id``). Used only when the loss holds a
+            :class:`~deepmetric.learn.paired.SourcePairedMiner`, which then gets labels
+            packed by :func:`~deepmetric.learn.paired.pair_labels` (class, pair, group).
 
         Returns
         -------
@@ -288,6 +293,7 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         import torch
 
         from deepmetric.learn.mining import batch_all_triplet_loss, make_loss
+        from deepmetric.learn.paired import loss_labels
 
         self._validate_params()
         X, y = validate_data(
@@ -324,17 +330,21 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         device = torch_device(self.device)
         xt = torch.tensor(self._standardized(X), device=device)
         yt = torch.tensor(y_codes, dtype=torch.int64, device=device)
+        packed = loss_labels(self.loss, y_codes, groups, pairs)  # source-paired mining
+        lt = None if packed is None else torch.tensor(packed, device=device)
 
         fork_devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(seed)
-            self._train(xt, yt, train_idx, val_idx, rng, device, make_loss, batch_all_triplet_loss)
+            self._train(xt, yt, train_idx, val_idx, rng, device, make_loss, batch_all_triplet_loss,
+                        lt)
         return self
 
     def _standardized(self, X: np.ndarray) -> np.ndarray:
         return ((np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_).astype(np.float32)
 
-    def _train(self, xt, yt, train_idx, val_idx, rng, device, make_loss, batch_all) -> None:
+    def _train(self, xt, yt, train_idx, val_idx, rng, device, make_loss, batch_all,
+               lt=None) -> None:
         import torch
 
         hidden = [int(h) for h in self.hidden]
@@ -384,7 +394,7 @@ class TripletProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
                 else:
                     idx = train_idx_t[torch.as_tensor(sampler.batch(), device=device)]
                 emb = embed_normalized(net, xt[idx])
-                loss = loss_fn(emb, yt[idx])
+                loss = loss_fn(emb, (yt if lt is None else lt)[idx])
                 if not torch.isfinite(loss):
                     raise RuntimeError(
                         f"TripletProjector: non-finite training loss at epoch {epoch}; "
