@@ -16,14 +16,14 @@ Weights come from, in order:
    (``timm/<name>``, looked up on disk only);
 3. a download from the hub only when asked (``allow_download=True`` or
    ``DEEPMETRIC_ALLOW_DOWNLOAD=1``; never with ``DEEPMETRIC_OFFLINE=1``), the rule of
-   :func:`deepmetric.features.weights.downloads_allowed`.
+   :func:`deepmetric.features.backbones.weights.downloads_allowed`.
 
 The file must match the architecture exactly (every tensor, by name and shape; a classifier
-head is ignored): anything else is refused with :class:`~deepmetric.features.weights.
-WeightsError` naming the file. The weights are identified by
-:func:`~deepmetric.features.weights.state_dict_digest` (their values, not the path), so two
-files holding other weights never share cached features, and a model file that recorded one
-digest refuses to run with other weights.
+head is ignored): anything else is refused with
+:class:`~deepmetric.features.backbones.weights.WeightsError` naming the file. The weights are
+identified by :func:`~deepmetric.features.backbones.weights.state_dict_digest` (their values,
+not the path), so two files holding other weights never share cached features, and a model
+file that recorded one digest refuses to run with other weights.
 
 Blocks (named ``<prefix>/...``, ``prefix`` defaulting to the model name):
 
@@ -31,7 +31,7 @@ Blocks (named ``<prefix>/...``, ``prefix`` defaulting to the model name):
   e.g. 512-d for ``resnet10t``, 1024-d for a ViT-L);
 - ``<prefix>/<k>``: the output of the ``k``-th intermediate block
   (``forward_intermediates``), mean- and std-pooled over space like
-  :func:`deepmetric.features.embedder.pool_activations` (a ViT's tokens as a map).
+  :func:`deepmetric.features.backbones.facenet.pool_activations` (a ViT's tokens as a map).
 
 Preprocessing: uint8 RGB crops → [0, 1] → bilinear (antialiased) resize to the model's input
 size → normalised with the model's own mean and std (``timm.data.resolve_model_data_config``).
@@ -62,7 +62,7 @@ def hub_cached_weights(name: str, allow_download: bool | None = None) -> Path:
         timm model name with its pretrained tag, e.g. ``"vit_large_patch14_dinov2.lvd142m"``.
     allow_download : bool, optional
         Fetch the file when it is not cached (see
-        :func:`~deepmetric.features.weights.downloads_allowed`; off by default).
+        :func:`~deepmetric.features.backbones.weights.downloads_allowed`; off by default).
 
     Returns
     -------
@@ -127,14 +127,14 @@ def load_timm_model(name: str, weights: str | os.PathLike,
         On the CPU, ``num_classes=0`` (``forward_head(pre_logits=True)`` gives the pooled
         features).
     digest : str
-        :func:`~deepmetric.features.weights.state_dict_digest` of the loaded weights
+        :func:`~deepmetric.features.backbones.weights.state_dict_digest` of the loaded weights
         (without the classifier).
 
     Raises
     ------
     FileNotFoundError
         ``weights`` is not a file.
-    deepmetric.features.weights.WeightsError
+    deepmetric.features.backbones.weights.WeightsError
         The file cannot be read as a state dict, or does not fit the architecture (missing,
         unexpected or differently shaped tensors, listed by name); the message names it.
     """

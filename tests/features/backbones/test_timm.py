@@ -19,7 +19,7 @@ import torch  # noqa: E402
 from deepmetric.datasets.items import validate_manifest  # noqa: E402
 from deepmetric.features.extract import Extractor  # noqa: E402
 from deepmetric.features.backbones.timm import TimmEmbedder, load_timm_model  # noqa: E402
-from deepmetric.features.weights import WeightsError  # noqa: E402
+from deepmetric.features.backbones.weights import WeightsError  # noqa: E402
 
 
 def _weights(path: Path, name: str, seed: int, **kwargs) -> Path:
