@@ -249,19 +249,11 @@ class BlazeFaceDetector:
     def interpreter(self) -> Any:
         """The LiteRT interpreter of the BlazeFace model, tensors allocated."""
         if self._interpreter is None:
-            try:
-                from ai_edge_litert.interpreter import Interpreter
-            except ModuleNotFoundError as exc:
-                raise ModuleNotFoundError(
-                    "BlazeFaceDetector needs LiteRT: pip install ai-edge-litert==2.3.0 (or "
-                    "pip install 'deepmetric[landmarks]')") from exc
+            from deepmetric.litert import load_interpreter
+
             path = blazeface_weights_path(self.weights_path)
-            try:
-                it = Interpreter(model_path=str(path), num_threads=self.num_threads)
-                it.allocate_tensors()
-            except Exception as exc:  # noqa: BLE001 — name the file and the problem
-                raise ValueError(f"{path}: not a loadable BlazeFace model "
-                                 f"({type(exc).__name__}: {exc})") from exc
+            it = load_interpreter(path, num_threads=self.num_threads, what="BlazeFace model",
+                                  user="BlazeFaceDetector")
             shape = tuple(it.get_input_details()[0]["shape"])
             outs = sorted(tuple(d["shape"]) for d in it.get_output_details())
             if shape != (1, INPUT_SIZE, INPUT_SIZE, 3) or outs != [(1, N_ANCHORS, 1),

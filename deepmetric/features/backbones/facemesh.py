@@ -124,19 +124,11 @@ class FaceMeshEmbedder:
     def interpreter(self) -> Any:
         """The LiteRT interpreter of the FaceMesh model, tensors allocated."""
         if self._interpreter is None:
-            try:
-                from ai_edge_litert.interpreter import Interpreter
-            except ModuleNotFoundError as exc:
-                raise ModuleNotFoundError(
-                    "FaceMeshEmbedder needs LiteRT: pip install ai-edge-litert==2.3.0 (or "
-                    "pip install 'deepmetric[landmarks]')") from exc
+            from deepmetric.litert import load_interpreter
+
             path = facemesh_weights_path(self.weights_path)
-            try:
-                it = Interpreter(model_path=str(path), num_threads=self.num_threads)
-                it.allocate_tensors()
-            except Exception as exc:  # noqa: BLE001 — name the file and the problem
-                raise ValueError(f"{path}: not a loadable FaceMesh model "
-                                 f"({type(exc).__name__}: {exc})") from exc
+            it = load_interpreter(path, num_threads=self.num_threads, what="FaceMesh model",
+                                  user="FaceMeshEmbedder")
             shape = tuple(it.get_input_details()[0]["shape"])
             if shape != (1, INPUT_SIZE, INPUT_SIZE, 3):
                 raise ValueError(f"{path}: not the FaceMesh model (input {shape}, expected "
