@@ -36,6 +36,10 @@ Row groups (``--rows``):
   the real clip it was made from, positives across identities; ``projector=paired``,
   :mod:`deepmetric.learn.paired`) beside the plain semi-hard triplet head and no head, with
   group-bootstrap intervals of the difference to no head (``--rows source_paired``);
+- ``timm``: each ``--timm`` backbone's pooled features (:mod:`deepmetric.features.
+  timm_backbone`, weights from a local file or the user's hub cache, never downloaded),
+  alone and beside ``+exp=deepmetric``'s blocks, with group-bootstrap intervals against its
+  frame path (``--rows timm --timm clip=/path/to/weights.safetensors``);
 - ``paired``: a few rows again, fitted on all of FF++ (and its copies) only, with 95 %
   group-bootstrap intervals (DFDC groups: source videos) of their DFDC dev AUC and of its
   paired difference to ``+exp=deepmetric``'s frame path (:mod:`deepmetric.eval.bootstrap`);
@@ -84,6 +88,14 @@ MNV2_BLOCKS = ["mnv2/6", "mnv2/13", "mnv2/17", "mnv2/pool"]
 DEEPMETRIC = ["repeat_2@2x2", "repeat_3", "spectrum"]  # +exp=deepmetric's features
 #: Heads of the metric rows whose loss is a projector config (experiments/conf/projector).
 PROJECTOR_LOSSES = ("triplet", "supcon", "contrastive", "arcface", "paired")
+#: ``--timm`` short names of the foundation backbones behind published cross-dataset results
+#: (docs/generalization.md): timm model name and TimmEmbedder options.
+TIMM_PRESETS = {
+    "clip": ("vit_large_patch14_clip_224.openai", {}),               # CLIP ViT-L/14
+    "dinov2": ("vit_large_patch14_dinov2.lvd142m",                     # DINOv2 ViT-L/14, at 224
+               {"image_size": 224, "model_kwargs": {"dynamic_img_size": True}}),
+    "effnet_b4": ("tf_efficientnet_b4.ap_in1k", {}),                  # SBI's EfficientNet-B4
+}
 
 
 @dataclass
@@ -111,14 +123,15 @@ def _compose(overrides: list[str]):
 def load_data(head: int | None, sbi_copies: int, batch_size: int = 64,
               degrade_copies: int = 0, keep_crops: bool = False,
               geometry: bool = False, default_copies: bool = True,
-              landmarks: bool = False) -> dict[str, Data]:
+              landmarks: bool = False, timm: tuple = ()) -> dict[str, Data]:
     """FF++, its self-blended and degraded copies (when asked) and the DFDC dev crops, as
     :class:`Data`; ``keep_crops`` keeps the face crops as block ``crops`` (uint8, flattened
     160×160×3) for the fine-tuning rows; ``geometry`` adds ``ffpp_tight`` (FF++ cropped at
     MTCNN's box, no margin), ``dfdc_whole`` (the DFDC crops taken whole as faces) and,
     with ``sbi_copies``, ``sbi_tight`` (the self-blended copies cut at the tight box);
     ``default_copies=False`` leaves out the copies cut with the default margin;
-    ``landmarks`` adds the FaceMesh geometry blocks (``facemesh/...``) of the crops."""
+    ``landmarks`` adds the FaceMesh geometry blocks (``facemesh/...``) of the crops;
+    ``timm`` (TimmEmbedders) adds their blocks, computed from the cached crops."""
     from hydra.utils import instantiate
 
     from deepmetric.datasets.items import add_degraded, add_self_blended
@@ -134,6 +147,8 @@ def load_data(head: int | None, sbi_copies: int, batch_size: int = 64,
     backbones = {"mnv2": mnv2}  # memo folder → backbone run on the cached crops
     if landmarks:
         backbones["facemesh"] = FaceMeshEmbedder()
+    for emb in timm:
+        backbones["timm-" + emb.feature_names()[0].rsplit("/", 1)[0]] = emb
     ffpp = _load_items(cfg.data, "data")
     sets = {"ffpp": (ffpp, cfg.data),
             "dfdc": (_load_items(cfg.eval_data, "eval_data"), cfg.eval_data)}
@@ -356,14 +371,15 @@ def multisource(pipe: Any, blocks: list[str], data: dict[str, Data], n_splits: i
 def rows(data: dict[str, Data], groups: set[str],
          on_row: Callable[[list[dict]], None] | None = None,
          done: list[dict] | None = None, sbi_copies: int = 0,
-         degrade_copies: int = 0) -> list[dict]:
+         degrade_copies: int = 0, timm_blocks: tuple = ()) -> list[dict]:
     """Run the study's row groups; each row: name, group, blocks, what, and its metrics.
 
     ``on_row`` is called with all rows so far after each row (to write them as they come);
     ``done`` holds rows of an earlier run (``--append``): they are kept and count for the
     dev-set choice of the best blocks. ``sbi_copies`` and ``degrade_copies`` (copies per
     clip in ``data["sbi"]`` and ``data["degrade"]``) name the rows that use them, so runs
-    with other numbers of copies keep their own rows.
+    with other numbers of copies keep their own rows. ``timm_blocks`` are the blocks of the
+    ``--timm`` backbones (the ``timm`` rows).
     """
     out: list[dict] = list(done or [])
 
@@ -425,6 +441,15 @@ def rows(data: dict[str, Data], groups: set[str],
             row("source_paired", f"paired: {tag}: {what}", "fitted on all FF++; DFDC dev AUC, "
                 "group bootstrap vs no projector (+exp=deepmetric's frame path)", DEEPMETRIC,
                 lambda lf=loss: paired(projected(lf), DEEPMETRIC, data, base))
+    if "timm" in groups and timm_blocks:
+        base = cross_scores(logreg(), DEEPMETRIC, data)
+        for b in timm_blocks:
+            for name, blocks in ((b, [b]), (f"+exp=deepmetric's blocks + {b}", DEEPMETRIC + [b])):
+                row("timm", name, "standardised → logreg", blocks,
+                    lambda bl=blocks: in_and_cross(logreg(), bl, data))
+                row("timm", f"paired: {name}", "fitted on all FF++; DFDC dev AUC, group "
+                    "bootstrap vs +exp=deepmetric's frame path", blocks,
+                    lambda bl=blocks: paired(logreg(), bl, data, base))
     # FF++ with its training-only copies, built once for every group that uses them
     ff_sbi = with_copies(data["ffpp"], data["sbi"]) if "sbi" in data else None
     ff_deg = with_copies(data["ffpp"], data["degrade"]) if "degrade" in data else None
@@ -670,6 +695,17 @@ def markdown(results: list[dict], head: int | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def timm_backbone(spec: str) -> Any:
+    """A :class:`~deepmetric.features.timm_backbone.TimmEmbedder` from ``NAME[=WEIGHTS]``
+    (NAME a timm model or a :data:`TIMM_PRESETS` key), pooled features only."""
+    from deepmetric.features.timm_backbone import TimmEmbedder
+
+    name, _, weights = spec.partition("=")
+    model, options = TIMM_PRESETS.get(name, (name, {}))
+    return TimmEmbedder(model, weights or None, layers=["pool"], device="auto",
+                        prefix=name if name in TIMM_PRESETS else None, **options)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, type=Path)
@@ -679,6 +715,10 @@ def main(argv: list[str] | None = None) -> int:
                    "multisource,nested")
     p.add_argument("--sbi-copies", type=int, default=2)
     p.add_argument("--degrade-copies", type=int, default=1)
+    p.add_argument("--timm", action="append", default=[], metavar="NAME[=WEIGHTS]",
+                   help="a timm backbone for the timm rows: a model name or one of "
+                   f"{sorted(TIMM_PRESETS)}, with a local state dict (default: the model's "
+                   "weights in your Hugging Face hub cache; nothing is downloaded)")
     p.add_argument("--append", action="store_true",
                    help="keep the rows already in OUT/generalization.json (others rerun)")
     a = p.parse_args(argv)
@@ -696,11 +736,13 @@ def main(argv: list[str] | None = None) -> int:
     plain = bool(groups & {"sbi", "degrade", "finetune", "paired"})  # default-margin copies
     n_sbi = a.sbi_copies if plain or "geometry" in groups else 0
     n_deg = a.degrade_copies if groups & {"degrade", "paired"} else 0
+    timm = [timm_backbone(spec) for spec in a.timm]
     data = load_data(a.head or None, n_sbi, degrade_copies=n_deg,
                      keep_crops="finetune" in groups, geometry="geometry" in groups,
-                     default_copies=plain, landmarks="landmarks" in groups)
+                     default_copies=plain, landmarks="landmarks" in groups, timm=timm)
     results = rows(data, groups, on_row=write, done=done, sbi_copies=n_sbi,
-                   degrade_copies=n_deg)
+                   degrade_copies=n_deg,
+                   timm_blocks=tuple(b for e in timm for b in e.feature_names()))
     write(results)
     print(markdown(results, a.head or None))
     return 0
