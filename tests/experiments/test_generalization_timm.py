@@ -7,19 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from experiments import generalization as g
 
 pytest.importorskip("timm", reason="the backbones extra (pip install 'timm>=1.0')")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_presets_name_the_published_backbones(tmp_path):
