@@ -36,6 +36,10 @@ Row groups (``--rows``):
   the real clip it was made from, positives across identities; ``projector=paired``,
   :mod:`deepmetric.learn.paired`) beside the plain semi-hard triplet head and no head, with
   group-bootstrap intervals of the difference to no head (``--rows source_paired``);
+- ``timm``: each ``--timm`` backbone's pooled features (:mod:`deepmetric.features.backbones.
+  timm`, weights from a local file or the user's hub cache, never downloaded), alone and
+  beside ``exp=deepmetric``'s blocks, with group-bootstrap intervals against its frame path
+  (``--rows timm --timm clip=/path/to/weights.safetensors``);
 - ``paired``: a few rows again, fitted on all of FF++ (and its copies) only, with 95 %
   group-bootstrap intervals (DFDC groups: source videos) of their DFDC dev AUC and of its
   paired difference to ``exp=deepmetric``'s frame path (:mod:`deepmetric.eval.bootstrap`);
@@ -69,7 +73,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 
 from experiments.study_data import (DEEPMETRIC, FACENET_BLOCKS, MNV2_BLOCKS, Data,
@@ -81,17 +85,27 @@ from experiments.study_protocols import (best_blocks, cross_scores,
 
 log = logging.getLogger("generalization")
 
+#: ``--timm`` short names of the foundation backbones behind published cross-dataset results
+#: (docs/generalization.md): timm model name and TimmEmbedder options.
+TIMM_PRESETS = {
+    "clip": ("vit_large_patch14_clip_224.openai", {}),               # CLIP ViT-L/14
+    "dinov2": ("vit_large_patch14_dinov2.lvd142m",                     # DINOv2 ViT-L/14, at 224
+               {"image_size": 224, "model_kwargs": {"dynamic_img_size": True}}),
+    "effnet_b4": ("tf_efficientnet_b4.ap_in1k", {}),                  # SBI's EfficientNet-B4
+}
+
 def rows(data: dict[str, Data], groups: set[str],
          on_row: Callable[[list[dict]], None] | None = None,
          done: list[dict] | None = None, sbi_copies: int = 0,
-         degrade_copies: int = 0) -> list[dict]:
+         degrade_copies: int = 0, timm_blocks: tuple = ()) -> list[dict]:
     """Run the study's row groups; each row: name, group, blocks, what, and its metrics.
 
     ``on_row`` is called with all rows so far after each row (to write them as they come);
     ``done`` holds rows of an earlier run (``--append``): they are kept and count for the
     dev-set choice of the best blocks. ``sbi_copies`` and ``degrade_copies`` (copies per
     clip in ``data["sbi"]`` and ``data["degrade"]``) name the rows that use them, so runs
-    with other numbers of copies keep their own rows.
+    with other numbers of copies keep their own rows. ``timm_blocks`` are the blocks of the
+    ``--timm`` backbones (the ``timm`` rows).
     """
     out: list[dict] = list(done or [])
 
@@ -143,6 +157,15 @@ def rows(data: dict[str, Data], groups: set[str],
             for loss in ("triplet", "supcon", "oneclass", "contrastive", "arcface"):
                 row("metric", f"{tag}: {loss} head", f"{loss} projection (64-d) → logreg",
                     blocks, lambda b=blocks, lf=loss: in_and_cross(projected(lf), b, data))
+    if "timm" in groups and timm_blocks:
+        base = cross_scores(logreg(), DEEPMETRIC, data)
+        for b in timm_blocks:
+            for name, blocks in ((b, [b]), (f"exp=deepmetric's blocks + {b}", DEEPMETRIC + [b])):
+                row("timm", name, "standardised → logreg", blocks,
+                    lambda bl=blocks: in_and_cross(logreg(), bl, data))
+                row("timm", f"paired: {name}", "fitted on all FF++; DFDC dev AUC, group "
+                    "bootstrap vs exp=deepmetric's frame path", blocks,
+                    lambda bl=blocks: paired(logreg(), bl, data, base))
     if "source_paired" in groups:
         base = cross_scores(logreg(), DEEPMETRIC, data)  # projector=none's DFDC scores
         tag = "+".join(DEEPMETRIC)
@@ -287,6 +310,17 @@ def rows(data: dict[str, Data], groups: set[str],
     return out
 
 
+def timm_backbone(spec: str) -> Any:
+    """A :class:`~deepmetric.features.backbones.timm.TimmEmbedder` from ``NAME[=WEIGHTS]``
+    (NAME a timm model or a :data:`TIMM_PRESETS` key), pooled features only."""
+    from deepmetric.features.backbones.timm import TimmEmbedder
+
+    name, _, weights = spec.partition("=")
+    model, options = TIMM_PRESETS.get(name, (name, {}))
+    return TimmEmbedder(model, weights or None, layers=["pool"], device="auto",
+                        prefix=name if name in TIMM_PRESETS else None, **options)
+
+
 def markdown(results: list[dict], head: int | None) -> str:
     lines = ["# Generalisation study", "",
              f"FF++ c23 sample (142 clips), identity-grouped 5-fold CV, **video** AUC (mean of "
@@ -330,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
                    "multisource,nested")
     p.add_argument("--sbi-copies", type=int, default=2)
     p.add_argument("--degrade-copies", type=int, default=1)
+    p.add_argument("--timm", action="append", default=[], metavar="NAME[=WEIGHTS]",
+                   help="a timm backbone for the timm rows: a model name or one of "
+                   f"{sorted(TIMM_PRESETS)}, with a local state dict (default: the model's "
+                   "weights in your Hugging Face hub cache; nothing is downloaded)")
     p.add_argument("--append", action="store_true",
                    help="keep the rows already in OUT/generalization.json (others rerun)")
     a = p.parse_args(argv)
@@ -347,11 +385,13 @@ def main(argv: list[str] | None = None) -> int:
     plain = bool(groups & {"sbi", "degrade", "finetune", "paired"})  # default-margin copies
     n_sbi = a.sbi_copies if plain or "geometry" in groups else 0
     n_deg = a.degrade_copies if groups & {"degrade", "paired"} else 0
+    timm = [timm_backbone(spec) for spec in a.timm]
     data = load_data(a.head or None, n_sbi, degrade_copies=n_deg,
                      keep_crops="finetune" in groups, geometry="geometry" in groups,
-                     default_copies=plain, landmarks="landmarks" in groups)
+                     default_copies=plain, landmarks="landmarks" in groups, timm=timm)
     results = rows(data, groups, on_row=write, done=done, sbi_copies=n_sbi,
-                   degrade_copies=n_deg)
+                   degrade_copies=n_deg,
+                   timm_blocks=tuple(b for e in timm for b in e.feature_names()))
     write(results)
     print(markdown(results, a.head or None))
     return 0

@@ -44,14 +44,15 @@ class Data:
 def load_data(head: int | None, sbi_copies: int, batch_size: int = 64,
               degrade_copies: int = 0, keep_crops: bool = False,
               geometry: bool = False, default_copies: bool = True,
-              landmarks: bool = False) -> dict[str, Data]:
+              landmarks: bool = False, timm: tuple = ()) -> dict[str, Data]:
     """FF++, its self-blended and degraded copies (when asked) and the DFDC dev crops, as
     :class:`Data`; ``keep_crops`` keeps the face crops as block ``crops`` (uint8, flattened
     160×160×3) for the fine-tuning rows; ``geometry`` adds ``ffpp_tight`` (FF++ cropped at
     MTCNN's box, no margin), ``dfdc_whole`` (the DFDC crops taken whole as faces) and,
     with ``sbi_copies``, ``sbi_tight`` (the self-blended copies cut at the tight box);
     ``default_copies=False`` leaves out the copies cut with the default margin;
-    ``landmarks`` adds the FaceMesh geometry blocks (``facemesh/...``) of the crops."""
+    ``landmarks`` adds the FaceMesh geometry blocks (``facemesh/...``) of the crops;
+    ``timm`` (TimmEmbedders) adds their blocks, computed from the cached crops."""
     from deepmetric.datasets.items import add_degraded, add_self_blended
     from deepmetric.features.backbones.facemesh import FaceMeshEmbedder
     from deepmetric.features.backbones.mobilenet import ImageNetEmbedder
@@ -64,6 +65,8 @@ def load_data(head: int | None, sbi_copies: int, batch_size: int = 64,
     backbones = {"mnv2": mnv2}  # memo folder → backbone run on the cached crops
     if landmarks:
         backbones["facemesh"] = FaceMeshEmbedder()
+    for emb in timm:
+        backbones["timm-" + emb.feature_names()[0].rsplit("/", 1)[0]] = emb
     ffpp = load_items(cfg.data, "data")
     sets = {"ffpp": (ffpp, cfg.data),
             "dfdc": (load_items(cfg.eval_data, "eval_data"), cfg.eval_data)}

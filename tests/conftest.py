@@ -131,3 +131,15 @@ def slurm_cluster(tmp_path_factory):
         yield cluster.start()
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of small-tensor tests: faster than several on a busy
+    machine (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)

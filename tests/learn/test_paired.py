@@ -20,13 +20,7 @@ from deepmetric.learn.paired import (SourcePairedMiner, loss_labels, pair_labels
 from deepmetric.learn.projector import TripletProjector
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one torch thread is faster than several on a busy machine."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
