@@ -38,7 +38,7 @@ def snapshot(out: Path, shared: Path, demo: Path) -> None:
     import numpy as np
 
     import deepmetric
-    from deepmetric.features.embedder import FaceEmbedder
+    from deepmetric.features.backbones.facenet import FaceEmbedder
     from deepmetric.video.faces import FaceDetector
 
     faces = shared / "data" / "fixtures" / "faces"
