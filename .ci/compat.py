@@ -79,7 +79,11 @@ def _flat(d, prefix=""):
 def _metric_diffs(a: dict, b: dict) -> dict[str, float]:
     import numpy as np
 
-    ma, mb = dict(_flat(a.get("metrics", a))), dict(_flat(b.get("metrics", b)))
+    # the metrics only: not the provenance ("data", "extraction": how many items were
+    # extracted or found cached, which depends on the cache, not on the stack) nor times
+    skip = ("data", "extraction", "seconds", "deepmetric_version")
+    ma, mb = ({k: v for k, v in _flat({k: v for k, v in m.items() if k not in skip})}
+              for m in (a, b))
     keys = sorted(k for k in set(ma) & set(mb) if not k.endswith(("seconds", "_s", "time")))
     return {k: abs(ma[k] - mb[k]) for k in keys if np.isfinite(ma[k]) and np.isfinite(mb[k])}
 
