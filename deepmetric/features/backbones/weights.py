@@ -29,7 +29,6 @@ import http.client
 import json
 import logging
 import os
-import tempfile
 import time
 import urllib.request
 import warnings
@@ -39,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from deepmetric.storage import cache_root, file_lock
+from deepmetric.storage import atomic_file, cache_root, file_lock
 
 if TYPE_CHECKING:  # pragma: no cover
     from facenet_pytorch import InceptionResnetV1
@@ -233,19 +232,11 @@ def _check_recorded_digest(path: Path, sd: dict[str, torch.Tensor]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _temp_beside(out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def _download(url: str, dest: Path) -> None:
     """Fetch ``url`` into ``dest``: checked (weights-only, fits ``InceptionResnetV1``) before it
     takes its name, its digest recorded in ``<dest>.digest.json``."""
-    tmp = _temp_beside(dest)
-    try:
-        log.warning("downloading FaceNet weights %s -> %s", url, dest)
+    log.warning("downloading FaceNet weights %s -> %s", url, dest)
+    with atomic_file(dest) as tmp:
         with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as resp, \
                 open(tmp, "wb") as f:  # noqa: S310 (fixed https URL)
             for chunk in iter(lambda: resp.read(1 << 20), b""):
@@ -256,12 +247,8 @@ def _download(url: str, dest: Path) -> None:
         record = {"url": url, "tensors_sha256": digest, "torch": torch.__version__,
                   "downloaded_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         _digest_record(dest).write_text(json.dumps(record, indent=1) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-        log.warning("downloaded %s: tensors sha256 %s (recorded in %s)", dest, digest,
-                    _digest_record(dest))
-    finally:
-        tmp.unlink(missing_ok=True)
+    log.warning("downloaded %s: tensors sha256 %s (recorded in %s)", dest, digest,
+                _digest_record(dest))
 
 
 def _verified_conversion(out: Path) -> dict[str, torch.Tensor] | None:
