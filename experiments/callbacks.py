@@ -5,7 +5,7 @@ from __future__ import annotations
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["SlurmStatesCallback"]
+__all__ = ["SlurmStatesCallback", "MergeStudyCallback"]
 
 
 class SlurmStatesCallback(Callback):
@@ -27,3 +27,38 @@ class SlurmStatesCallback(Callback):
 
         if not sacct_works():
             install_squeue_watcher()
+
+
+class MergeStudyCallback(Callback):
+    """The rows of a generalisation-study multirun, merged into the sweep folder.
+
+    Each job of ``python -m experiments.generalization -m study.rows=A,B,...`` writes its
+    rows into its own folder (``<sweep dir>/<job number>/generalization.json``). When the
+    multirun ends (every job finished, on any launcher) this writes all of them, in job
+    order, into ``<sweep dir>/generalization.json`` and its table into
+    ``generalization.md``; a row named in several jobs (e.g. ``study.previous`` rows) is listed
+    once, where it first came, with the last job's values. A job that
+    wrote nothing (it failed before its first row) is named in the log.
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        import json
+        import logging
+        from pathlib import Path
+
+        from experiments.generalization import data_names, write
+
+        sweep = Path(config.hydra.sweep.dir)
+        merged: dict[tuple[str, str], dict] = {}
+        jobs = sorted((p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()),
+                      key=lambda p: int(p.name))
+        for job in jobs:
+            path = job / "generalization.json"
+            if not path.is_file():
+                logging.getLogger("generalization").warning("%s: no rows (the job failed "
+                                                            "before its first row)", job)
+                continue
+            for row in json.loads(path.read_text()):
+                merged[(row["group"], row["name"])] = row  # first place, last value
+        write(sweep, list(merged.values()), OmegaConf.select(config, "eval_data.head"),
+              data_names(config))

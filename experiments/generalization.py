@@ -1,17 +1,23 @@
 """The generalisation study: what holds up from FaceForensics++ to DFDC, on cached features.
 
-    python -m experiments.generalization --out runs/generalization            # every row
-    python -m experiments.generalization --out runs/g --rows blocks,metric     # some groups
+    python -m experiments.generalization                                   # default rows
+    python -m experiments.generalization study.rows=[blocks,metric]        # some groups
+    python -m experiments.generalization -m study.rows=blocks,metric,sbi   # a job per group
+    python -m experiments.generalization -m study.rows=blocks,metric hydra/launcher=slurm
 
-Data from ``FFPP_ROOT`` (the in-dataset set: identity-grouped 5-fold CV, video AUC) and
-``DFDC_FACES_ROOT`` (the cross-dataset development set: fitted on all of FF++, image AUC;
-``--head N`` keeps the first N rows of its hash-ordered ``labels.csv``). Features come from
-the extractor of ``exp=deepmetric`` (FaceNet blocks averaged over the crop and its mirror,
-the spectrum, the crops themselves), extracted and cached on first use exactly as
-``python -m experiments.run exp=deepmetric ... extractor.save_crops=true`` does; the
-ImageNet MobileNetV2 blocks (``mnv2/...``) are computed from the cached crops.
+A Hydra app (config ``conf/study.yaml``: the run config with ``exp=deepmetric``, ``data=ffpp``
+and ``eval_data=dfdc_faces``), so a multirun goes through the same launchers as sweeps
+(local, joblib, SLURM; docs/sweeps.md) and its jobs' rows are merged into the sweep folder by
+:class:`experiments.callbacks.MergeStudyCallback`. Data from ``FFPP_ROOT`` (the in-dataset
+set: identity-grouped 5-fold CV, video AUC) and ``DFDC_FACES_ROOT`` (the cross-dataset
+development set: fitted on all of FF++, image AUC; ``eval_data.head=N`` keeps the first N
+rows of its hash-ordered ``labels.csv``, ``null`` all). Features come from the extractor of
+``exp=deepmetric`` (FaceNet blocks averaged over the crop and its mirror, the spectrum, the
+crops themselves), extracted and cached on first use exactly as ``python -m experiments.run
+exp=deepmetric ... extractor.save_crops=true`` does; the ImageNet MobileNetV2 blocks
+(``mnv2/...``) are computed from the cached crops.
 
-Row groups (``--rows``):
+Row groups (``study.rows``):
 
 - ``blocks``: each feature block alone and a few combinations, standardised → logistic
   regression (frame level; video score = mean of frame scores);
@@ -21,13 +27,13 @@ Row groups (``--rows``):
 - ``metric``: the same features with and without a metric-learning projection head
   (semi-hard triplet, SupCon, one-class softmax, contrastive, ArcFace) before the same
   classifier;
-- ``sbi``: self-blended pseudo-fakes of the real FF++ clips (``--sbi-copies``), with the real
+- ``sbi``: self-blended pseudo-fakes of the real FF++ clips (``study.sbi_copies``), with the real
   fakes and real-only (pseudo-fakes as the only fakes);
 - ``degrade``: training-only copies of every FF++ clip whose face crops went through a random
-  blur / resampling / JPEG chain (``--degrade-copies``; :mod:`deepmetric.augment.degrade`),
+  blur / resampling / JPEG chain (``study.degrade_copies``; :mod:`deepmetric.augment.degrade`),
   alone and with the self-blended copies;
 - ``finetune``: FaceNet's last blocks fine-tuned on the crops (BCE), on FF++ and on FF++ plus
-  the self-blended copies (``--rows finetune``; not in the default rows: about half an
+  the self-blended copies (``study.rows=finetune``; not in the default rows: about half an
   hour on 2 CPU cores);
 - ``identity``: the top k between-identity directions of the training data projected out
   (:class:`deepmetric.learn.nuisance.NuisanceProjection`, nuisance attribute projection)
@@ -35,11 +41,11 @@ Row groups (``--rows``):
 - ``source_paired``: the triplet head trained on source-paired triplets (each fake against
   the real clip it was made from, positives across identities; ``projector=paired``,
   :mod:`deepmetric.learn.paired`) beside the plain semi-hard triplet head and no head, with
-  group-bootstrap intervals of the difference to no head (``--rows source_paired``);
-- ``timm``: each ``--timm`` backbone's pooled features (:mod:`deepmetric.features.backbones.
+  group-bootstrap intervals of the difference to no head (``study.rows=source_paired``);
+- ``timm``: each ``study.timm`` backbone's pooled features (:mod:`deepmetric.features.backbones.
   timm`, weights from a local file or the user's hub cache, never downloaded), alone and
   beside ``exp=deepmetric``'s blocks, with group-bootstrap intervals against its frame path
-  (``--rows timm --timm clip=/path/to/weights.safetensors``);
+  (``study.rows=timm "study.timm=['clip=/path/to/weights.safetensors']"``);
 - ``paired``: a few rows again, fitted on all of FF++ (and its copies) only, with 95 %
   group-bootstrap intervals (DFDC groups: source videos) of their DFDC dev AUC and of its
   paired difference to ``exp=deepmetric``'s frame path (:mod:`deepmetric.eval.bootstrap`);
@@ -48,26 +54,26 @@ Row groups (``--rows``):
 - ``nested``: the choice of features and of C made by an inner grouped CV inside each outer
   FF++ training fold (and on all of FF++ for the cross-dataset column);
 - ``nested_video``: the same for the video-level model, whose per-clip statistics
-  ([std] or [mean, std]) are chosen too (in-dataset only; ``--rows nested_video``).
+  ([std] or [mean, std]) are chosen too (in-dataset only; ``study.rows=nested_video``).
 - ``landmarks``: MediaPipe FaceMesh geometry (:mod:`deepmetric.features.backbones.facemesh`: the 468
   landmarks with pose, position and scale taken out, and FaceMesh's face-presence logit)
-  alone and added to ``exp=deepmetric``'s blocks (``--rows landmarks``);
-- ``geometry``: the crop geometry of the two data sets matched (``--rows geometry``): the
+  alone and added to ``exp=deepmetric``'s blocks (``study.rows=landmarks``);
+- ``geometry``: the crop geometry of the two data sets matched (``study.rows=geometry``): the
   DFDC crops taken whole as faces (``detector.whole_image``) instead of MTCNN's box plus
   margin clamped to the 224-px crop, and the FF++ faces cropped at MTCNN's tight box
   (``detector.margin=0``), as the DFDC crops were made; with group-bootstrap intervals
-  of the difference to ``exp=deepmetric``'s frame path. With ``--sbi-copies`` it adds
+  of the difference to ``exp=deepmetric``'s frame path. With ``study.sbi_copies`` it adds
   the self-blended copies cut at the same tight box, and the matched geometry's
   video-level model.
 
 Every choice this study reports as "best" was made on the DFDC *development* set (or, for
 ``nested``, inside the training folds); the held-out test splits are not read here.
-Writes ``generalization.json`` and ``generalization.md`` into ``--out``.
+Writes ``generalization.json`` and ``generalization.md`` into the run folder
+(``outputs/generalization/<time>``, or ``$DEEPMETRIC_OUTPUTS``) after every row.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -75,6 +81,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import hydra
+from omegaconf import DictConfig
 
 from experiments.study_data import (DEEPMETRIC, FACENET_BLOCKS, MNV2_BLOCKS, Data,
                                     block_columns, load_data, self_standardised, with_copies)
@@ -85,7 +93,7 @@ from experiments.study_protocols import (best_blocks, cross_scores,
 
 log = logging.getLogger("generalization")
 
-#: ``--timm`` short names of the foundation backbones behind published cross-dataset results
+#: ``study.timm`` short names of the foundation backbones behind published cross-dataset results
 #: (docs/generalization.md): timm model name and TimmEmbedder options.
 TIMM_PRESETS = {
     "clip": ("vit_large_patch14_clip_224.openai", {}),               # CLIP ViT-L/14
@@ -94,6 +102,17 @@ TIMM_PRESETS = {
     "effnet_b4": ("tf_efficientnet_b4.ap_in1k", {}),                  # SBI's EfficientNet-B4
 }
 
+#: The row groups, in the order a job runs them.
+ROW_GROUPS = ("baselines", "blocks", "adapt", "metric", "timm", "source_paired", "sbi",
+              "identity", "degrade", "finetune", "paired", "geometry", "landmarks",
+              "multisource", "nested", "nested_video")
+
+
+#: The groups that use the dev-set best blocks of the ``blocks`` rows (:func:`best_blocks`).
+USES_BEST = frozenset({"adapt", "metric", "sbi", "identity", "degrade", "paired", "geometry",
+                       "multisource", "nested", "nested_video"})
+
+
 def rows(data: dict[str, Data], groups: set[str],
          on_row: Callable[[list[dict]], None] | None = None,
          done: list[dict] | None = None, sbi_copies: int = 0,
@@ -101,11 +120,11 @@ def rows(data: dict[str, Data], groups: set[str],
     """Run the study's row groups; each row: name, group, blocks, what, and its metrics.
 
     ``on_row`` is called with all rows so far after each row (to write them as they come);
-    ``done`` holds rows of an earlier run (``--append``): they are kept and count for the
+    ``done`` holds rows of an earlier run (``study.previous``): they are kept and count for the
     dev-set choice of the best blocks. ``sbi_copies`` and ``degrade_copies`` (copies per
     clip in ``data["sbi"]`` and ``data["degrade"]``) name the rows that use them, so runs
     with other numbers of copies keep their own rows. ``timm_blocks`` are the blocks of the
-    ``--timm`` backbones (the ``timm`` rows).
+    ``study.timm`` backbones (the ``timm`` rows).
     """
     out: list[dict] = list(done or [])
 
@@ -321,11 +340,19 @@ def timm_backbone(spec: str) -> Any:
                         prefix=name if name in TIMM_PRESETS else None, **options)
 
 
-def markdown(results: list[dict], head: int | None) -> str:
-    lines = ["# Generalisation study", "",
-             f"FF++ c23 sample (142 clips), identity-grouped 5-fold CV, **video** AUC (mean of "
-             f"frame scores; ± std over folds) | FF++ → DFDC dev crops "
-             f"({head or 'all'} rows), **image** AUC, fitted on all of FF++.", "",
+def markdown(results: list[dict], head: int | None,
+             sets: tuple[str, str] = ("ffpp", "dfdc_faces")) -> str:
+    """The rows as a markdown table; ``sets``: the ``data`` and ``eval_data`` choices."""
+    if tuple(sets) == ("ffpp", "dfdc_faces"):
+        intro = (f"FF++ c23 sample (142 clips), identity-grouped 5-fold CV, **video** AUC (mean "
+                 f"of frame scores; ± std over folds) | FF++ → DFDC dev crops ({head or 'all'} "
+                 f"rows), **image** AUC, fitted on all of FF++.")
+    else:  # the columns keep the study's names; say which data they hold
+        intro = (f"Not the study's data: the FF++ column is data={sets[0]} (identity-grouped "
+                 f"5-fold CV, **video** AUC, mean ± std over folds), the DFDC column "
+                 f"eval_data={sets[1]} ({head or 'all'} rows; frame-level AUC, fitted on all "
+                 f"of data={sets[0]}).")
+    lines = ["# Generalisation study", "", intro, "",
              "| group | row | FF++ in-dataset, video AUC | FF++ → DFDC dev, image AUC | "
              "dim | s |", "|---|---|---|---|---|---|"]
     for r in results:
@@ -355,47 +382,73 @@ def markdown(results: list[dict], head: int | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--head", type=int, default=2000,
-                   help="first N DFDC dev rows (0: all 8,329)")
-    p.add_argument("--rows", default="baselines,blocks,adapt,metric,sbi,degrade,identity,"
-                   "multisource,nested")
-    p.add_argument("--sbi-copies", type=int, default=2)
-    p.add_argument("--degrade-copies", type=int, default=1)
-    p.add_argument("--timm", action="append", default=[], metavar="NAME[=WEIGHTS]",
-                   help="a timm backbone for the timm rows: a model name or one of "
-                   f"{sorted(TIMM_PRESETS)}, with a local state dict (default: the model's "
-                   "weights in your Hugging Face hub cache; nothing is downloaded)")
-    p.add_argument("--append", action="store_true",
-                   help="keep the rows already in OUT/generalization.json (others rerun)")
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    os.environ.setdefault("OMP_NUM_THREADS", "2")
-    groups = set(a.rows.split(","))
-    a.out.mkdir(parents=True, exist_ok=True)
-    store = a.out / "generalization.json"
-    done = json.loads(store.read_text()) if a.append and store.is_file() else []
+def write(out: Path, results: list[dict], head: int | None,
+          sets: tuple[str, str] = ("ffpp", "dfdc_faces")) -> None:
+    """``generalization.json`` (the rows) and ``generalization.md`` (their table) into ``out``,
+    each written whole under its final name (a killed run keeps the rows written so far)."""
+    from deepmetric.storage import atomic_file
 
-    def write(results: list[dict]) -> None:  # after every row: a killed run keeps its rows
-        store.write_text(json.dumps(results, indent=1, default=str))
-        (a.out / "generalization.md").write_text(markdown(results, a.head or None))
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in (("generalization.json", json.dumps(results, indent=1, default=str)),
+                       ("generalization.md", markdown(results, head, sets))):
+        with atomic_file(out / name) as tmp:
+            Path(tmp).write_text(text)
 
+
+def study(cfg: DictConfig) -> list[dict]:
+    """Run the row groups of ``cfg.study.rows`` on the data of ``cfg`` (``conf/study.yaml``);
+    the rows are written into ``cfg.paths.output_dir`` after each row, and returned."""
+    rows_cfg = cfg.study.rows
+    groups = {rows_cfg} if isinstance(rows_cfg, str) else set(rows_cfg)
+    unknown = groups - set(ROW_GROUPS)
+    if unknown:
+        raise ValueError(f"study.rows: unknown row group(s) {sorted(unknown)}; "
+                         f"choose from {list(ROW_GROUPS)}")
+    out = Path(cfg.paths.output_dir)
+    head, sets = cfg.eval_data.get("head"), data_names()
+    done = []
+    if cfg.study.previous:
+        prev = Path(cfg.study.previous)
+        try:
+            done = json.loads(prev.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"study.previous={prev}: not a generalization.json "
+                             f"({exc})") from exc
+    if groups & USES_BEST and "blocks" not in groups and not any(
+            r.get("group") == "blocks" for r in done):
+        raise ValueError(f"study.rows: {sorted(groups & USES_BEST)} use the dev-set best "
+                         "blocks of the `blocks` rows: add blocks to study.rows, or give "
+                         "study.previous=<a generalization.json that has them>")
     plain = bool(groups & {"sbi", "degrade", "finetune", "paired"})  # default-margin copies
-    n_sbi = a.sbi_copies if plain or "geometry" in groups else 0
-    n_deg = a.degrade_copies if groups & {"degrade", "paired"} else 0
-    timm = [timm_backbone(spec) for spec in a.timm]
-    data = load_data(a.head or None, n_sbi, degrade_copies=n_deg,
+    n_sbi = int(cfg.study.sbi_copies) if plain or "geometry" in groups else 0
+    n_deg = int(cfg.study.degrade_copies) if groups & {"degrade", "paired"} else 0
+    timm = [timm_backbone(spec) for spec in cfg.study.timm]
+    data = load_data(cfg, n_sbi, degrade_copies=n_deg,
                      keep_crops="finetune" in groups, geometry="geometry" in groups,
                      default_copies=plain, landmarks="landmarks" in groups, timm=timm)
-    results = rows(data, groups, on_row=write, done=done, sbi_copies=n_sbi,
-                   degrade_copies=n_deg,
+    results = rows(data, groups, on_row=lambda r: write(out, r, head, sets), done=done,
+                   sbi_copies=n_sbi, degrade_copies=n_deg,
                    timm_blocks=tuple(b for e in timm for b in e.feature_names()))
-    write(results)
-    print(markdown(results, a.head or None))
-    return 0
+    write(out, results, head, sets)
+    return results
+
+
+def data_names(config: DictConfig | None = None) -> tuple[str, str]:
+    """The ``data`` and ``eval_data`` choices of this Hydra run (or of ``config``'s)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = (config.hydra.runtime.choices if config is not None
+               else HydraConfig.get().runtime.choices)
+    return str(choices.get("data")), str(choices.get("eval_data"))
+
+
+@hydra.main(version_base=None, config_path="conf", config_name="study")
+def main(cfg: DictConfig) -> None:
+    """``python -m experiments.generalization [-m] [overrides]``: see the module docstring."""
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    results = study(cfg)
+    print(markdown(results, cfg.eval_data.get("head"), data_names()))
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

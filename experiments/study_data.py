@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from hydra.utils import instantiate
+from omegaconf import DictConfig
 
-from experiments.builders import compose, extractor_for, load_items
+from experiments.builders import extractor_for, load_items
 
 __all__ = ["FACENET_BLOCKS", "MNV2_BLOCKS", "DEEPMETRIC", "Data", "load_data", "with_copies",
            "block_columns", "self_standardised"]
@@ -41,24 +42,25 @@ class Data:
         return np.concatenate([self.X[b] for b in blocks], axis=1)
 
 
-def load_data(head: int | None, sbi_copies: int, batch_size: int = 64,
+def load_data(cfg: DictConfig, sbi_copies: int, batch_size: int = 64,
               degrade_copies: int = 0, keep_crops: bool = False,
               geometry: bool = False, default_copies: bool = True,
               landmarks: bool = False, timm: tuple = ()) -> dict[str, Data]:
-    """FF++, its self-blended and degraded copies (when asked) and the DFDC dev crops, as
-    :class:`Data`; ``keep_crops`` keeps the face crops as block ``crops`` (uint8, flattened
-    160×160×3) for the fine-tuning rows; ``geometry`` adds ``ffpp_tight`` (FF++ cropped at
-    MTCNN's box, no margin), ``dfdc_whole`` (the DFDC crops taken whole as faces) and,
-    with ``sbi_copies``, ``sbi_tight`` (the self-blended copies cut at the tight box);
-    ``default_copies=False`` leaves out the copies cut with the default margin;
-    ``landmarks`` adds the FaceMesh geometry blocks (``facemesh/...``) of the crops;
-    ``timm`` (TimmEmbedders) adds their blocks, computed from the cached crops."""
+    """FF++, its self-blended and degraded copies (when asked) and the DFDC dev crops.
+
+    ``cfg.data`` and ``cfg.eval_data`` through ``cfg.extractor`` (the study's config,
+    ``conf/study.yaml``: exp=deepmetric's extractor, crops kept), as :class:`Data`.
+    ``keep_crops`` keeps the face crops as block ``crops`` (uint8, flattened 160×160×3) for
+    the fine-tuning rows; ``geometry`` adds ``ffpp_tight`` (FF++ cropped at MTCNN's box, no
+    margin), ``dfdc_whole`` (the DFDC crops taken whole as faces) and, with ``sbi_copies``,
+    ``sbi_tight`` (the self-blended copies cut at the tight box); ``default_copies=False``
+    leaves out the copies cut with the default margin; ``landmarks`` adds the FaceMesh
+    geometry blocks (``facemesh/...``) of the crops; ``timm`` (TimmEmbedders) adds their
+    blocks, computed from the cached crops."""
     from deepmetric.datasets.items import add_degraded, add_self_blended
     from deepmetric.features.backbones.facemesh import FaceMeshEmbedder
     from deepmetric.features.backbones.mobilenet import ImageNetEmbedder
-    
-    cfg = compose(["exp=deepmetric", "data=ffpp", "eval_data=dfdc_faces",
-                    f"eval_data.head={head if head else 'null'}", "extractor.save_crops=true"])
+
     extractor = instantiate(cfg.extractor, _convert_="all")
     mnv2 = ImageNetEmbedder(layers=[b.split("/", 1)[1] for b in MNV2_BLOCKS],
                             batch_size=batch_size, device="auto")

@@ -24,30 +24,11 @@ from experiments.summarize import summarize
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "experiments" / "conf"
-# A tiny demo (6 real + 6 self-blended clips, 3 faces each) and a quick pipeline.
-DEMO = {"n_clips": 6, "frames": 6}
-TINY = [f"data.n_clips={DEMO['n_clips']}", f"data.frames={DEMO['frames']}",
-        "extractor.n_frames=3", "projector.epochs=5", "cv.n_splits=2", "plots=false",
+# A quick pipeline (the tiny demo and its overrides: tests/experiments/conftest.py).
+TINY = ["extractor.n_frames=3", "projector.epochs=5", "cv.n_splits=2", "plots=false",
         "save_model=false", "extractor.progress=false"]
 
-pytestmark = pytest.mark.timeout(900)
-
-
-@pytest.fixture(scope="session")
-def sweep_env(tmp_path_factory) -> dict[str, str]:
-    """Environment of the sweep subprocesses: the shared test cache, outputs in tmp."""
-    return {**os.environ, "DEEPMETRIC_OUTPUTS": str(tmp_path_factory.mktemp("outputs")),
-            "DEEPMETRIC_CACHE": os.environ["DEEPMETRIC_CACHE"], "DEEPMETRIC_OFFLINE": "1",
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
-            "HYDRA_FULL_ERROR": "1"}
-
-
-@pytest.fixture(scope="session")
-def tiny_demo(sweep_env) -> pd.DataFrame:
-    """The tiny demo manifest, built once into the shared cache (where the jobs look)."""
-    from deepmetric.datasets import demo
-
-    return demo.load(Path(sweep_env["DEEPMETRIC_CACHE"]) / "demo", **DEMO)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _run(args: list[str], env: dict[str, str], timeout: int = 600):
@@ -64,7 +45,8 @@ def _sweep_dir(env: dict[str, str], name: str) -> Path:
 
 
 def test_local_grid_multirun_and_summary(sweep_env, tiny_demo):
-    _run(["-m", "projector.margin=0.2,0.5", "classifier=rf,sgd", *TINY], sweep_env)
+    _run(["-m", "projector.margin=0.2,0.5", "classifier=rf,sgd", *TINY, *tiny_demo.overrides],
+         sweep_env)
     sweep = _sweep_dir(sweep_env, "triplet_rf")
 
     df = summarize(sweep)
@@ -76,7 +58,7 @@ def test_local_grid_multirun_and_summary(sweep_env, tiny_demo):
     for _, row in df.iterrows():  # each row is its own job's metrics.json
         m = json.loads((Path(row["path"]) / "metrics.json").read_text())
         assert row["video_auc"] == pytest.approx(m["test"]["video"]["auc"])
-        assert m["data"]["n_videos"] == 2 * DEMO["n_clips"]
+        assert m["data"]["n_videos"] == len(tiny_demo.items)
 
     # the CLI writes summary.csv / summary.md into the multirun folder and prints the table
     cli = subprocess.run([sys.executable, "-m", "experiments.summarize", str(sweep)], cwd=REPO,
@@ -91,8 +73,8 @@ def test_local_grid_multirun_and_summary(sweep_env, tiny_demo):
 def test_submitit_local_launcher_runs_a_job(sweep_env, tiny_demo):
     """hydra-submitit-launcher 1.2.0 with this hydra-core and submitit: the job is pickled,
     run in a fresh process and its result comes back (the SLURM code path, no scheduler)."""
-    _run(["-m", "hydra/launcher=local", "name=submitit_local", "projector.margin=0.3", *TINY],
-         sweep_env)
+    _run(["-m", "hydra/launcher=local", "name=submitit_local", "projector.margin=0.3", *TINY,
+          *tiny_demo.overrides], sweep_env)
     sweep = _sweep_dir(sweep_env, "submitit_local")
     df = summarize(sweep)
     assert len(df) == 1 and df["status"].iloc[0] == "ok" and 0 <= df["video_auc"].iloc[0] <= 1
@@ -105,7 +87,7 @@ def test_optuna_sweep_in_sqlite(sweep_env, tiny_demo):
 
     # hydra.mode is MULTIRUN in the config: no -m
     _run(["+hparams_search=triplet_rf", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
-          *TINY], sweep_env)
+          *TINY, *tiny_demo.overrides], sweep_env)
     name = "triplet_rf_optuna"
     db = Path(sweep_env["DEEPMETRIC_OUTPUTS"]) / name / "optuna.db"
     assert db.is_file()  # its folder was made by SummaryCallback before the study opened
@@ -260,7 +242,7 @@ def test_two_jobs_extract_each_clip_once(tmp_path, tiny_demo, sweep_env):
     from deepmetric.features.cache import read_npz
     from deepmetric.features.extract import Extractor
 
-    items = tiny_demo.iloc[:4].reset_index(drop=True)
+    items = tiny_demo.items.iloc[:4].reset_index(drop=True)
     items.to_pickle(tmp_path / "items.pkl")
     (tmp_path / "extract.py").write_text(EXTRACT)
     cache = tmp_path / "sync" / "features"
@@ -297,7 +279,7 @@ def test_grid_sweep_on_the_slurm_test_cluster(sweep_env, tiny_demo, slurm_cluste
     env = {**slurm_cluster.env, **{k: v for k, v in sweep_env.items() if k.startswith(
         ("DEEPMETRIC_", "OMP_", "HYDRA_"))}, "OMP_NUM_THREADS": "1"}
     proc = _run(["-m", "hydra/launcher=slurm", "name=slurm_grid", "projector.margin=0.2,0.5",
-                 "classifier=rf,sgd", *TINY], env)
+                 "classifier=rf,sgd", *TINY, *tiny_demo.overrides], env)
     assert "sacct" not in proc.stdout + proc.stderr
     sweep = _sweep_dir(env, "slurm_grid")
     df = summarize(sweep)
