@@ -23,29 +23,6 @@ os.environ.setdefault("DEEPMETRIC_DATA", str(Path(os.environ["DEEPMETRIC_CACHE"]
 os.environ.setdefault("DEEPMETRIC_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-#: Modules whose tests run the real networks on real media (FaceNet, MTCNN, FaceMesh,
-#: fine-tuning, whole experiment runs): marked ``slow``. ``make test-fast`` leaves them
-#: out; ``make test`` (the CI contract) runs them.
-SLOW_MODULES = {
-    "tests/features/test_extract.py", "tests/features/test_shard.py",
-    "tests/features/backbones/test_weights.py", "tests/features/backbones/test_facenet.py",
-    "tests/features/backbones/test_facemesh.py", "tests/video/test_faces.py",
-    "tests/video/test_mtcnn.py", "tests/test_finetune.py", "tests/test_explain.py",
-    "tests/test_model.py", "tests/test_modelfile.py", "tests/test_reliability.py",
-    "tests/test_cli.py", "tests/notebooks/test_quickstart.py",
-    "tests/experiments/test_run.py", "tests/experiments/test_app.py",
-    "tests/experiments/test_app_browser.py", "tests/experiments/test_sweeps.py",
-    "tests/experiments/test_extract_slurm.py", "tests/experiments/test_summarize.py",
-    "tests/experiments/test_reports.py", "tests/augment/test_degrade.py", "tests/test_packaging.py",
-}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if Path(str(item.fspath)).relative_to(REPO).as_posix() in SLOW_MODULES:
-            item.add_marker(pytest.mark.slow)
-
-
 def pytest_sessionfinish(session, exitstatus):
     if _OWN_CACHE:
         shutil.rmtree(_OWN_CACHE, ignore_errors=True)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the real networks on real media
+
 LEGACY = Path(__file__).parent / "data" / "model-0.1.0.joblib"
 SCRIPT = Path(sys.executable).parent / "deepmetric"
 

@@ -26,6 +26,8 @@ from deepmetric.scorer import fake_scorer
 from deepmetric.learn.projector import TripletProjector
 from deepmetric.eval.scoring import frame_scores
 
+pytestmark = pytest.mark.slow  # the real networks on real media
+
 LAYERS = ["avgpool_1a", "repeat_1", "repeat_2", "repeat_3"]   # conf/embedder/facenet.yaml
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from deepmetric.finetune import FaceNetFineTuner
 
+pytestmark = pytest.mark.slow  # the real networks on real media
+
 
 @pytest.fixture(scope="module")
 def dfdc_crops(dfdc_dir):

@@ -16,6 +16,8 @@ from deepmetric.features.extract import Extractor
 from deepmetric.learn.projector import TripletProjector
 from deepmetric.model import DeepfakeModel, NoFaceError, TooFewFramesError
 
+pytestmark = pytest.mark.slow  # the real networks on real media
+
 LEGACY = Path(__file__).parent / "data" / "model-0.1.0.joblib"
 
 

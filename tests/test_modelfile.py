@@ -28,6 +28,8 @@ from deepmetric.learn.projector import TripletProjector
 from deepmetric.model import DeepfakeModel
 from deepmetric.modelfile import TRUSTED_TYPES, UntrustedModelError, file_format, schema_trees
 
+pytestmark = pytest.mark.slow  # the real networks on real media
+
 LEGACY = Path(__file__).parent / "data" / "model-0.1.0.joblib"
 
 

@@ -17,6 +17,8 @@ import pytest
 
 import deepmetric
 
+pytestmark = pytest.mark.slow  # builds, installs and runs the wheel
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -17,6 +17,8 @@ from deepmetric.datasets.items import validate_manifest
 from deepmetric.features.extract import Extractor
 from deepmetric.features.results import ExtractionError
 
+pytestmark = pytest.mark.slow  # the real networks on real media
+
 
 def _video(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
     h, w = frames[0].shape[:2] if frames else (48, 64)

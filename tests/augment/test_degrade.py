@@ -8,6 +8,8 @@ import pytest
 
 from deepmetric.augment.degrade import DegradeParams, degrade_crops, sample_degrade_params
 
+pytestmark = pytest.mark.slow  # the real networks on real media
+
 
 @pytest.fixture(scope="module")
 def crops(dfdc_dir) -> np.ndarray:

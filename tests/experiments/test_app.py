@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # the real networks on real media
+
 pytest.importorskip("sqlalchemy")
 
 CONF = Path(__file__).resolve().parents[2] / "experiments" / "conf"

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "experiments" / "conf"
 N_ITEMS = 40
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def _args(tmp: Path, name: str, *extra: str) -> list[str]:

@@ -10,6 +10,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the app's report store in real runs
+
 pytest.importorskip("sqlalchemy")
 
 from experiments.reports import (COLUMNS, LABELS, ReportStore, database_url,  # noqa: E402

@@ -14,6 +14,8 @@ from omegaconf import open_dict
 from deepmetric.model import DeepfakeModel, TooFewFramesError
 from experiments.run import run
 
+pytestmark = pytest.mark.slow  # the real networks on real media
+
 CONF = Path(__file__).resolve().parents[2] / "experiments" / "conf"
 
 

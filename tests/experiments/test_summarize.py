@@ -21,6 +21,8 @@ import yaml
 
 from experiments.summarize import main, summarize, to_markdown, write_summary
 
+pytestmark = pytest.mark.slow  # real sweeps on the demo
+
 REPO = Path(__file__).resolve().parents[2]
 
 

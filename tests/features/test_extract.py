@@ -1,4 +1,8 @@
-"""End-to-end extraction on real clips: cache, reruns, failures, interruption."""
+"""End-to-end extraction on real clips: cache, reruns, failures, interruption.
+
+The extraction machinery (cache, reruns, failures, a killed run resumed, clips of frames)
+runs on a cheap real detector and backbone (``cheap_parts``: whole frames, a small timm
+network): the fast tier. What depends on MTCNN or FaceNet themselves is marked ``slow``."""
 
 from __future__ import annotations
 
@@ -27,8 +31,8 @@ def small_manifest(ffpp_manifest):
     return pd.DataFrame(picks).reset_index(drop=True)
 
 
-def test_extract_then_rerun_does_nothing(tmp_path, small_manifest, detector, embedder):
-    ex = Extractor(detector, embedder, n_frames=4, cache_dir=tmp_path, spectrum_bins=8,
+def test_extract_then_rerun_does_nothing(tmp_path, small_manifest, cheap_parts):
+    ex = Extractor(*cheap_parts, n_frames=4, cache_dir=tmp_path, spectrum_bins=8,
                    progress=False)
     r1 = ex.run(small_manifest)
     assert (r1.n_extracted, r1.n_cached, r1.n_failed) == (3, 0, 0)
@@ -40,17 +44,29 @@ def test_extract_then_rerun_does_nothing(tmp_path, small_manifest, detector, emb
     assert time.perf_counter() - t < 5
     assert (r2.n_extracted, r2.n_cached) == (0, 3)
     assert [f.stat().st_mtime_ns for f in files] == mtimes
-    feats = ex.features(small_manifest, blocks=["embedding", "spectrum"])
-    assert feats.X.shape == (12, 512 + 8)
-    assert feats.blocks == {"embedding": slice(0, 512), "spectrum": slice(512, 520)}
-    np.testing.assert_allclose(np.linalg.norm(feats.X[:, :512], axis=1), 1, atol=1e-5)
+    (name,) = cheap_parts[1].feature_names()
+    feats = ex.features(small_manifest, blocks=[name, "spectrum"])
+    d = feats.blocks[name].stop
+    assert feats.X.shape == (12, d + 8) and d > 0
+    assert feats.blocks == {name: slice(0, d), "spectrum": slice(d, d + 8)}
     assert set(feats.frames["video_id"]) == set(small_manifest["video_id"])
     assert feats.y.tolist() == [0] * 4 + [1] * 8
     with pytest.raises(KeyError, match="feature block 'repeat_3'"):
         ex.features(small_manifest, blocks=["repeat_3"])
 
 
-def test_failures_are_recorded_and_work_is_kept(tmp_path, small_manifest, detector, embedder):
+@pytest.mark.slow
+def test_facenet_features_are_unit_embeddings_of_the_faces_found(tmp_path, small_manifest,
+                                                                 detector, embedder):
+    ex = Extractor(detector, embedder, n_frames=4, cache_dir=tmp_path, spectrum_bins=8,
+                   progress=False)
+    assert ex.run(small_manifest).n_faces == 12
+    feats = ex.features(small_manifest, blocks=["embedding", "spectrum"])
+    assert feats.blocks == {"embedding": slice(0, 512), "spectrum": slice(512, 520)}
+    np.testing.assert_allclose(np.linalg.norm(feats.X[:, :512], axis=1), 1, atol=1e-5)
+
+
+def test_failures_are_recorded_and_work_is_kept(tmp_path, small_manifest, cheap_parts):
     bad = tmp_path / "broken.mp4"
     bad.write_text("not a video")
     empty = tmp_path / "empty.mp4"
@@ -58,22 +74,23 @@ def test_failures_are_recorded_and_work_is_kept(tmp_path, small_manifest, detect
     extra = validate_manifest(pd.DataFrame({"path": [str(bad), str(empty)],
                                             "label": [1, 0]}))
     items = pd.concat([small_manifest.iloc[:1], extra], ignore_index=True)
-    ex = Extractor(detector, embedder, n_frames=2, cache_dir=tmp_path / "c", progress=False)
+    ex = Extractor(*cheap_parts, n_frames=2, cache_dir=tmp_path / "c", progress=False)
     with pytest.warns(UserWarning, match="2 item"):
         r = ex.run(items)
     assert r.n_extracted == 1 and r.n_failed == 2
     errors = {f["video_id"]: f["error"] for f in r.failures}
     assert "empty file" in errors["empty"] and "broken" in r.failures[0]["path"]
     assert "FAILED" in r.summary()
-    feats = ex.features(items)
+    feats = ex.features(items, blocks=cheap_parts[1].feature_names())
     assert set(feats.missing["video_id"]) == {"broken", "empty"}
-    strict = Extractor(detector, embedder, n_frames=2, cache_dir=tmp_path / "c",
+    strict = Extractor(*cheap_parts, n_frames=2, cache_dir=tmp_path / "c",
                        on_error="raise", progress=False)
     with pytest.raises(ExtractionError, match="broken.mp4"):
         strict.run(items)
     assert strict.cache.has(items.path[0])  # the finished clip is still there
 
 
+@pytest.mark.slow  # the real MTCNN / FaceNet
 def test_images_and_no_face_items(tmp_path, faces_dir, detector, embedder):
     from PIL import Image
 
@@ -91,16 +108,17 @@ def test_images_and_no_face_items(tmp_path, faces_dir, detector, embedder):
 
 
 
-def test_clip_items_become_the_frames_of_one_video(tmp_path, dfdc_dir, detector, embedder):
+def test_clip_items_become_the_frames_of_one_video(tmp_path, dfdc_dir, cheap_parts):
     from deepmetric.datasets import folder
     from deepmetric.learn.temporal import pool_frames
 
     crops = folder.load(dfdc_dir / "prepared_dataset", clip_regex=r"^([^-]+)-\d+-(\d+)$")
     crops = crops[crops["clip"].isin(["abqwwspghj-00", "aapnvogymq-01"])].reset_index(drop=True)
-    ex = Extractor(detector, embedder, cache_dir=tmp_path, progress=False)
+    ex = Extractor(*cheap_parts, cache_dir=tmp_path, progress=False)
     assert ex.run(crops).n_failed == 0
-    alone = ex.features(crops.drop(columns="clip"))
-    joined = ex.features(crops)
+    blocks = cheap_parts[1].feature_names()
+    alone = ex.features(crops.drop(columns="clip"), blocks)
+    joined = ex.features(crops, blocks)
     np.testing.assert_array_equal(joined.X, alone.X)  # same rows, only relabelled
     f = joined.frames
     assert f["item_id"].tolist() == alone.frames["video_id"].tolist()
@@ -116,28 +134,29 @@ def test_clip_items_become_the_frames_of_one_video(tmp_path, dfdc_dir, detector,
 SCRIPT = textwrap.dedent("""
     import sys, pandas as pd
     from deepmetric.features.extract import Extractor
+    from deepmetric.features.backbones.timm import TimmEmbedder
     from deepmetric.video.faces import FaceDetector
-    from deepmetric.features.backbones.facenet import FaceEmbedder
     items = pd.read_pickle(sys.argv[1])
-    Extractor(FaceDetector(device="cpu"), FaceEmbedder(device="cpu"), n_frames=2,
-              cache_dir=sys.argv[2], progress=False).run(items)
+    Extractor(FaceDetector(device="cpu", whole_image=True),
+              TimmEmbedder("resnet10t", sys.argv[3], image_size=64, device="cpu"),
+              n_frames=25, cache_dir=sys.argv[2], progress=False).run(items)
     print("DONE")
 """)
 
 
-def test_killed_run_resumes_to_identical_cache(tmp_path, ffpp_manifest):
-    items = ffpp_manifest.iloc[::18].reset_index(drop=True)  # 8 clips
+def test_killed_run_resumes_to_identical_cache(tmp_path, ffpp_manifest, cheap_weights):
+    items = ffpp_manifest.iloc[::9].reset_index(drop=True)  # 16 clips
     items.to_pickle(tmp_path / "items.pkl")
     script = tmp_path / "extract.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    run = lambda cache: subprocess.run(  # noqa: E731
-        [sys.executable, str(script), str(tmp_path / "items.pkl"), str(cache)],
-        env=env, capture_output=True, text=True, timeout=600)
+    args = lambda cache: [sys.executable, str(script), str(tmp_path / "items.pkl"),  # noqa: E731
+                          str(cache), str(cheap_weights)]
+    run = lambda cache: subprocess.run(args(cache), env=env, capture_output=True,  # noqa: E731
+                                       text=True, timeout=600)
 
     # interrupted run: SIGKILL once a few clips are cached
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "items.pkl"),
-                             str(tmp_path / "killed")], env=env)
+    proc = subprocess.Popen(args(tmp_path / "killed"), env=env)
     deadline = time.time() + 300
     while time.time() < deadline:
         done = list((tmp_path / "killed").glob("*/*.npz"))
@@ -156,6 +175,7 @@ def test_killed_run_resumes_to_identical_cache(tmp_path, ffpp_manifest):
     assert killed == clean
 
 
+@pytest.mark.slow  # the real MTCNN / FaceNet
 def test_self_blended_copies_share_the_detection_and_differ_in_the_face(
         tmp_path, small_manifest, detector, embedder):
     from deepmetric.datasets.items import add_self_blended
@@ -189,6 +209,7 @@ def test_self_blended_copies_share_the_detection_and_differ_in_the_face(
     assert len(copies) == 6 and (copies["label"] == 1).all() and (copies["role"] == "train").all()
 
 
+@pytest.mark.slow  # the real MTCNN / FaceNet
 def test_degraded_copies_of_every_item_are_training_only_and_differ_in_texture(
         tmp_path, small_manifest, detector, embedder):
     from deepmetric.datasets.items import ManifestError, add_degraded, add_self_blended
@@ -217,6 +238,7 @@ def test_degraded_copies_of_every_item_are_training_only_and_differ_in_texture(
     assert sorted(copies["label"].unique()) == [0, 1]  # labels kept: a real and a pseudo-fake
 
 
+@pytest.mark.slow  # the real MTCNN / FaceNet
 def test_crops_are_added_on_demand_and_serve_requests_without_them(
         tmp_path, small_manifest, detector, embedder):
     one = small_manifest.iloc[:1]
@@ -254,6 +276,7 @@ def test_malloc_trim_returns_fragmented_heap_memory():
     assert len(keep) == 500
 
 
+@pytest.mark.slow  # the real MTCNN / FaceNet
 def test_a_second_backbone_is_cached_beside_facenet_and_keys_the_cache(
         tmp_path, faces_dir, detector, embedder):
     from deepmetric.features.backbones.mobilenet import ImageNetEmbedder
@@ -274,6 +297,7 @@ def test_a_second_backbone_is_cached_beside_facenet_and_keys_the_cache(
     assert both.run(items).n_cached == 1
 
 
+@pytest.mark.slow  # the real MTCNN / FaceNet
 def test_a_self_blended_copy_leaves_out_faces_it_cannot_blend(tmp_path, shared_dir, embedder):
     """Faces taken whole have no landmarks: their self-blended copy would be the real image
     under a fake label, so the copy has no face there (reported), not a mislabelled one."""
@@ -293,6 +317,7 @@ def test_a_self_blended_copy_leaves_out_faces_it_cannot_blend(tmp_path, shared_d
         assert (r.no_face == [items["video_id"].iloc[1]]) == (faces == 0)
 
 
+@pytest.mark.slow  # the real MTCNN / FaceNet
 def test_images_are_embedded_in_batches_with_the_same_features_and_failures_alone(
         tmp_path, shared_dir, detector, embedder):
     """Single images go through FaceNet ``image_batch`` at a time: the cached features
@@ -347,6 +372,7 @@ class _CountingEmbedder:
         return getattr(self.inner, name)
 
 
+@pytest.mark.slow  # the real MTCNN / FaceNet
 def test_extract_items_batches_images_keeps_order_and_agrees_with_one_at_a_time(
         tmp_path, shared_dir, small_manifest, embedder):
     """What ``deepmetric predict`` runs on a folder: images ``image_batch`` at a time, a clip

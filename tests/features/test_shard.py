@@ -55,14 +55,13 @@ def test_merge_sums_finished_shards_and_names_the_failed_ones():
     assert merged["items_per_second"] == pytest.approx(0.75)
 
 
-def test_in_process_shards_fill_the_same_cache_as_one_run(tmp_path, shared_dir, detector,
-                                                          embedder):
+def test_in_process_shards_fill_the_same_cache_as_one_run(tmp_path, shared_dir, cheap_parts):
     from deepmetric.datasets.manifest import load
 
     items = load(shared_dir / "dfdc-faces" / "labels.csv", head=6)
-    one = Extractor(detector, embedder, cache_dir=tmp_path / "one", progress=False)
+    one = Extractor(*cheap_parts, cache_dir=tmp_path / "one", progress=False)
     assert one.run(items).n_extracted == 6
-    ex = Extractor(detector, embedder, cache_dir=tmp_path / "three", progress=False)
+    ex = Extractor(*cheap_parts, cache_dir=tmp_path / "three", progress=False)
     out = extract_sharded(ex, items, jobs=3, executor="none", folder=tmp_path / "shards",
                           progress=False)
     assert out.failed == [] and out.report["n_extracted"] == 6
@@ -76,11 +75,11 @@ def test_in_process_shards_fill_the_same_cache_as_one_run(tmp_path, shared_dir, 
 
 
 def test_a_locked_clip_is_skipped_and_revisited_not_waited_on(tmp_path, shared_dir,
-                                                              detector, embedder):
+                                                              cheap_parts):
     from deepmetric.datasets.manifest import load
 
     items = load(shared_dir / "dfdc-faces" / "labels.csv", head=3)
-    ex = Extractor(detector, embedder, cache_dir=tmp_path, progress=False)
+    ex = Extractor(*cheap_parts, cache_dir=tmp_path, progress=False)
     cache = ex.cache
     seen: list[int] = []
     held = threading.Event()

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+import pytest
+
+pytestmark = pytest.mark.slow  # runs the quickstart notebook end to end
 
 NB = Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb"
 

@@ -8,6 +8,8 @@ import pytest
 from deepmetric.video.faces import FaceDetector, crop_face
 from deepmetric.video.frames import read_frames, read_image
 
+pytestmark = pytest.mark.slow  # the real networks on real media
+
 
 def test_one_face_in_each_fixture_photo(detector, faces_dir):
     photos = sorted((faces_dir / "test_images").glob("*/*.jpg"))

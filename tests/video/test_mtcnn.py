@@ -12,6 +12,8 @@ from deepmetric.video.frames import read_frames, read_image
 from deepmetric.video.mtcnn import (_cumsum_table, detect_faces, resample_boxes, resample_images,
                               summed_area_table)
 
+pytestmark = pytest.mark.slow  # the real networks on real media
+
 
 def _real_frame(ffpp_dir) -> np.ndarray:
     return read_frames(ffpp_dir / "original_sequences" / "youtube" / "c23" / "videos"

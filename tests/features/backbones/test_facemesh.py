@@ -12,6 +12,8 @@ from PIL import Image
 from deepmetric.features.backbones.facemesh import (FaceMeshEmbedder, facemesh_weights_path,
                                           normalised_shape)
 
+pytestmark = pytest.mark.slow  # the real networks on real media
+
 #: sha256 of face_landmark.tflite in mediapipe-0.10.21 (FaceMesh v1)
 SHA256 = "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814"
 

@@ -7,6 +7,8 @@ import pytest
 
 from deepmetric.features.backbones.facenet import FaceEmbedder
 
+pytestmark = pytest.mark.slow  # the real networks on real media
+
 
 
 def test_embeddings_normalised_and_identity_separating(embedder, aligned):

