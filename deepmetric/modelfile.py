@@ -118,22 +118,20 @@ def save_model(obj: Any, path: str | os.PathLike) -> Path:
     """
     import skops.io as sio
 
+    from deepmetric.storage import atomic_file
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        sio.dump(_data_only(obj), tmp)
-        bad = untrusted_types(tmp)
-        if bad:
-            raise TypeError(f"{path}: the model holds types that a data file cannot hold "
-                            f"(they would be refused on load): {bad}")
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            sio.dump(_data_only(obj), tmp)
+            bad = untrusted_types(tmp)
+            if bad:
+                raise TypeError(f"{path}: the model holds types that a data file cannot hold "
+                                f"(they would be refused on load): {bad}")
     except OSError as exc:  # e.g. a full disk: name the file, leave no partial file
+        why = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
         raise OSError(exc.errno, f"{path}: could not write the model "
-                                 f"({exc.strerror or exc})") from exc
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+                                 f"({why.strerror or why})") from exc
     return path
 
 

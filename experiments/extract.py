@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from deepmetric.features.extract import Extractor
 from deepmetric.features.shard import ShardedExtraction, extract_sharded, failure_message
+from deepmetric.storage import atomic_write
 from experiments.builders import build_extractor, extractor_for, load_items, training_items
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def extract(cfg: DictConfig) -> int:
         result = extract_items(ex, rows, cfg.extract, tag)
         rep = result.report
         name = f"extraction{'' if tag == 'data' else '_' + tag}.json"
-        (out / name).write_text(json.dumps(rep, indent=1, default=str))
+        atomic_write(out / name, json.dumps(rep, indent=1, default=str))
         log.info("%s: %d items in %d shard(s) (%s): %d extracted, %d cached, %d failed, "
                  "%d in unfinished shards; %.1f s, %.2f items/s; report %s", tag,
                  rep["n_items"], rep["jobs"], rep["executor"], rep["n_extracted"],

@@ -29,6 +29,8 @@ from deepmetric.eval.evaluation import evaluate
 from deepmetric.features.results import FrameFeatures
 from deepmetric.model import DeepfakeModel
 from deepmetric.model_selection import check_two_classes
+from deepmetric.storage import atomic_file, atomic_write
+from deepmetric.text import spreadsheet_safe
 from experiments.builders import (backbone_provenance, build_extractor, extractor_for,
                                   load_items, objective, pipeline_specs,
                                   training_items)
@@ -39,8 +41,8 @@ log = logging.getLogger(__name__)
 TABLE_ROWS = ("auc", "accuracy", "precision", "recall", "f1", "ap", "eer")
 
 
-def _features(extractor, items: pd.DataFrame, blocks: list[str], out: Path,
-              tag: str, ext: DictConfig | None = None) -> tuple[FrameFeatures, dict]:
+def _features(extractor, items: pd.DataFrame, blocks: list[str], tag: str,
+              ext: DictConfig | None = None) -> tuple[FrameFeatures, dict]:
     if wants_sharding(ext) and not all(extractor.cache.has(p) for p in items["path"]):
         # a cold cache: shard the extraction first (extract.jobs / extract.executor)
         extract_items(extractor, items, ext, tag).raise_for_failures()
@@ -49,8 +51,6 @@ def _features(extractor, items: pd.DataFrame, blocks: list[str], out: Path,
     feats = extractor.features(items, blocks)
     rep = report.to_dict()
     rep["missing"] = feats.missing.to_dict("records")
-    (out / f"extraction{'' if tag == 'data' else '_' + tag}.json").write_text(
-        json.dumps(rep, indent=1, default=str))
     return feats, rep
 
 
@@ -81,13 +81,14 @@ def run(cfg: DictConfig) -> dict:
     trainable = items["role"].fillna("both") != "test" if "role" in items else items.index
     where = cfg.data.get("path") or cfg.data.get("root") or cfg.data.get("_target_")
     check_two_classes(items.loc[trainable, "label"], f"data ({where}, {len(items)} items)")
-    feats, rep = _features(extractor_for(extractor, cfg.data), items, blocks, out, "data",
+    feats, rep = _features(extractor_for(extractor, cfg.data), items, blocks, "data",
                            cfg.get("extract"))
+    reports = {"extraction.json": rep}
     cross = {}
     if cfg.get("eval_data"):
-        efeats, _ = _features(extractor_for(extractor, cfg.eval_data),
-                              load_items(cfg.eval_data, "eval_data"), blocks, out, "eval",
-                              cfg.get("extract"))
+        efeats, reports["extraction_eval.json"] = _features(
+            extractor_for(extractor, cfg.eval_data), load_items(cfg.eval_data, "eval_data"),
+            blocks, "eval", cfg.get("extract"))
         cross = {"cross_X": efeats.X, "cross_frames": efeats.frames}
     tcfg = cfg.get("temporal") or {}
     protocol = {"n_splits": int(cfg.cv.n_splits), "random_state": int(cfg.seed),
@@ -121,18 +122,21 @@ def run(cfg: DictConfig) -> dict:
         "extraction": {k: rep[k] for k in ("n_items", "n_extracted", "n_cached", "n_failed",
                                            "failures", "no_face", "missing")},
         "deepmetric_version": deepmetric.__version__,
-        "seconds": None,
+        "seconds": round(time.perf_counter() - t0, 2),
     }
+    # metrics.json first; each file whole or not at all (a full disk stops the run naming
+    # the file, and leaves nothing half-written under a final name)
+    atomic_write(out / "metrics.json", json.dumps(_jsonable(metrics), indent=1))
+    for fname, rep_ in reports.items():
+        atomic_write(out / fname, json.dumps(rep_, indent=1, default=str))
     for kind in ("frame", "video"):
-        pd.concat([getattr(r, f"{kind}_scores").assign(pipeline=n) for n, r in results.items()]
-                  ).to_csv(out / f"{kind}_scores.csv", index=False)
+        _csv(pd.concat([getattr(r, f"{kind}_scores").assign(pipeline=n)
+                        for n, r in results.items()]), out / f"{kind}_scores.csv")
         for n, r in results.items():
             if getattr(r, f"cross_{kind}_scores") is not None:
-                getattr(r, f"cross_{kind}_scores").assign(pipeline=n).to_csv(
-                    out / f"cross_{kind}_scores_{n}.csv", index=False)
-    (out / "results.md").write_text(results_markdown(metrics, cfg))
-    metrics["seconds"] = round(time.perf_counter() - t0, 2)
-    (out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1))
+                _csv(getattr(r, f"cross_{kind}_scores").assign(pipeline=n),
+                     out / f"cross_{kind}_scores_{n}.csv")
+    atomic_write(out / "results.md", results_markdown(metrics, cfg))
     if cfg.plots:
         _plots(out, results, pipelines, feats.X, feats.frames, cfg)
     if cfg.save_model:  # last: a model that cannot be written loses no metrics
@@ -146,6 +150,12 @@ def run(cfg: DictConfig) -> dict:
                             "test": metrics["test"]}).save(out / "model.skops")
     log.info("results in %s\n%s", out, (out / "results.md").read_text())
     return metrics
+
+
+def _csv(table: pd.DataFrame, path: Path) -> None:
+    """Write a score table atomically, its text cells unable to become spreadsheet formulas."""
+    with atomic_file(path) as tmp:
+        spreadsheet_safe(table).to_csv(tmp, index=False)
 
 
 def _plots(out: Path, results: dict, pipelines: dict, X: np.ndarray, frames: pd.DataFrame,
