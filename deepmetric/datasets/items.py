@@ -46,6 +46,7 @@ __all__ = [
     "add_self_blended",
     "add_degraded",
     "ROLES",
+    "media_under",
 ]
 
 #: Values of the optional ``role`` column.
@@ -232,6 +233,59 @@ def _check_clips(df: pd.DataFrame, source: str) -> None:
         raise ManifestError(f"{source} row {joined.index[i] + 1}: clip "
                             f"{joined['clip'].iloc[i]!r} is also the video_id of an item "
                             "outside it")
+
+
+def media_under(folder: str | os.PathLike, extensions: Iterable[str] | None = None
+                ) -> tuple[list[Path], list[str]]:
+    """The media files under a folder, recursively, and what was passed over and why.
+
+    Hidden files and folders (a name starting with ``.``) are left out. Symlinked folders
+    are followed, each real folder once (a link back into a folder already listed is
+    passed over); a broken link, a folder that cannot be listed and a media-named entry
+    that is not a regular file are passed over and named.
+
+    Parameters
+    ----------
+    folder : path-like
+        The folder to search.
+    extensions : iterable of str, optional
+        Lower-case extensions with the dot; default every image and video extension.
+
+    Returns
+    -------
+    files : list of pathlib.Path
+        The media files (paths through the folder, links not resolved), sorted.
+    skipped : list of str
+        ``"<path>: <why>"`` for each entry passed over, in the order met.
+    """
+    exts = frozenset(extensions) if extensions is not None \
+        else IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+    files: list[Path] = []
+    skipped: list[str] = []
+    seen: set[str] = set()
+
+    def unlisted(exc: OSError) -> None:
+        skipped.append(f"{exc.filename}: folder not listed ({exc.strerror or exc})")
+
+    for top, dirs, names in os.walk(folder, onerror=unlisted, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            skipped.append(f"{top}: link to a folder already listed ({real}), not followed "
+                           "again")
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            path = Path(top) / name
+            if name.startswith(".") or path.suffix.lower() not in exts:
+                continue
+            if path.is_file():
+                files.append(path)
+            else:
+                skipped.append(f"{path}: broken link" if path.is_symlink()
+                               else f"{path}: not a regular file")
+    return sorted(files), skipped
 
 
 def _relative_id(path: str, base: Path) -> str:

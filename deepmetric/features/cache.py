@@ -39,7 +39,8 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
-from deepmetric.storage import cache_root, file_lock
+from deepmetric.storage import atomic_file, atomic_write, cache_root, file_lock
+from deepmetric.text import printable
 
 __all__ = ["FeatureCache", "CacheError", "FingerprintIndex", "settings_hash",
            "content_fingerprint", "flush_fingerprints"]
@@ -62,32 +63,24 @@ def write_npz(path: Path, arrays: Mapping[str, np.ndarray],
     """Atomically write arrays as a reproducible ``.npz`` (fixed timestamps, sorted names).
 
     The bytes go to a unique temp file first, in ``tmp_dir`` (same file system; default
-    ``path``'s folder), named ``.<file name>.<pid>.<random>.tmp``, then replace ``path``.
+    ``path``'s folder), named ``.<file name>.<random>.tmp``, are flushed to disk, then
+    replace ``path`` (:func:`deepmetric.storage.atomic_file`: an error names ``path``).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    where = path.parent if tmp_dir is None else Path(tmp_dir)
-    where.mkdir(parents=True, exist_ok=True)
-    tmp = where / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED,
-                                 compresslevel=1) as zf:
-                for name in sorted(arrays):
-                    arr = np.asarray(arrays[name])
-                    if arr.dtype == object:
-                        raise TypeError(f"{name}: object arrays are not cached")
-                    buf = io.BytesIO()
-                    np.lib.format.write_array(buf, arr, allow_pickle=False)
-                    info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
-                    info.compress_type = zipfile.ZIP_DEFLATED
-                    info.external_attr = 0o644 << 16
-                    zf.writestr(info, buf.getvalue(), compresslevel=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    with atomic_file(path, tmp_dir) as tmp, open(tmp, "wb") as fh:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED,
+                             compresslevel=1) as zf:
+            for name in sorted(arrays):
+                arr = np.asarray(arrays[name])
+                if arr.dtype == object:
+                    raise TypeError(f"{name}: object arrays are not cached")
+                buf = io.BytesIO()
+                np.lib.format.write_array(buf, arr, allow_pickle=False)
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = 0o644 << 16
+                zf.writestr(info, buf.getvalue(), compresslevel=1)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def read_npz(path: Path, required: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
@@ -167,14 +160,11 @@ class FingerprintIndex:
         lines appended between this read and the removal are lost, so those files are
         hashed once more later: never a wrong fingerprint, at worst a repeated hash."""
         merged = self.folder / f"merged-{uuid.uuid4().hex[:12]}.tsv"
-        tmp = self.folder / f".{merged.name}.{os.getpid()}.tmp"
         try:
-            with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as fh:
+            with atomic_file(merged) as tmp, open(tmp, "w", encoding="utf-8",
+                                                  errors="surrogateescape") as fh:
                 fh.writelines(_index_line(k, fp) for k, fp in self._known.items())
-            os.replace(tmp, merged)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        except OSError:  # a read-only or full cache: the files stay as they are
             return
         for f in files:
             with contextlib.suppress(OSError):
@@ -282,11 +272,8 @@ class FeatureCache:
 
     def _ensure_dir(self) -> None:
         if not (self.dir / "settings.json").exists():
-            self.dir.mkdir(parents=True, exist_ok=True)
-            blob = json.dumps(self.settings, sort_keys=True, indent=1, default=str)
-            tmp = self.dir / f".settings.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp"
-            tmp.write_text(blob)
-            os.replace(tmp, self.dir / "settings.json")
+            atomic_write(self.dir / "settings.json",
+                         json.dumps(self.settings, sort_keys=True, indent=1, default=str))
 
     def path_for(self, media_path: str | os.PathLike, variant: str | None = None) -> Path:
         """The cache file of a media file (it need not exist).
@@ -301,29 +288,56 @@ class FeatureCache:
         return self.dir / f"{stem}-{fp}{tail}.npz"
 
     def has(self, media_path: str | os.PathLike, variant: str | None = None) -> bool:
-        """Whether a complete file exists for this media file (not read)."""
-        return self.path_for(media_path, variant).is_file()
+        """Whether a complete file exists for this media file (not read); False when the
+        media file cannot be read (it cannot be fingerprinted: it is extracted, and fails
+        there by name)."""
+        try:
+            path = self.path_for(media_path, variant)
+        except OSError:
+            return False
+        return path.is_file() or str(path) in _unsaved
 
     def load(self, media_path: str | os.PathLike,
              variant: str | None = None) -> dict[str, np.ndarray] | None:
-        """The cached arrays, or None when missing or corrupt (a corrupt file is moved aside)."""
-        path = self.path_for(media_path, variant)
+        """The cached arrays, or None when missing or corrupt (a corrupt file is moved aside)
+        or when the media file cannot be read."""
+        try:
+            path = self.path_for(media_path, variant)
+        except OSError:
+            return None
+        if str(path) in _unsaved:
+            return _unsaved[str(path)]
         if not path.is_file():
             return None
         try:
             return read_npz(path, self.REQUIRED)
         except CacheError as exc:
-            warnings.warn(f"{exc}; moved aside and will be extracted again", stacklevel=2)
+            warnings.warn(f"{printable(exc)}; moved aside and will be extracted again",
+                          stacklevel=2)
             with contextlib.suppress(OSError):
                 os.replace(path, path.with_suffix(".corrupt"))
             return None
 
     def save(self, media_path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
              variant: str | None = None) -> Path:
-        """Atomically write the arrays of one media file; returns the cache file."""
-        self._ensure_dir()
+        """Atomically write the arrays of one media file; returns the cache file.
+
+        A cache that cannot be written (read-only, full, over quota) stops nothing: the
+        arrays are kept in this process's memory instead, served by :meth:`load` and
+        :meth:`has` as if cached (not on disk: they are extracted again by the next
+        process), with one warning per cache folder naming it and the reason.
+        """
         path = self.path_for(media_path, variant)
-        write_npz(path, arrays, self.dir / "tmp")
+        try:
+            self._ensure_dir()
+            write_npz(path, arrays, self.dir / "tmp")
+        except OSError as exc:
+            _unsaved[str(path)] = {k: np.asarray(v) for k, v in arrays.items()}
+            if str(self.dir) not in _warned:
+                _warned.add(str(self.dir))
+                warnings.warn(f"feature cache {printable(self.dir)} cannot be written "
+                              f"({printable(exc.strerror or exc)}): features are kept in "
+                              "memory for this process, not cached", stacklevel=2)
         return path
 
     def clear_stale(self, media_path: str | os.PathLike, variant: str | None = None) -> int:
@@ -337,11 +351,11 @@ class FeatureCache:
         removed = 0
         try:
             names = os.listdir(self.dir / "tmp")
-        except FileNotFoundError:
+        except OSError:
             return 0
         for name in names:
             if name.startswith(prefix) and name.endswith(".tmp"):
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):  # gone, or a read-only cache
                     os.unlink(self.dir / "tmp" / name)
                     removed += 1
         return removed
@@ -375,6 +389,26 @@ class FeatureCache:
         bool
             True when this process holds the lock inside the block; False when another
             process holds it (nothing is held then: skip the file and come back later).
+            True without a lock when the cache cannot hold a lock file (read-only or
+            full): nothing is written to it then, so there is nothing to coordinate.
+
+        Raises
+        ------
+        OSError
+            The media file cannot be read (it cannot be fingerprinted).
         """
-        with file_lock(self._lock_path(media_path), blocking=blocking) as got:
+        self.path_for(media_path)  # the item's own error (unreadable) is raised, not hidden
+        with contextlib.ExitStack() as stack:
+            try:
+                got = stack.enter_context(file_lock(self._lock_path(media_path),
+                                                    blocking=blocking))
+            except OSError:  # a read-only or full cache
+                got = True
             yield got
+
+
+#: Arrays a cache could not write (read-only, full), by cache file: served to this process
+#: as if cached (:meth:`FeatureCache.save`).
+_unsaved: dict[str, dict[str, np.ndarray]] = {}
+#: Cache folders already warned about.
+_warned: set[str] = set()

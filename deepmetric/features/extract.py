@@ -28,7 +28,8 @@ from deepmetric.features.results import (ExtractionError, ExtractionReport, Fram
 from deepmetric.features.spectrum import SPECTRUM, radial_spectrum
 from deepmetric.storage import cache_root
 from deepmetric.video.faces import FaceCrops, FaceDetector
-from deepmetric.video.frames import MediaError, read_frames
+from deepmetric.text import printable
+from deepmetric.video.frames import MediaError, check_limits, read_frames
 
 __all__ = ["Extractor"]
 
@@ -194,7 +195,14 @@ class Extractor:
             unsupported or too large file, naming it). One bad file never stops the rest.
         seconds : float
             The item's share of the wall time (a batch's time is split over its images).
+
+        Raises
+        ------
+        ValueError
+            A bad ``DEEPMETRIC_MAX_PIXELS`` or ``DEEPMETRIC_MAX_CLIP_PIXELS``, before the
+            first file (one settings error, not one per file).
         """
+        check_limits()
         def prepare(path: str, frames_or_exc) -> list[tuple]:
             t = time.perf_counter()
             try:
@@ -306,6 +314,7 @@ class Extractor:
         """
         from tqdm.auto import tqdm
 
+        check_limits()  # a bad DEEPMETRIC_MAX_PIXELS is one settings error, not one per item
         cache = self.cache
         report = ExtractionReport(n_items=len(manifest))
         todo: dict[str, list[tuple[str, tuple]]] = {}  # path -> [(video_id, seeds)]
@@ -361,7 +370,7 @@ class Extractor:
         if report.short:
             warnings.warn(f"extraction: {len(report.short)} clip(s) yielded fewer frames than "
                           "asked (truncated or variable frame rate): " + ", ".join(
-                              f"{f['path']} ({f['read']} of {f['asked']})"
+                              f"{printable(f['path'])} ({f['read']} of {f['asked']})"
                               for f in report.short[:5]), stacklevel=2)
         return report
 
@@ -380,8 +389,16 @@ class Extractor:
         with ExitStack() as locks:
 
             def prepare(path: str, frames_or_exc) -> list[tuple]:
-                lock = cache.try_lock(path)
-                if not lock.__enter__():  # another job is on it: come back later
+                try:
+                    lock = cache.try_lock(path)
+                    got = lock.__enter__()
+                except OSError as exc:  # cannot be fingerprinted (e.g. unreadable)
+                    why = frames_or_exc if isinstance(frames_or_exc, MediaError) else exc
+                    for vid, _ in todo[path]:
+                        self._failed(vid, path, why, report)
+                        finished(1)
+                    return []
+                if not got:  # another job is on it: come back later
                     lock.__exit__(None, None, None)
                     busy.append(path)
                     return []

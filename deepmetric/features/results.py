@@ -10,6 +10,7 @@ import pandas as pd
 
 from deepmetric.features.cache import FeatureCache
 from deepmetric.features.copies import copy_seeds, variant_name
+from deepmetric.text import printable
 
 __all__ = ["ExtractionError", "ExtractionReport", "FrameFeatures", "read_features",
            "feature_keys"]
@@ -59,13 +60,15 @@ class ExtractionReport:
              f"in {self.seconds:.1f} s")
         if self.n_extracted:
             s += f" ({self.faces_per_second:.1f} faces/s)"
+        # names escaped: a file name cannot forge a line of the report
         for f in self.failures:
-            s += f"\n  FAILED {f['path']}: {f['error']}"
+            s += f"\n  FAILED {printable(f['path'])}: {printable(f['error'])}"
         if self.no_face:
             s += f"\n  no face in any frame: {len(self.no_face)} item(s): " \
-                 + ", ".join(self.no_face[:10]) + (" ..." if len(self.no_face) > 10 else "")
+                 + ", ".join(map(printable, self.no_face[:10])) \
+                 + (" ..." if len(self.no_face) > 10 else "")
         for f in self.short:
-            s += f"\n  SHORT {f['path']}: {f['read']} of {f['asked']} frames read"
+            s += f"\n  SHORT {printable(f['path'])}: {f['read']} of {f['asked']} frames read"
         return s
 
 
