@@ -47,6 +47,8 @@ __all__ = [
     "add_degraded",
     "ROLES",
     "media_under",
+    "MAX_LIST_BYTES",
+    "check_list_size",
 ]
 
 #: Values of the optional ``role`` column.
@@ -62,8 +64,28 @@ _LABELS: Mapping[str, int] = {
 }
 
 
+#: Largest list of items (a manifest CSV, a dataset's metadata file) read: 256 MiB, about
+#: two million rows, each a short line. Read whole into memory, a list is several times its
+#: size; a larger file is refused by name before it is read.
+MAX_LIST_BYTES = 256 * 2**20
+
+
 class ManifestError(ValueError):
     """A manifest row or column is invalid; the message names the row and the problem."""
+
+
+def check_list_size(path: str | os.PathLike, what: str = "manifest") -> None:
+    """Refuse a list of items larger than :data:`MAX_LIST_BYTES` before it is read.
+
+    Raises
+    ------
+    ManifestError
+        The file is larger; the message names it, its size and the bound.
+    """
+    size = os.stat(path).st_size
+    if size > MAX_LIST_BYTES:
+        raise ManifestError(f"{path}: {what} of {size / 2**20:.0f} MiB, over the limit of "
+                            f"{MAX_LIST_BYTES / 2**20:.0f} MiB for a list of items (split it)")
 
 
 def parse_label(value: object, *, where: str = "") -> int:
