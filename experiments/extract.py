@@ -27,7 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 from deepmetric.features.extract import Extractor
 from deepmetric.features.shard import ShardedExtraction, extract_sharded, failure_message
 from deepmetric.storage import atomic_write
-from experiments.builders import build_extractor, extractor_for, load_items, training_items
+from experiments.builders import (build_extractor, check_config, extractor_for, load_items,
+                                  training_items)
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ def extract(cfg: DictConfig) -> int:
         0 when every shard finished (items that fail to decode are listed in the report,
         as in ``experiments.run``), 1 when a shard did not finish.
     """
+    check_config(cfg)
     # the run's own readers: the same items, copies included, fill the same cache
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -31,8 +31,8 @@ from deepmetric.model import DeepfakeModel
 from deepmetric.model_selection import check_two_classes
 from deepmetric.storage import atomic_file, atomic_write
 from deepmetric.text import spreadsheet_safe
-from experiments.builders import (backbone_provenance, build_extractor, extractor_for,
-                                  load_items, objective, pipeline_specs,
+from experiments.builders import (backbone_provenance, build_extractor, check_config,
+                                  extractor_for, load_items, objective, pipeline_specs,
                                   training_items)
 from experiments.extract import extract_items, wants_sharding
 
@@ -72,6 +72,7 @@ def run(cfg: DictConfig) -> dict:
         "cross": ... (with eval_data), "pipelines": {name: ...}, "extraction": ...}``.
     """
     t0 = time.perf_counter()
+    check_config(cfg)  # out-of-range values fail here, before any work
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     np.random.seed(int(cfg.seed))
