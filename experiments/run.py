@@ -30,7 +30,7 @@ from deepmetric.features.results import FrameFeatures
 from deepmetric.model import DeepfakeModel
 from deepmetric.model_selection import check_two_classes
 from deepmetric.storage import atomic_file, atomic_write
-from deepmetric.text import spreadsheet_safe
+from deepmetric.text import printable, spreadsheet_safe
 from experiments.builders import (backbone_provenance, build_extractor, check_config,
                                   extractor_for, load_items, objective, pipeline_specs,
                                   training_items)
@@ -113,10 +113,12 @@ def run(cfg: DictConfig) -> dict:
         "name": str(cfg.name), "pipeline": first, "protocol": m0["protocol"],
         "test": m0["test"], "test_std": m0.get("test_std"), "per_method": m0["per_method"],
         **{k: m0[k] for k in ("cross", "cross_skipped", "cross_scored_by",
-                              "n_left_out_few_frames") if k in m0},
+                              "n_left_out_few_frames", "left_out_few_frames") if k in m0},
         "pipelines": {n: r.metrics for n, r in results.items()},
         "data": {"n_videos": int(len(items)),
-                 "n_scored_videos": int(feats.frames.video_id.nunique()),
+                 # videos a video-level model left out (< 2 frames) were not scored
+                 "n_scored_videos": int(feats.frames.video_id.nunique())
+                 - int(m0.get("n_left_out_few_frames", 0)),
                  "n_frames": int(len(feats.frames)), "features": blocks,
                  "dim": int(feats.X.shape[1]), "temporal": protocol["temporal"],
                  "backbones": backbone_provenance(extractor)},
@@ -214,6 +216,12 @@ def results_markdown(metrics: dict, cfg: DictConfig) -> str:
                     _fmt(r.get("cross", {}).get(level, {}).get(row, math.nan))
                     for r in pipes.values()) + " |")
         lines.append("")
+    if metrics.get("left_out_few_frames"):
+        left = metrics["left_out_few_frames"]
+        lines += ["## left out", "", f"{len(left)} video(s) with a face in fewer than 2 "
+                  "frames: a video-level model cannot score them: "
+                  + ", ".join(printable(v) for v in left[:20])
+                  + (" ..." if len(left) > 20 else "") + ".", ""]
     if metrics.get("cross_skipped"):
         lines += ["## cross-dataset", "", f"Not scored: {metrics['cross_skipped']}.", ""]
     ex = metrics["extraction"]
