@@ -109,25 +109,26 @@ def load(
     patterns = {key: _compile(regex, key) for key, regex in
                 (("group", group_regex), ("clip", clip_regex)) if regex is not None}
 
-    rows = []
+    rows, skipped = [], []
     for label, dirs in ((0, real_dirs), (1, fake_dirs)):
         for d in dirs:
             folder = root / d
             if not folder.is_dir():
                 raise ManifestError(f"{root}: {'real' if label == 0 else 'fake'} folder "
                                     f"{d!r} not found")
-            found, skipped = media_under(folder, exts)
-            if skipped:
-                warnings.warn(f"folder {printable(root)}: {len(skipped)} entr"
-                              f"{'y' if len(skipped) == 1 else 'ies'} passed over: "
-                              + "; ".join(map(printable, skipped[:10]))
-                              + (" ..." if len(skipped) > 10 else ""), stacklevel=2)
+            found, passed = media_under(folder, exts)
+            skipped += passed
             for f in found:
                 keys = {key: _key(f, pattern, key) for key, pattern in patterns.items()}
                 keys.setdefault("group", keys.get("clip", f.stem))
                 rows.append(dict(path=str(f), label=label,
                                  video_id=f.relative_to(root).as_posix(),
                                  method="real" if label == 0 else d, **keys))
+    if skipped:
+        warnings.warn(f"folder {printable(root)}: {len(skipped)} entr"
+                      f"{'y' if len(skipped) == 1 else 'ies'} passed over: "
+                      + "; ".join(map(printable, skipped[:10]))
+                      + (" ..." if len(skipped) > 10 else ""), stacklevel=2)
     if not rows:
         raise ManifestError(f"{root}: no file with extension in {sorted(exts)} under "
                             f"{real_dirs + fake_dirs}")
