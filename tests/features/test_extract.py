@@ -489,3 +489,40 @@ def test_an_unreadable_file_and_a_read_only_cache_stop_no_run(tmp_path, faces_di
     assert any(f"feature cache {cache}/" in w and "cannot be written" in w
                and "kept in memory" in w for w in out["warnings"]), out["warnings"]
     assert sorted(p.relative_to(cache) for p in cache.rglob("*")) == before
+
+
+def test_one_file_under_several_groups_is_one_group(tmp_path, faces_dir, cheap_parts):
+    """Issue #33: the same file under three groups (itself, a symlink, a copy) was accepted,
+    so a grouped split could train on a file and test on it again; the groups are joined."""
+    import shutil
+
+    a, b, c = sorted((faces_dir / "test_images").rglob("1.jpg"))[:3]
+    (link := tmp_path / "link.jpg").symlink_to(a)
+    shutil.copyfile(a, copy := tmp_path / "copy.jpg")
+    items = validate_manifest(pd.DataFrame({
+        "path": [str(a), str(b), str(link), str(c), str(copy)], "label": [0, 1, 0, 1, 0],
+        "video_id": ["a", "b", "a-link", "c", "a-copy"],
+        "group": ["g-a", "g-b", "g-link", "g-c", "g-copy"]}))
+    ex = Extractor(*cheap_parts, n_frames=1, cache_dir=tmp_path / "c", progress=False)
+    ex.run(items)
+    with pytest.warns(UserWarning, match=r"the same file under several identity groups: 2 "
+                                         r"group\(s\) joined") as said:
+        feats = ex.features(items, cheap_parts[1].feature_names())
+    assert dict(zip(feats.frames["video_id"], feats.frames["group"])) == {
+        "a": "g-a", "b": "g-b", "a-link": "g-a", "c": "g-c", "a-copy": "g-a"}
+    assert f"{a} (g-a) = {copy} (g-copy)" in str(said[0].message)
+
+
+def test_a_bad_pixel_bound_is_one_settings_error_not_one_per_item(tmp_path, faces_dir,
+                                                                  cheap_parts, monkeypatch):
+    """Issue #33: DEEPMETRIC_MAX_PIXELS=abc gave an error per image instead of one."""
+    photos = sorted((faces_dir / "test_images").rglob("1.jpg"))[:2]
+    items = validate_manifest(pd.DataFrame({"path": [str(p) for p in photos], "label": [0, 1]}))
+    ex = Extractor(*cheap_parts, n_frames=1, cache_dir=tmp_path / "c", progress=False)
+    monkeypatch.setenv("DEEPMETRIC_MAX_PIXELS", "abc")
+    with pytest.raises(ValueError, match="DEEPMETRIC_MAX_PIXELS must be a number of pixels, "
+                                         "got 'abc'"):
+        ex.run(items)
+    with pytest.raises(ValueError, match="DEEPMETRIC_MAX_PIXELS"):
+        next(ex.extract_items(items["path"]))
+    assert not list((tmp_path / "c").rglob("*.npz"))
