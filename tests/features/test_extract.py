@@ -517,7 +517,8 @@ def test_a_bad_pixel_bound_is_one_settings_error_not_one_per_item(tmp_path, face
                                                                   cheap_parts, monkeypatch):
     """Issue #33: DEEPMETRIC_MAX_PIXELS=abc gave an error per image instead of one."""
     photos = sorted((faces_dir / "test_images").rglob("1.jpg"))[:2]
-    items = validate_manifest(pd.DataFrame({"path": [str(p) for p in photos], "label": [0, 1]}))
+    items = validate_manifest(pd.DataFrame({"path": [str(p) for p in photos], "label": [0, 1],
+                                            "video_id": ["a", "b"]}))
     ex = Extractor(*cheap_parts, n_frames=1, cache_dir=tmp_path / "c", progress=False)
     monkeypatch.setenv("DEEPMETRIC_MAX_PIXELS", "abc")
     with pytest.raises(ValueError, match="DEEPMETRIC_MAX_PIXELS must be a number of pixels, "
