@@ -8,7 +8,9 @@
   (new paths, new modification times) keeps its cache. The hash is computed once per
   file state (path, inode, size, modification and change times), and kept on disk in
   ``<root>/fingerprints/`` (:class:`FingerprintIndex`), so the run after a sharded
-  extraction does not read every file again.
+  extraction does not read every file again. A cache file keeps a sample of its source
+  (:func:`source_sample`): a fingerprint read from the index is checked against it before
+  the file is served, so an index line cannot serve one file's features for another.
 - Writes are atomic (a unique temp file in ``<dir>/tmp/``, fsync, ``os.replace``): a run
   killed midway leaves either no file or a complete one, never a partial file under the
   final name; the next job to take the clip's lock removes a killed writer's temp file.
@@ -43,7 +45,7 @@ from deepmetric.storage import atomic_file, atomic_write, cache_root, file_lock
 from deepmetric.text import printable
 
 __all__ = ["FeatureCache", "CacheError", "FingerprintIndex", "settings_hash",
-           "content_fingerprint", "flush_fingerprints"]
+           "content_fingerprint", "flush_fingerprints", "source_sample", "SOURCE"]
 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -228,10 +230,9 @@ def content_fingerprint(path: str | os.PathLike,
     """
     p = os.path.abspath(path)
     try:
-        st = os.stat(p)
+        memo = _state(p)
     except FileNotFoundError:
         return hashlib.sha1(f"missing|{p}".encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    memo = (p, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if memo in _fingerprints:
         return _fingerprints[memo]
     store = None
@@ -240,8 +241,9 @@ def content_fingerprint(path: str | os.PathLike,
         known = store.get(memo)
         if known is not None:
             _fingerprints[memo] = known
+            _from_index.add(memo)  # another process's word: checked before it is served
             return known
-    h = hashlib.blake2b(f"{st.st_size}|".encode(), digest_size=8)
+    h = hashlib.blake2b(f"{memo[2]}|".encode(), digest_size=8)
     with open(p, "rb") as fh:
         while chunk := fh.read(_CHUNK):
             h.update(chunk)
@@ -249,6 +251,40 @@ def content_fingerprint(path: str | os.PathLike,
     if store is not None:
         store.put(memo, _fingerprints[memo])
     return _fingerprints[memo]
+
+
+def _state(path: str) -> tuple:
+    """What identifies a file's content between two hashes: absolute path, inode, size,
+    modification and change times (ns)."""
+    st = os.stat(path)
+    return (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+#: file states whose fingerprint came from the on-disk index (another process's line, not
+#: hashed here): a cache file is served for them only when its source sample matches
+_from_index: set[tuple] = set()
+#: the array a cache file keeps of its source (:func:`source_sample`)
+SOURCE = "source_sample"
+#: bytes of a file's head and of its tail in :func:`source_sample`
+_SAMPLE = 64 * 1024
+
+
+def source_sample(path: str | os.PathLike) -> np.ndarray:
+    """A digest of a file's size, first and last 64 KiB: uint8 (16,).
+
+    Each cache file keeps the sample of the media file it was extracted from, so that a
+    fingerprint read from the index (a line another process wrote, or a forged one) is
+    checked against the file itself, reading 128 KiB rather than the whole file, before
+    another file's features are served for it.
+    """
+    size = os.stat(path).st_size
+    h = hashlib.blake2b(f"{size}|".encode(), digest_size=16)
+    with open(path, "rb") as fh:
+        h.update(fh.read(_SAMPLE))
+        if size > _SAMPLE:
+            fh.seek(max(_SAMPLE, size - _SAMPLE))
+            h.update(fh.read(_SAMPLE))
+    return np.frombuffer(h.digest(), np.uint8).copy()
 
 
 class FeatureCache:
@@ -310,13 +346,37 @@ class FeatureCache:
         if not path.is_file():
             return None
         try:
-            return read_npz(path, self.REQUIRED)
+            arrays = read_npz(path, self.REQUIRED)
         except CacheError as exc:
             warnings.warn(f"{printable(exc)}; moved aside and will be extracted again",
                           stacklevel=2)
             with contextlib.suppress(OSError):
                 os.replace(path, path.with_suffix(".corrupt"))
             return None
+        if self._from_a_wrong_index_entry(media_path, arrays):
+            return self.load(media_path, variant)  # under the file's own fingerprint
+        return arrays
+
+    def _from_a_wrong_index_entry(self, media_path: str | os.PathLike,
+                                  arrays: Mapping[str, np.ndarray]) -> bool:
+        """Whether ``arrays`` were found through an index entry that the media file's own
+        sample contradicts; if so the entry is dropped and the file hashed here."""
+        p = os.path.abspath(media_path)
+        try:
+            memo = _state(p)
+            if memo not in _from_index or SOURCE not in arrays:
+                return False  # hashed here, or a file written before samples were kept
+            _from_index.discard(memo)
+            if np.array_equal(arrays[SOURCE], source_sample(p)):
+                return False
+        except OSError:
+            return False
+        warnings.warn(f"{printable(p)}: the fingerprint index named another file's features "
+                      f"for it ({_fingerprints[memo]}); the file was hashed again",
+                      stacklevel=3)
+        del _fingerprints[memo]
+        content_fingerprint(p)  # no index: its own bytes
+        return True
 
     def save(self, media_path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
              variant: str | None = None) -> Path:
@@ -328,6 +388,7 @@ class FeatureCache:
         process), with one warning per cache folder naming it and the reason.
         """
         path = self.path_for(media_path, variant)
+        arrays = {**arrays, SOURCE: source_sample(media_path)}
         try:
             self._ensure_dir()
             write_npz(path, arrays, self.dir / "tmp")

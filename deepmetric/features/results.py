@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from deepmetric.features.cache import FeatureCache, content_fingerprint
+from deepmetric.features.cache import SOURCE, FeatureCache, content_fingerprint
 from deepmetric.features.copies import copy_seeds, variant_name
 from deepmetric.text import printable
 
@@ -248,5 +248,5 @@ def joined_groups(cache: FeatureCache, manifest: pd.DataFrame) -> dict[str, str]
 def feature_keys(arrays: dict) -> list[str]:
     """The feature blocks of a cached item's arrays (not its frame metadata or crops)."""
     meta = {"frame_index", "found", "prob", "box", "landmarks", "n_faces", "n_total", "fps",
-            "n_asked", "crops"}
+            "n_asked", "crops", SOURCE}
     return [k for k in arrays if k not in meta]
