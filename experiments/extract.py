@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from deepmetric.features.extract import Extractor
 from deepmetric.features.shard import ShardedExtraction, extract_sharded, failure_message
 from deepmetric.storage import atomic_write
+from deepmetric.text import printable
 from experiments.builders import (build_extractor, check_config, extractor_for, load_items,
                                   training_items)
 
@@ -98,7 +99,7 @@ def extract(cfg: DictConfig) -> int:
                  rep["n_cached"], rep["n_failed"], rep["n_unfinished"], rep["seconds"],
                  rep["items_per_second"], out / name)
         for f in rep["failures"][:20]:
-            log.warning("FAILED item %s: %s", f["path"], f["error"])
+            log.warning("FAILED item %s: %s", printable(f["path"]), printable(f["error"]))
         if result.failed:
             log.error("%s", failure_message(rep))
             status = 1

@@ -423,7 +423,7 @@ class Extractor:
                                       else frames_or_exc,
                                       copy_faces(path, frames_or_exc.images, faces, seed,
                                                  self.detector)))
-                    except (MediaError, ValueError, RuntimeError, OSError) as exc:
+                    except Exception as exc:  # noqa: BLE001 — one item's, recorded by name
                         self._failed(vid, path, exc, report)
                         finished(1)
                 return units
@@ -453,7 +453,7 @@ class Extractor:
                 report.n_extracted += 1
                 report.n_frames += int(len(arr["found"]))
                 report.n_faces += int(arr["found"].sum())
-            except (MediaError, ValueError, RuntimeError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 — one item's, recorded by name
                 self._failed(vid, path, exc, report)
             finally:
                 finished(1)
@@ -461,7 +461,9 @@ class Extractor:
     def _failed(self, vid: str, path: str, exc: BaseException,
                 report: ExtractionReport) -> None:
         """Record a failed item (``on_error="skip"``) or stop with :class:`ExtractionError`."""
-        msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+        text = str(exc) if isinstance(exc, (MediaError, ValueError, RuntimeError, OSError)) \
+            else f"{type(exc).__name__}: {exc}"  # unexpected: say what kind of error
+        msg = text if str(path) in text else f"{path}: {text}"
         if self.on_error == "raise":
             raise ExtractionError(msg) from exc
         report.failures.append({"video_id": vid, "path": path,
