@@ -7,7 +7,9 @@
 
 Outputs in the Hydra run dir: ``metrics.json``, ``results.md``, ``frame_scores.csv``,
 ``video_scores.csv``, ``roc.png``, ``triplet_scatter.png``, ``model.skops`` (the fitted
-model as data, see :mod:`deepmetric.modelfile`), ``extraction.json``.
+model as data, see :mod:`deepmetric.modelfile`), ``extraction.json``. ``metrics.json`` is
+written first and the model last; each file is written whole or not at all (a full disk
+stops the run with an error naming the file, and leaves no half-written file).
 """
 
 from __future__ import annotations
