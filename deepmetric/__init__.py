@@ -2,8 +2,9 @@
 
 The package's folders are its layers, bottom first; each imports only the ones below it:
 
-- ``device``, ``storage``, ``cluster``, ``params``: services shared by every layer (device
-  choice, cache and data folders, job scheduling, estimator parameter checks);
+- ``device``, ``storage``, ``cluster``, ``params``, ``text``: services shared by every
+  layer (device choice, cache and data folders and atomic writes, job scheduling,
+  estimator parameter checks, names escaped for printing and CSV cells);
 - ``model_selection``: identity-grouped splits, on arrays;
 - ``augment``: image operators (self-blending, degradation);
 - ``datasets``: the manifest (``items``) and one adapter per dataset layout;

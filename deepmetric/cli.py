@@ -30,21 +30,37 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from deepmetric.datasets.items import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from deepmetric.datasets.items import media_under
+from deepmetric.text import printable
 
 __all__ = ["main", "media_files"]
 
 
 def media_files(paths: Sequence[str | Path]) -> list[Path]:
-    """Expand folders into their media files (sorted); files are kept as given."""
+    """Expand folders into their media files (sorted, symlinked folders followed); files are
+    kept as given. Entries of a folder passed over (a broken link, a folder that cannot be
+    listed) are named on stderr."""
     out: list[Path] = []
-    exts = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts)
+            found, skipped = media_under(p)
+            out += found
+            for why in skipped:
+                _say(f"deepmetric predict: passed over {why}", sys.stderr)
         else:
             out.append(p)
     return out
+
+
+def _say(text: str, file=None) -> None:
+    """Print one line whatever the locale: names escaped (:func:`deepmetric.text.printable`
+    is applied by the callers), anything the stream cannot encode replaced."""
+    stream = sys.stdout if file is None else file
+    try:
+        print(text, file=stream, flush=True)
+    except UnicodeEncodeError:
+        enc = getattr(stream, "encoding", None) or "ascii"
+        print(text.encode(enc, "backslashreplace").decode(enc), file=stream, flush=True)
 
 
 def _problem(path: Path, exc: Exception) -> str:
@@ -64,46 +80,46 @@ def _problem(path: Path, exc: Exception) -> str:
 
 def _predict(args: argparse.Namespace) -> int:
     from deepmetric.model import DeepfakeModel
-
     from deepmetric.modelfile import UntrustedModelError
+    from deepmetric.video.frames import check_limits
 
     try:
+        check_limits()  # a bad DEEPMETRIC_MAX_PIXELS: one settings error, not one per file
         model = DeepfakeModel.load(args.model, trust_pickle=args.trust_pickle)
-    except (FileNotFoundError, UntrustedModelError, TypeError) as exc:
-        print(f"deepmetric predict: {exc}", file=sys.stderr)
+    except (FileNotFoundError, UntrustedModelError, TypeError, ValueError) as exc:
+        _say(f"deepmetric predict: {printable(exc)}", sys.stderr)
         return 2
     if args.threshold is not None:
         model.threshold = args.threshold  # this run's verdicts only; the file is unchanged
     files = media_files(args.paths)
     if not files:
-        print(f"no media file found in {args.paths}", file=sys.stderr)
+        _say(f"no media file found in {printable(' '.join(map(str, args.paths)))}", sys.stderr)
         return 2
     failed: list[tuple[Path, str]] = []
     for f, (_, r) in zip(files, model.predict_many(files)):
+        name = printable(f)  # a name cannot forge a line, nor stop the batch
         if isinstance(r, Exception):  # one item never stops the batch
             problem = _problem(f, r)
             failed.append((f, problem))
             rec = {"path": str(f), "error": problem, "error_type": type(r).__name__}
-            print(json.dumps(rec) if args.json else f"ERROR   {f}: {problem}", flush=True)
+            _say(json.dumps(rec) if args.json else f"ERROR   {name}: {printable(problem)}")
             continue
         frames = r.pop("frame_scores")
         if args.json:
             if args.frames:
                 r["frames"] = frames.to_dict("records")
-            print(json.dumps(r), flush=True)
+            _say(json.dumps(r))
         else:
-            print(f"{r['verdict'].upper():7s} {r['score']:.3f}  {f}  "
-                  f"({r['n_faces']}/{r['n_frames']} frames with a face, {r['seconds']:.1f} s)")
+            _say(f"{r['verdict'].upper():7s} {r['score']:.3f}  {name}  "
+                 f"({r['n_faces']}/{r['n_frames']} frames with a face, {r['seconds']:.1f} s)")
             if args.frames:
                 for row in frames.itertuples(index=False):
-                    print(f"    frame {int(row.frame_index):6d}  score {row.score:.3f}  "
-                          f"face p={row.prob:.3f}")
-            sys.stdout.flush()
+                    _say(f"    frame {int(row.frame_index):6d}  score {row.score:.3f}  "
+                         f"face p={row.prob:.3f}")
     if failed:
-        print(f"deepmetric predict: {len(failed)} of {len(files)} item(s) failed:",
-              file=sys.stderr)
+        _say(f"deepmetric predict: {len(failed)} of {len(files)} item(s) failed:", sys.stderr)
         for f, problem in failed:
-            print(f"  {f}: {problem}", file=sys.stderr)
+            _say(f"  {printable(f)}: {printable(problem)}", sys.stderr)
         return 1
     return 0
 

@@ -23,10 +23,12 @@ import json
 import os
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["TRUSTED_TYPES", "UntrustedModelError", "save_model", "load_model", "file_format"]
+__all__ = ["TRUSTED_TYPES", "UntrustedModelError", "save_model", "load_model", "file_format",
+           "read_schema", "MAX_SCHEMA_BYTES", "MAX_SCHEMA_DEPTH", "MAX_MODEL_BYTES"]
 
 #: deepmetric classes a model file may hold (with skops' defaults: sklearn, numpy, builtins).
 TRUSTED_TYPES: tuple[str, ...] = (
@@ -48,6 +50,16 @@ TRUSTED_TYPES: tuple[str, ...] = (
 #: read outside its arrays. It is trusted here only after :func:`_check_trees` has checked
 #: every tree's indices in the file, before anything is built.
 TREE = "sklearn.tree._tree.Tree"
+
+#: Largest ``schema.json`` a model file may hold, as its zip declares it uncompressed: 64 MiB
+#: (a fitted model's schema is tens of KiB; its arrays are members of their own). A member
+#: that inflates past its declared size fails its CRC check when read, so reads are bounded.
+MAX_SCHEMA_BYTES = 64 * 2**20
+#: Deepest nesting of the schema's JSON (a fitted model's is about 20; skops walks it
+#: recursively, and a deeper one would exhaust the interpreter's stack).
+MAX_SCHEMA_DEPTH = 100
+#: Most bytes all members of a model file may inflate to, as declared: 8 GiB.
+MAX_MODEL_BYTES = 8 * 2**30
 
 #: How compressed joblib pickles start (zlib, gzip, bz2, xz, lzma, lz4).
 _JOBLIB_MAGIC = (b"ZF", b"\x78", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x5d\x00\x00",
@@ -82,12 +94,84 @@ def file_format(path: str | os.PathLike) -> str:
     return "unknown"
 
 
+def read_schema(path: str | os.PathLike) -> dict:
+    """The schema of a ``.skops`` file, read within bounds before anything else reads it.
+
+    Refuses a file whose members would inflate past :data:`MAX_MODEL_BYTES`, whose
+    ``schema.json`` would inflate past :data:`MAX_SCHEMA_BYTES` or nests deeper than
+    :data:`MAX_SCHEMA_DEPTH`, or that is not a readable zip with a JSON schema: memory is
+    bounded by these, not by what the file claims, and nothing in it is built.
+
+    Returns
+    -------
+    dict
+        The parsed schema.
+
+    Raises
+    ------
+    UntrustedModelError
+        The file is refused; the message names it and the bound it exceeds.
+    """
+    def refuse(why: str) -> UntrustedModelError:
+        return UntrustedModelError(f"{path}: refused: {why}; nothing in it was loaded")
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            total = sum(i.file_size for i in zf.infolist())
+            if total > MAX_MODEL_BYTES:
+                raise refuse(f"its members would inflate to {total / 2**30:.1f} GiB, over the "
+                             f"limit of {MAX_MODEL_BYTES / 2**30:.0f} GiB")
+            info = zf.getinfo("schema.json")
+            if info.file_size > MAX_SCHEMA_BYTES:
+                raise refuse(f"its schema.json would inflate to {info.file_size / 2**20:.1f} "
+                             f"MiB, over the limit of {MAX_SCHEMA_BYTES / 2**20:.0f} MiB")
+            with zf.open(info) as fh:
+                blob = fh.read(MAX_SCHEMA_BYTES + 1)
+    except UntrustedModelError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, EOFError, OSError,
+            ValueError, NotImplementedError, RuntimeError, zlib.error) as exc:
+        raise refuse(f"not a readable model file ({type(exc).__name__}: {exc})") from None
+    try:
+        schema = json.loads(blob)
+    except RecursionError:
+        raise refuse(f"its schema nests deeper than {MAX_SCHEMA_DEPTH} levels") from None
+    except ValueError as exc:
+        raise refuse(f"its schema is not JSON ({exc})") from None
+    depth = _depth(schema)
+    if depth > MAX_SCHEMA_DEPTH:
+        raise refuse(f"its schema nests {depth} levels deep, over the limit of "
+                     f"{MAX_SCHEMA_DEPTH}")
+    if not isinstance(schema, dict):
+        raise refuse(f"its schema is a JSON {type(schema).__name__}, not an object")
+    return schema
+
+
+def _depth(node: Any) -> int:
+    """Nesting depth of parsed JSON (an object or array counts one level), without recursion."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        x, d = stack.pop()
+        if isinstance(x, (dict, list)):
+            deepest = max(deepest, d)
+            stack.extend((v, d + 1) for v in (x.values() if isinstance(x, dict) else x))
+    return deepest
+
+
 def untrusted_types(path: str | os.PathLike) -> list[str]:
-    """The types a ``.skops`` file names that are not trusted (reads the schema only)."""
+    """The types a ``.skops`` file names that are not trusted (reads the schema only, within
+    the bounds of :func:`read_schema`; a file over them is refused by name)."""
     import skops.io as sio
 
-    return sorted(set(sio.get_untrusted_types(file=Path(path)))
-                  - {*TRUSTED_TYPES, *_moved_types(), TREE})
+    read_schema(path)
+    try:
+        named = sio.get_untrusted_types(file=Path(path))
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, AttributeError,
+            RecursionError, zlib.error) as exc:
+        raise UntrustedModelError(f"{path}: refused: not a readable model file "
+                                  f"({type(exc).__name__}: {exc}); nothing in it was "
+                                  "loaded") from None
+    return sorted(set(named) - {*TRUSTED_TYPES, *_moved_types(), TREE})
 
 
 def _moved_types() -> list[str]:
@@ -118,22 +202,20 @@ def save_model(obj: Any, path: str | os.PathLike) -> Path:
     """
     import skops.io as sio
 
+    from deepmetric.storage import atomic_file
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        sio.dump(_data_only(obj), tmp)
-        bad = untrusted_types(tmp)
-        if bad:
-            raise TypeError(f"{path}: the model holds types that a data file cannot hold "
-                            f"(they would be refused on load): {bad}")
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            sio.dump(_data_only(obj), tmp)
+            bad = untrusted_types(tmp)
+            if bad:
+                raise TypeError(f"{path}: the model holds types that a data file cannot hold "
+                                f"(they would be refused on load): {bad}")
     except OSError as exc:  # e.g. a full disk: name the file, leave no partial file
+        why = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
         raise OSError(exc.errno, f"{path}: could not write the model "
-                                 f"({exc.strerror or exc})") from exc
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+                                 f"({why.strerror or why})") from exc
     return path
 
 
@@ -172,8 +254,12 @@ def load_model(path: str | os.PathLike, *, trust_pickle: bool = False) -> Any:
                 f"(trusted: deepmetric's {list(TRUSTED_TYPES)} and the scikit-learn, numpy "
                 "and builtin types skops trusts); nothing in it was loaded")
         _check_trees(path)
-        with _legacy_module_names():
-            obj = sio.load(path, trusted=[*TRUSTED_TYPES, *_moved_types(), TREE])
+        try:
+            with _legacy_module_names():
+                obj = sio.load(path, trusted=[*TRUSTED_TYPES, *_moved_types(), TREE])
+        except (zipfile.BadZipFile, KeyError, EOFError, RecursionError, zlib.error) as exc:
+            raise UntrustedModelError(f"{path}: refused: not a readable model file "
+                                      f"({type(exc).__name__}: {exc})") from None
         _check_tree_inputs(obj, path)
         return obj
     if not trust_pickle:
@@ -266,7 +352,7 @@ def _check_trees(path: Path) -> None:
         return json.loads(node["content"])
 
     with zipfile.ZipFile(path) as zf:
-        for k, tree in enumerate(schema_trees(json.loads(zf.read("schema.json")))):
+        for k, tree in enumerate(schema_trees(read_schema(path))):
             try:
                 n_features = int(value(tree["__reduce__"]["args"]["content"][0]))
                 state = tree["content"]["content"]

@@ -16,8 +16,9 @@ Options (``key=value``; ``python -m experiments.app --help`` lists them):
                     a SQLite file path (default ``reports.db`` in deepmetric's data folder:
                     ``$DEEPMETRIC_DATA``, else ``~/.local/share/deepmetric``).
 ``max_mb``          largest upload accepted, in MiB (default 100).
-``keep_uploads``    a folder to keep each analysed file in, named ``<sha256><ext>``; empty
-                    (default): uploads are deleted as soon as they are analysed.
+``keep_uploads``    a folder to keep each file the model scored in, named ``<sha256><ext>``
+                    (a file it could not score is never kept); empty (default): uploads
+                    are deleted as soon as they are analysed.
 ``method``          ``gradcam`` (default), ``gradcam++`` or ``ig`` (slow on CPU).
 ``layer``           FaceNet block for Grad-CAM (default ``repeat_3``).
 ``explain_frames``  frames explained per file (default 3; 0 turns heat maps off).
@@ -172,8 +173,6 @@ class DetectorApp:
             return Analysis(False, f"**Empty file**: {shown} has 0 bytes.", name,
                             error="unreadable")
         sha = file_sha256(path)
-        if self.keep_uploads is not None:
-            self._keep(path, sha, ext)
         extractor = copy.copy(self.model.extractor)
         extractor.save_crops = True
         with self._lock:
@@ -202,6 +201,8 @@ class DetectorApp:
                 return Analysis(False, f"**Unexpected error** while analysing {shown} "
                                        f"({type(exc).__name__}); details are in the server "
                                        f"log.", name, sha256=sha, error="internal")
+            if self.keep_uploads is not None:  # only a file the model could score
+                self._keep(path, sha, ext)
             t1 = time.perf_counter()
             frames: list = []
             expl: dict = {}
@@ -223,18 +224,19 @@ class DetectorApp:
         return a
 
     def _keep(self, path: Path, sha: str, ext: str) -> None:
-        """Copy the upload to ``keep_uploads/<sha256><ext>`` (atomic; once per content)."""
+        """Copy the upload to ``keep_uploads/<sha256><ext>`` (atomic; once per content). A
+        copy that fails (a full disk) is logged; the analysis stands."""
+        from deepmetric.storage import atomic_file
+
         assert re.fullmatch(r"[0-9a-f]{64}", sha) and ext in SUPPORTED
-        self.keep_uploads.mkdir(parents=True, exist_ok=True)
         dest = self.keep_uploads / f"{sha}{ext}"
         if dest.exists():
             return
-        tmp = self.keep_uploads / f".{sha}.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
+            with atomic_file(dest) as tmp:
+                shutil.copyfile(path, tmp)
+        except OSError as exc:
+            log.warning("upload %s not kept: %s", sha[:12], exc)
 
     def _summary(self, a: Analysis) -> str:
         th = float(self.model.threshold)

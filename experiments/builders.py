@@ -18,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from deepmetric.datasets.items import add_degraded, add_self_blended
 
 __all__ = ["build_pipeline", "pipeline_specs", "training_items", "load_items",
-           "build_extractor", "extractor_for", "compose", "objective", "CONF"]
+           "build_extractor", "extractor_for", "compose", "objective", "check_config",
+           "ConfigError", "CONF"]
 
 #: The experiments' config folder.
 CONF = Path(__file__).resolve().parent / "conf"
@@ -108,6 +109,69 @@ def extractor_for(extractor, node: DictConfig):
     return ex
 
 
+class ConfigError(ValueError):
+    """A config value out of its range; the message names the key, the value and the range."""
+
+
+def _integer(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+#: The range of each checked key: ``key -> (test, what the value must be)``. Keys a config
+#: does not have are not checked.
+RANGES: dict[str, tuple[Any, str]] = {
+    "threshold": (lambda v: _number(v) and 0 <= v <= 1, "a number between 0 and 1"),
+    "seed": (_integer, "an integer"),
+    "cv.n_splits": (lambda v: _integer(v) and v >= 2, "an integer >= 2"),
+    "aggregate.how": (lambda v: v in ("mean", "median", "topk"), "mean, median or topk"),
+    "aggregate.k": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "temporal.ddof": (lambda v: v in (0, 1) and _integer(v), "0 or 1"),
+    "temporal.stats": (lambda v: isinstance(v, list) and len(set(v)) == len(v)
+                       and set(v) <= {"mean", "std"}, "a list of distinct mean, std"),
+    "self_blend.copies": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "degrade.copies": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "extractor.n_frames": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "extractor.image_batch": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "extractor.spectrum_bins": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "extract.jobs": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+}
+
+
+def check_config(cfg: DictConfig) -> DictConfig:
+    """Range-check a composed config before anything runs (as the CLI checks its options).
+
+    Parameters
+    ----------
+    cfg : omegaconf.DictConfig
+        A composed config of ``experiments/conf``.
+
+    Returns
+    -------
+    omegaconf.DictConfig
+        ``cfg``, unchanged.
+
+    Raises
+    ------
+    ConfigError
+        The first key of :data:`RANGES` whose value is out of range, e.g. ``threshold
+        must be a number between 0 and 1, got 2 (threshold=2)``.
+    """
+    missing = object()
+    for key, (ok, what) in RANGES.items():
+        value = OmegaConf.select(cfg, key, default=missing)
+        if value is missing or value is None:
+            continue
+        if not isinstance(value, (int, float, str, bool)):
+            value = OmegaConf.to_container(value, resolve=True)
+        if not ok(value):
+            raise ConfigError(f"{key} must be {what}, got {value!r} ({key}={value})")
+    return cfg
+
+
 def compose(overrides: list[str], config_name: str = "config") -> DictConfig:
     """The config ``python -m experiments.run <overrides>`` would run with (no Hydra run).
 
@@ -121,6 +185,7 @@ def compose(overrides: list[str], config_name: str = "config") -> DictConfig:
     Returns
     -------
     omegaconf.DictConfig
+        Range-checked (:func:`check_config`).
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -128,7 +193,7 @@ def compose(overrides: list[str], config_name: str = "config") -> DictConfig:
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return hydra_compose(config_name, overrides=overrides)
+        return check_config(hydra_compose(config_name, overrides=overrides))
 
 
 def objective(metrics: Mapping, key: str) -> float:

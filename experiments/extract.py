@@ -26,7 +26,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from deepmetric.features.extract import Extractor
 from deepmetric.features.shard import ShardedExtraction, extract_sharded, failure_message
-from experiments.builders import build_extractor, extractor_for, load_items, training_items
+from deepmetric.storage import atomic_write
+from deepmetric.text import printable
+from experiments.builders import (build_extractor, check_config, extractor_for, load_items,
+                                  training_items)
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,7 @@ def extract(cfg: DictConfig) -> int:
         0 when every shard finished (items that fail to decode are listed in the report,
         as in ``experiments.run``), 1 when a shard did not finish.
     """
+    check_config(cfg)
     # the run's own readers: the same items, copies included, fill the same cache
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -88,14 +92,14 @@ def extract(cfg: DictConfig) -> int:
         result = extract_items(ex, rows, cfg.extract, tag)
         rep = result.report
         name = f"extraction{'' if tag == 'data' else '_' + tag}.json"
-        (out / name).write_text(json.dumps(rep, indent=1, default=str))
+        atomic_write(out / name, json.dumps(rep, indent=1, default=str))
         log.info("%s: %d items in %d shard(s) (%s): %d extracted, %d cached, %d failed, "
                  "%d in unfinished shards; %.1f s, %.2f items/s; report %s", tag,
                  rep["n_items"], rep["jobs"], rep["executor"], rep["n_extracted"],
                  rep["n_cached"], rep["n_failed"], rep["n_unfinished"], rep["seconds"],
                  rep["items_per_second"], out / name)
         for f in rep["failures"][:20]:
-            log.warning("FAILED item %s: %s", f["path"], f["error"])
+            log.warning("FAILED item %s: %s", printable(f["path"]), printable(f["error"]))
         if result.failed:
             log.error("%s", failure_message(rep))
             status = 1

@@ -84,6 +84,7 @@ from typing import Any, Callable
 import hydra
 from omegaconf import DictConfig
 
+from experiments.builders import check_config
 from experiments.study_data import (DEEPMETRIC, FACENET_BLOCKS, MNV2_BLOCKS, Data,
                                     block_columns, load_data, self_standardised, with_copies)
 from experiments.study_protocols import (best_blocks, cross_scores,
@@ -398,6 +399,7 @@ def write(out: Path, results: list[dict], head: int | None,
 def study(cfg: DictConfig) -> list[dict]:
     """Run the row groups of ``cfg.study.rows`` on the data of ``cfg`` (``conf/study.yaml``);
     the rows are written into ``cfg.paths.output_dir`` after each row, and returned."""
+    check_config(cfg)
     rows_cfg = cfg.study.rows
     groups = {rows_cfg} if isinstance(rows_cfg, str) else set(rows_cfg)
     unknown = groups - set(ROW_GROUPS)

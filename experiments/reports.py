@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from deepmetric.storage import file_sha256
+from deepmetric.storage import atomic_file, file_sha256
+from deepmetric.text import spreadsheet_cell
 
 __all__ = ["LABELS", "MAX_COMMENT", "Report", "ReportStore", "file_sha256", "database_url"]
 
@@ -231,20 +232,14 @@ class ReportStore:
             Rows written.
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         reports = self.list()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "w", newline="", encoding="utf-8") as f:
-                w = csv.DictWriter(f, fieldnames=COLUMNS)
-                w.writeheader()
-                for r in reports:
-                    d = r.to_dict()
-                    d["comment"] = _csv_safe(d["comment"])
-                    w.writerow(d)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=COLUMNS)
+            w.writeheader()
+            for r in reports:
+                d = r.to_dict()
+                d["comment"] = spreadsheet_cell(d["comment"])
+                w.writerow(d)
         return len(reports)
 
     def close(self) -> None:
@@ -303,9 +298,3 @@ def _sqlite_pragmas(busy_timeout: float):
 def _utc(t: datetime) -> datetime:
     """Timezone-aware UTC (SQLite gives naive times back: they were stored as UTC)."""
     return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
-
-
-def _csv_safe(s: str | None) -> str | None:
-    if s and s[0] in "=+-@\t\r":
-        return "'" + s
-    return s

@@ -7,7 +7,9 @@
 
 Outputs in the Hydra run dir: ``metrics.json``, ``results.md``, ``frame_scores.csv``,
 ``video_scores.csv``, ``roc.png``, ``triplet_scatter.png``, ``model.skops`` (the fitted
-model as data, see :mod:`deepmetric.modelfile`), ``extraction.json``.
+model as data, see :mod:`deepmetric.modelfile`), ``extraction.json``. ``metrics.json`` is
+written first and the model last; each file is written whole or not at all (a full disk
+stops the run with an error naming the file, and leaves no half-written file).
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ from deepmetric.eval.evaluation import evaluate
 from deepmetric.features.results import FrameFeatures
 from deepmetric.model import DeepfakeModel
 from deepmetric.model_selection import check_two_classes
-from experiments.builders import (backbone_provenance, build_extractor, extractor_for,
-                                  load_items, objective, pipeline_specs,
+from deepmetric.storage import atomic_file, atomic_write
+from deepmetric.text import printable, spreadsheet_safe
+from experiments.builders import (backbone_provenance, build_extractor, check_config,
+                                  extractor_for, load_items, objective, pipeline_specs,
                                   training_items)
 from experiments.extract import extract_items, wants_sharding
 
@@ -39,8 +43,8 @@ log = logging.getLogger(__name__)
 TABLE_ROWS = ("auc", "accuracy", "precision", "recall", "f1", "ap", "eer")
 
 
-def _features(extractor, items: pd.DataFrame, blocks: list[str], out: Path,
-              tag: str, ext: DictConfig | None = None) -> tuple[FrameFeatures, dict]:
+def _features(extractor, items: pd.DataFrame, blocks: list[str], tag: str,
+              ext: DictConfig | None = None) -> tuple[FrameFeatures, dict]:
     if wants_sharding(ext) and not all(extractor.cache.has(p) for p in items["path"]):
         # a cold cache: shard the extraction first (extract.jobs / extract.executor)
         extract_items(extractor, items, ext, tag).raise_for_failures()
@@ -49,8 +53,6 @@ def _features(extractor, items: pd.DataFrame, blocks: list[str], out: Path,
     feats = extractor.features(items, blocks)
     rep = report.to_dict()
     rep["missing"] = feats.missing.to_dict("records")
-    (out / f"extraction{'' if tag == 'data' else '_' + tag}.json").write_text(
-        json.dumps(rep, indent=1, default=str))
     return feats, rep
 
 
@@ -72,6 +74,7 @@ def run(cfg: DictConfig) -> dict:
         "cross": ... (with eval_data), "pipelines": {name: ...}, "extraction": ...}``.
     """
     t0 = time.perf_counter()
+    check_config(cfg)  # out-of-range values fail here, before any work
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     np.random.seed(int(cfg.seed))
@@ -81,13 +84,14 @@ def run(cfg: DictConfig) -> dict:
     trainable = items["role"].fillna("both") != "test" if "role" in items else items.index
     where = cfg.data.get("path") or cfg.data.get("root") or cfg.data.get("_target_")
     check_two_classes(items.loc[trainable, "label"], f"data ({where}, {len(items)} items)")
-    feats, rep = _features(extractor_for(extractor, cfg.data), items, blocks, out, "data",
+    feats, rep = _features(extractor_for(extractor, cfg.data), items, blocks, "data",
                            cfg.get("extract"))
+    reports = {"extraction.json": rep}
     cross = {}
     if cfg.get("eval_data"):
-        efeats, _ = _features(extractor_for(extractor, cfg.eval_data),
-                              load_items(cfg.eval_data, "eval_data"), blocks, out, "eval",
-                              cfg.get("extract"))
+        efeats, reports["extraction_eval.json"] = _features(
+            extractor_for(extractor, cfg.eval_data), load_items(cfg.eval_data, "eval_data"),
+            blocks, "eval", cfg.get("extract"))
         cross = {"cross_X": efeats.X, "cross_frames": efeats.frames}
     tcfg = cfg.get("temporal") or {}
     protocol = {"n_splits": int(cfg.cv.n_splits), "random_state": int(cfg.seed),
@@ -111,28 +115,33 @@ def run(cfg: DictConfig) -> dict:
         "name": str(cfg.name), "pipeline": first, "protocol": m0["protocol"],
         "test": m0["test"], "test_std": m0.get("test_std"), "per_method": m0["per_method"],
         **{k: m0[k] for k in ("cross", "cross_skipped", "cross_scored_by",
-                              "n_left_out_few_frames") if k in m0},
+                              "n_left_out_few_frames", "left_out_few_frames") if k in m0},
         "pipelines": {n: r.metrics for n, r in results.items()},
         "data": {"n_videos": int(len(items)),
-                 "n_scored_videos": int(feats.frames.video_id.nunique()),
+                 # videos a video-level model left out (< 2 frames) were not scored
+                 "n_scored_videos": int(feats.frames.video_id.nunique())
+                 - int(m0.get("n_left_out_few_frames", 0)),
                  "n_frames": int(len(feats.frames)), "features": blocks,
                  "dim": int(feats.X.shape[1]), "temporal": protocol["temporal"],
                  "backbones": backbone_provenance(extractor)},
         "extraction": {k: rep[k] for k in ("n_items", "n_extracted", "n_cached", "n_failed",
                                            "failures", "no_face", "missing")},
         "deepmetric_version": deepmetric.__version__,
-        "seconds": None,
+        "seconds": round(time.perf_counter() - t0, 2),
     }
+    # metrics.json first; each file whole or not at all (a full disk stops the run naming
+    # the file, and leaves nothing half-written under a final name)
+    atomic_write(out / "metrics.json", json.dumps(_jsonable(metrics), indent=1))
+    for fname, rep_ in reports.items():
+        atomic_write(out / fname, json.dumps(rep_, indent=1, default=str))
     for kind in ("frame", "video"):
-        pd.concat([getattr(r, f"{kind}_scores").assign(pipeline=n) for n, r in results.items()]
-                  ).to_csv(out / f"{kind}_scores.csv", index=False)
+        _csv(pd.concat([getattr(r, f"{kind}_scores").assign(pipeline=n)
+                        for n, r in results.items()]), out / f"{kind}_scores.csv")
         for n, r in results.items():
             if getattr(r, f"cross_{kind}_scores") is not None:
-                getattr(r, f"cross_{kind}_scores").assign(pipeline=n).to_csv(
-                    out / f"cross_{kind}_scores_{n}.csv", index=False)
-    (out / "results.md").write_text(results_markdown(metrics, cfg))
-    metrics["seconds"] = round(time.perf_counter() - t0, 2)
-    (out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1))
+                _csv(getattr(r, f"cross_{kind}_scores").assign(pipeline=n),
+                     out / f"cross_{kind}_scores_{n}.csv")
+    atomic_write(out / "results.md", results_markdown(metrics, cfg))
     if cfg.plots:
         _plots(out, results, pipelines, feats.X, feats.frames, cfg)
     if cfg.save_model:  # last: a model that cannot be written loses no metrics
@@ -146,6 +155,12 @@ def run(cfg: DictConfig) -> dict:
                             "test": metrics["test"]}).save(out / "model.skops")
     log.info("results in %s\n%s", out, (out / "results.md").read_text())
     return metrics
+
+
+def _csv(table: pd.DataFrame, path: Path) -> None:
+    """Write a score table atomically, its text cells unable to become spreadsheet formulas."""
+    with atomic_file(path) as tmp:
+        spreadsheet_safe(table).to_csv(tmp, index=False)
 
 
 def _plots(out: Path, results: dict, pipelines: dict, X: np.ndarray, frames: pd.DataFrame,
@@ -203,6 +218,12 @@ def results_markdown(metrics: dict, cfg: DictConfig) -> str:
                     _fmt(r.get("cross", {}).get(level, {}).get(row, math.nan))
                     for r in pipes.values()) + " |")
         lines.append("")
+    if metrics.get("left_out_few_frames"):
+        left = metrics["left_out_few_frames"]
+        lines += ["## left out", "", f"{len(left)} video(s) with a face in fewer than 2 "
+                  "frames: a video-level model cannot score them: "
+                  + ", ".join(printable(v) for v in left[:20])
+                  + (" ..." if len(left) > 20 else "") + ".", ""]
     if metrics.get("cross_skipped"):
         lines += ["## cross-dataset", "", f"Not scored: {metrics['cross_skipped']}.", ""]
     ex = metrics["extraction"]

@@ -155,9 +155,13 @@ def write_summary(df: pd.DataFrame, folder: str | os.PathLike,
                   title: str | None = None) -> tuple[Path, Path]:
     """Write ``summary.csv`` and ``summary.md`` into ``folder``; returns both paths."""
     folder = Path(folder)
+    from deepmetric.storage import atomic_file, atomic_write
+    from deepmetric.text import spreadsheet_safe
+
     csv, md = folder / "summary.csv", folder / "summary.md"
-    df.to_csv(csv, index=False)
-    md.write_text(to_markdown(df, title))
+    with atomic_file(csv) as tmp:
+        spreadsheet_safe(df).to_csv(tmp, index=False)
+    atomic_write(md, to_markdown(df, title))
     return csv, md
 
 

@@ -16,13 +16,13 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "deepmetric"
 
 #: The layers, bottom first: each may import the ones before it.
-LAYERS = ("base",             # device, storage, packaged, litert, cluster, params: shared
+LAYERS = ("base",             # device, storage, packaged, litert, cluster, params, text
           "model_selection",  # identity-grouped splits, on arrays
           "augment",          # image operators (self-blending, degradation)
           "datasets", "video", "features",
           "learn", "eval",
           "top")              # model, modelfile, explain, finetune, cli
-BASE = ("device", "storage", "packaged", "litert", "cluster", "params")
+BASE = ("device", "storage", "packaged", "litert", "cluster", "params", "text")
 #: The array-only core and the media layers it never imports.
 CORE = {"model_selection", "learn", "eval"}
 MEDIA = {"augment", "datasets", "video", "features"}

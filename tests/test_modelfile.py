@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 import time
 import zipfile
@@ -304,3 +305,70 @@ def test_a_data_file_of_the_0_2_layout_loads(fitted, tmp_path):
               "prob": np.ones(2, np.float32),
               "embedding": np.random.default_rng(0).normal(size=(2, 512)).astype(np.float32)}
     assert model.score_arrays(arrays)["score"] == fitted["frame"].score_arrays(arrays)["score"]
+
+
+# -- issue #33: a model file's schema read within bounds, a bomb refused by name ---------------
+
+def _schema_zip(path: Path, chunks) -> Path:
+    """A zip with one member, ``schema.json``, written from ``chunks`` (deflated: what a
+    .skops file is, as far as a reader can tell before parsing the schema)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        with zf.open("schema.json", "w", force_zip64=True) as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+    return path
+
+
+def _inflating(path: Path, mib: int = 160) -> Path:
+    """A valid skops schema (an empty dict) of ``mib`` MiB (a string of spaces in it) in a file
+    of a few hundred KiB."""
+    head = (b'{"__class__": "dict", "__module__": "builtins", "__loader__": "DictNode", '
+            b'"content": {}, "__id__": 1, "protocol": 2, "_skops_version": "0.16.0", "pad": "')
+    return _schema_zip(path, [head, *([b" " * 2**20] * mib), b'"}'])
+
+
+def _deep(path: Path, depth: int = 200_000) -> Path:
+    return _schema_zip(path, [b"[" * depth, b"]" * depth])
+
+
+@pytest.mark.parametrize("make, why", [
+    (_inflating, r"its schema\.json would inflate to 160\.0 MiB, over the limit of 64 MiB"),
+    (_deep, r"its schema nests deeper than 100 levels"),
+])
+def test_a_schema_bomb_is_refused_by_name(make, why, tmp_path, capsys, faces_dir):
+    from deepmetric.cli import main
+
+    bomb = make(tmp_path / "bomb.skops")
+    assert bomb.stat().st_size < 1_000_000 and file_format(bomb) == "skops"
+    with pytest.raises(UntrustedModelError, match=rf"bomb\.skops: refused: {why}"):
+        DeepfakeModel.load(bomb)
+    photo = faces_dir / "test_images" / "kate_siegel" / "1.jpg"
+    assert main(["predict", str(bomb), str(photo)]) == 2  # a named refusal, no traceback
+    err = capsys.readouterr().err
+    assert re.search(rf"deepmetric predict: .*bomb\.skops: refused: {why}", err), err
+
+
+def test_a_schema_nested_within_the_bound_but_deep_is_refused_before_skops(tmp_path):
+    bomb = _deep(tmp_path / "deep.skops", 150)  # json parses it; skops would walk 150 levels
+    with pytest.raises(UntrustedModelError, match=r"deep\.skops: refused: its schema nests "
+                                                  r"150 levels deep, over the limit of 100"):
+        DeepfakeModel.load(bomb)
+
+
+def test_refusing_an_inflating_schema_takes_no_memory(tmp_path):
+    """Measured in a fresh process: refusing the 160 MiB schema reads none of it."""
+    import subprocess
+
+    bomb = _inflating(tmp_path / "bomb.skops")
+    code = ("import resource, sys; from deepmetric.modelfile import load_model, "
+            "UntrustedModelError; import skops.io; "
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "try:\n    load_model(sys.argv[1])\nexcept UntrustedModelError as exc:\n"
+            "    print('refused', exc)\nelse:\n    print('loaded')\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)")
+    proc = subprocess.run([sys.executable, "-c", code, str(bomb)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    *said, grown_kib = proc.stdout.split("\n")[:-1]
+    assert said and said[0].startswith("refused"), proc.stdout
+    assert int(grown_kib) < 32 * 1024, f"grew by {int(grown_kib) / 1024:.0f} MiB"

@@ -494,3 +494,41 @@ def test_one_class_training_data_is_refused_naming_the_fold(tmp_path, faces_dir,
                                          r"training needs both real \(0\) and fake \(1\) "
                                          r"items; it has only real \(0\): all \d row\(s\)"):
         evaluate(LogisticRegression(), feats.X, feats.frames, n_splits=2)
+
+
+# -- issue #33: output a name cannot forge, under any locale --------------------------------------
+
+def test_predict_output_cannot_be_forged_by_a_name_nor_stopped_by_its_bytes(
+        tmp_path, faces_dir, data_model):
+    """A name holding a newline and a fake result line, and a name that is not UTF-8, under a
+    strict UTF-8 locale: one line per file, each name escaped, every item scored (the
+    undecodable name stopped the batch mid-way; the newline forged a line)."""
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    photo = faces_dir.joinpath(*KATE).read_bytes()
+    names = [b"a plain.jpg", b"b bad\xff\xfename.jpg",
+             b"c.jpg\nFAKE    0.999  someone_else.jpg", b"d \x1b[2Jclear.jpg"]
+    for name in names:
+        with open(os.path.join(os.fsencode(folder), name), "wb") as fh:
+            fh.write(photo)
+    env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "PYTHONUTF8": "0",
+           "PYTHONIOENCODING": "utf-8:strict"}
+    for extra in ([], ["--json"]):
+        proc = subprocess.run([sys.executable, "-m", "deepmetric.cli", "predict",
+                               str(data_model), str(folder), *extra], capture_output=True,
+                              env=env, timeout=600)
+        out = proc.stdout.decode("utf-8")  # strict: valid UTF-8
+        assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")
+        lines = out.splitlines()
+        assert len(lines) == 4, out  # one line per file: nothing forged
+        if extra:
+            assert all(0 <= json.loads(ln)["score"] <= 1 for ln in lines)
+            continue
+        assert all(ln.split()[0] in ("REAL", "FAKE") for ln in lines), out
+        assert "b bad\\xff\\xfename.jpg" in lines[1]
+        assert "c.jpg\\nFAKE    0.999  someone_else.jpg" in lines[2]
+        assert "d \\x1b[2Jclear.jpg" in lines[3] and "\x1b" not in out

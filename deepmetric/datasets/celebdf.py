@@ -23,7 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from deepmetric.datasets import connected_groups
-from deepmetric.datasets.items import VIDEO_EXTENSIONS, ManifestError, validate_manifest
+from deepmetric.datasets.items import (VIDEO_EXTENSIONS, ManifestError, check_list_size,
+                                       validate_manifest)
 
 __all__ = ["FOLDERS", "TEST_LIST", "load"]
 
@@ -140,6 +141,7 @@ def _row(folder: str, fname: str, path: Path, *, where: str) -> dict[str, object
 def _read_test_list(path: Path) -> dict[str, tuple[int, int]]:
     """Parse the official test list: relpath → (1 if real else 0, 1-based line number)."""
     out: dict[str, tuple[int, int]] = {}
+    check_list_size(path, "test list")
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue

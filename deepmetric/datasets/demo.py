@@ -49,7 +49,9 @@ Cache layout
 marker ``COMPLETE.json`` (the parameters, written last); ``<cache>/base-landmarks.json``
 keeps the MTCNN landmarks of the base images. ``key`` encodes the build
 parameters and the generator version, so changing a parameter builds a new folder. A
-build goes to a temporary sibling folder that is renamed into place when complete.
+build goes to a temporary sibling folder that is renamed into place when complete; it holds
+the key's lock (``.<key>.lock``) meanwhile, and the next build removes the folders of
+builds killed midway.
 """
 
 from __future__ import annotations
@@ -69,13 +71,15 @@ import pandas as pd
 
 from deepmetric.augment.blend import apply_blend, sample_blend_params
 from deepmetric.datasets import manifest as manifest_csv
-from deepmetric.storage import cache_root
+from deepmetric.storage import atomic_write, cache_root, file_lock
 
 __all__ = ["BASES", "VERSION", "cache_dir", "load"]
 
 BASES: tuple[str, ...] = ("astronaut", "grace_hopper", "camera")
 VERSION = 1
 MARKER = "COMPLETE.json"
+#: Between the key and a random suffix in the name of a build's temporary folder.
+BUILDING = ".building-"
 _SWAP_5 = np.array([1, 0, 2, 4, 3])  # MTCNN landmark order after a horizontal flip
 
 
@@ -142,14 +146,37 @@ def load(
     final = base / key
     if not _complete(final, params):
         base.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.building-", dir=base))
-        try:
-            _build(tmp, params)
-            _publish(tmp, final, params)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        with file_lock(base / f".{key}.lock"):  # one builder per key; dies with its process
+            if not _complete(final, params):  # another process may have built it meanwhile
+                _remove_dead_builds(base, key)
+                tmp = Path(tempfile.mkdtemp(prefix=f".{key}{BUILDING}", dir=base))
+                try:
+                    _build(tmp, params)
+                    _publish(tmp, final, params)
+                finally:
+                    if tmp.exists():
+                        shutil.rmtree(tmp, ignore_errors=True)
     return manifest_csv.load(final / "manifest.csv")
+
+
+def _remove_dead_builds(base: Path, held: str) -> int:
+    """Remove the temporary folders of killed builds; returns how many.
+
+    A build holds its key's lock (``.<key>.lock``) while its folder exists; a folder whose
+    key's lock can be taken (or is ``held`` by this process) has no live builder.
+    """
+    removed = 0
+    for folder in base.glob(f".*{BUILDING}*"):
+        key = folder.name[1:].split(BUILDING, 1)[0]
+        if key == held:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+            continue
+        with file_lock(base / f".{key}.lock", blocking=False) as free:
+            if free:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+    return removed
 
 
 # -- cache ------------------------------------------------------------------------------------
@@ -287,9 +314,7 @@ def _base(name: str, cache: Path) -> tuple[np.ndarray, np.ndarray]:
         return image, np.asarray(entry["landmarks"], dtype=np.float64)
     landmarks = _landmarks(image, name)
     known[name] = dict(sha1=digest, landmarks=landmarks.tolist())
-    tmp = store.with_name(f".{store.name}.{os.getpid()}-{time.time_ns()}")
-    tmp.write_text(json.dumps(known, indent=1), encoding="utf-8")
-    os.replace(tmp, store)
+    atomic_write(store, json.dumps(known, indent=1))
     return image, landmarks
 
 

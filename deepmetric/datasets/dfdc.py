@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from deepmetric.datasets.items import ManifestError, parse_label, validate_manifest
+from deepmetric.datasets.items import (ManifestError, check_list_size, parse_label,
+                                       validate_manifest)
 
 __all__ = ["METADATA", "load"]
 
@@ -106,6 +107,7 @@ def load(root: str | os.PathLike, check_files: bool = True) -> pd.DataFrame:
 
 
 def _read(meta: Path) -> dict[str, object]:
+    check_list_size(meta, METADATA)
     try:
         entries = json.loads(meta.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

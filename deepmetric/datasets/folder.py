@@ -36,13 +36,15 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
 
 from deepmetric.datasets.items import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, ManifestError,
-                                       validate_manifest)
+                                       media_under, validate_manifest)
+from deepmetric.text import printable
 
 __all__ = ["load"]
 
@@ -67,6 +69,9 @@ def load(
         File extensions to keep (``".png"`` or ``"png"``, any case). Default: every known
         image and video extension (:data:`deepmetric.datasets.items.IMAGE_EXTENSIONS`,
         :data:`~deepmetric.datasets.items.VIDEO_EXTENSIONS`). Hidden files are always skipped.
+        Symlinked folders are followed (each real folder once); broken links and folders
+        that cannot be listed are passed over with a warning naming them
+        (:func:`~deepmetric.datasets.items.media_under`).
     group_regex : str, optional
         Pattern giving the group from the file stem (see the module docstring); default
         None: group = file stem (or the clip, with ``clip_regex``).
@@ -104,22 +109,26 @@ def load(
     patterns = {key: _compile(regex, key) for key, regex in
                 (("group", group_regex), ("clip", clip_regex)) if regex is not None}
 
-    rows = []
+    rows, skipped = [], []
     for label, dirs in ((0, real_dirs), (1, fake_dirs)):
         for d in dirs:
             folder = root / d
             if not folder.is_dir():
                 raise ManifestError(f"{root}: {'real' if label == 0 else 'fake'} folder "
                                     f"{d!r} not found")
-            for f in sorted(folder.rglob("*")):
-                if (f.suffix.lower() not in exts or not f.is_file()
-                        or any(part.startswith(".") for part in f.relative_to(folder).parts)):
-                    continue
+            found, passed = media_under(folder, exts)
+            skipped += passed
+            for f in found:
                 keys = {key: _key(f, pattern, key) for key, pattern in patterns.items()}
                 keys.setdefault("group", keys.get("clip", f.stem))
                 rows.append(dict(path=str(f), label=label,
                                  video_id=f.relative_to(root).as_posix(),
                                  method="real" if label == 0 else d, **keys))
+    if skipped:
+        warnings.warn(f"folder {printable(root)}: {len(skipped)} entr"
+                      f"{'y' if len(skipped) == 1 else 'ies'} passed over: "
+                      + "; ".join(map(printable, skipped[:10]))
+                      + (" ..." if len(skipped) > 10 else ""), stacklevel=2)
     if not rows:
         raise ManifestError(f"{root}: no file with extension in {sorted(exts)} under "
                             f"{real_dirs + fake_dirs}")

@@ -46,6 +46,9 @@ __all__ = [
     "add_self_blended",
     "add_degraded",
     "ROLES",
+    "media_under",
+    "MAX_LIST_BYTES",
+    "check_list_size",
 ]
 
 #: Values of the optional ``role`` column.
@@ -61,8 +64,28 @@ _LABELS: Mapping[str, int] = {
 }
 
 
+#: Largest list of items (a manifest CSV, a dataset's metadata file) read: 256 MiB, about
+#: two million rows, each a short line. Read whole into memory, a list is several times its
+#: size; a larger file is refused by name before it is read.
+MAX_LIST_BYTES = 256 * 2**20
+
+
 class ManifestError(ValueError):
     """A manifest row or column is invalid; the message names the row and the problem."""
+
+
+def check_list_size(path: str | os.PathLike, what: str = "manifest") -> None:
+    """Refuse a list of items larger than :data:`MAX_LIST_BYTES` before it is read.
+
+    Raises
+    ------
+    ManifestError
+        The file is larger; the message names it, its size and the bound.
+    """
+    size = os.stat(path).st_size
+    if size > MAX_LIST_BYTES:
+        raise ManifestError(f"{path}: {what} of {size / 2**20:.0f} MiB, over the limit of "
+                            f"{MAX_LIST_BYTES / 2**20:.0f} MiB for a list of items (split it)")
 
 
 def parse_label(value: object, *, where: str = "") -> int:
@@ -232,6 +255,59 @@ def _check_clips(df: pd.DataFrame, source: str) -> None:
         raise ManifestError(f"{source} row {joined.index[i] + 1}: clip "
                             f"{joined['clip'].iloc[i]!r} is also the video_id of an item "
                             "outside it")
+
+
+def media_under(folder: str | os.PathLike, extensions: Iterable[str] | None = None
+                ) -> tuple[list[Path], list[str]]:
+    """The media files under a folder, recursively, and what was passed over and why.
+
+    Hidden files and folders (a name starting with ``.``) are left out. Symlinked folders
+    are followed, each real folder once (a link back into a folder already listed is
+    passed over); a broken link, a folder that cannot be listed and a media-named entry
+    that is not a regular file are passed over and named.
+
+    Parameters
+    ----------
+    folder : path-like
+        The folder to search.
+    extensions : iterable of str, optional
+        Lower-case extensions with the dot; default every image and video extension.
+
+    Returns
+    -------
+    files : list of pathlib.Path
+        The media files (paths through the folder, links not resolved), sorted.
+    skipped : list of str
+        ``"<path>: <why>"`` for each entry passed over, in the order met.
+    """
+    exts = frozenset(extensions) if extensions is not None \
+        else IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+    files: list[Path] = []
+    skipped: list[str] = []
+    seen: set[str] = set()
+
+    def unlisted(exc: OSError) -> None:
+        skipped.append(f"{exc.filename}: folder not listed ({exc.strerror or exc})")
+
+    for top, dirs, names in os.walk(folder, onerror=unlisted, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            skipped.append(f"{top}: link to a folder already listed ({real}), not followed "
+                           "again")
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            path = Path(top) / name
+            if name.startswith(".") or path.suffix.lower() not in exts:
+                continue
+            if path.is_file():
+                files.append(path)
+            else:
+                skipped.append(f"{path}: broken link" if path.is_symlink()
+                               else f"{path}: not a regular file")
+    return sorted(files), skipped
 
 
 def _relative_id(path: str, base: Path) -> str:

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepmetric.datasets.items import ManifestError, parse_label, validate_manifest
+from deepmetric.datasets.items import (ManifestError, check_list_size, parse_label,
+                                       validate_manifest)
 
 __all__ = ["REQUIRED", "OPTIONAL", "load"]
 
@@ -53,16 +54,18 @@ def load(path: str | os.PathLike, check_files: bool = True,
     Raises
     ------
     ManifestError
-        On an unreadable CSV, a missing ``path``/``label`` column, an empty path, an
-        unknown or empty label, a missing file, an empty or duplicate ``video_id``, or a
-        path listed twice; the message names the CSV and the data row(s).
+        On a CSV over :data:`~deepmetric.datasets.items.MAX_LIST_BYTES`, an unreadable
+        CSV, a missing ``path``/``label`` column, an empty path, an unknown or empty label,
+        a missing file, an empty or duplicate ``video_id``, or a path listed twice; the
+        message names the CSV and the data row(s).
     """
     csv = Path(path)
     if not csv.is_file():
         raise ManifestError(f"manifest CSV not found: {csv}")
-    try:
+    check_list_size(csv, "manifest CSV")
+    try:  # read as plain text (never decompressed by its name): its size bounds memory
         df = pd.read_csv(csv, dtype=str, keep_default_na=False, encoding="utf-8-sig",
-                         nrows=None if head is None else int(head))
+                         nrows=None if head is None else int(head), compression=None)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise ManifestError(f"{csv}: not a readable CSV ({e})") from None
     df.columns = [str(c).strip() for c in df.columns]

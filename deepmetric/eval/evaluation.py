@@ -221,7 +221,9 @@ class Evaluation:
         The structure ``metrics.json`` holds for a pipeline: ``protocol``, ``test``
         (``{"frame": {...}, "video": {...}}``; means over folds under CV), ``test_std`` and
         ``folds`` (CV only), ``per_method``, and ``cross`` / ``cross_skipped`` when
-        cross-dataset data was given. A video-level model's frame-level entries are NaN.
+        cross-dataset data was given. A video-level model's frame-level entries are NaN, and
+        ``n_left_out_few_frames`` / ``left_out_few_frames`` count and name the videos it
+        could not score (fewer than ``MIN_FRAMES`` frames with a face).
     frame_scores, video_scores : pandas.DataFrame
         Out-of-fold (or test-split) scores: one row per test frame / video.
     cross_frame_scores, cross_video_scores : pandas.DataFrame or None
@@ -294,6 +296,7 @@ def evaluate(pipeline: Any, X: np.ndarray, frames: pd.DataFrame, *, n_splits: in
     if temporal:
         X, frames = pool_frames(X, frames, temporal, ddof=ddof)
         few = frames["n_frames"].to_numpy() < MIN_FRAMES  # images: no spread to learn from
+        left_out = frames.loc[few, "video_id"].astype(str).tolist()
         X, frames = X[~few], frames[~few].reset_index(drop=True)
     if has_test_split(frames):
         tr, te = split_masks(frames)
@@ -316,6 +319,7 @@ def evaluate(pipeline: Any, X: np.ndarray, frames: pd.DataFrame, *, n_splits: in
     if temporal:
         res["protocol"] += f"; video-level model on per-clip {temporal} of frame features"
         res["n_left_out_few_frames"] = int(few.sum())
+        res["left_out_few_frames"] = left_out
     out = Evaluation(res, fdf, vdf)
     if fit_final or cross_X is not None:
         trainable, _ = role_masks(frames)

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from deepmetric.storage import atomic_file
+
 __all__ = ["plot_roc", "plot_embedding_scatter", "plot_projection_before_after"]
 
 _COLORS = {0: "#1f77b4", 1: "#d62728"}  # real: blue, fake: red
@@ -29,9 +31,11 @@ def _new_figure(figsize: tuple[float, float]) -> Any:
 
 
 def _save(fig: Any, path: str | Path, dpi: int) -> Path:
+    """Save a figure atomically (whole or not at all; an error names the file), in the
+    format its extension names."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".").lower() or "png")
     return path
 
 

@@ -8,7 +8,9 @@
   (new paths, new modification times) keeps its cache. The hash is computed once per
   file state (path, inode, size, modification and change times), and kept on disk in
   ``<root>/fingerprints/`` (:class:`FingerprintIndex`), so the run after a sharded
-  extraction does not read every file again.
+  extraction does not read every file again. A cache file keeps a sample of its source
+  (:func:`source_sample`): a fingerprint read from the index is checked against it before
+  the file is served, so an index line cannot serve one file's features for another.
 - Writes are atomic (a unique temp file in ``<dir>/tmp/``, fsync, ``os.replace``): a run
   killed midway leaves either no file or a complete one, never a partial file under the
   final name; the next job to take the clip's lock removes a killed writer's temp file.
@@ -39,10 +41,11 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
-from deepmetric.storage import cache_root, file_lock
+from deepmetric.storage import atomic_file, atomic_write, cache_root, file_lock
+from deepmetric.text import printable
 
 __all__ = ["FeatureCache", "CacheError", "FingerprintIndex", "settings_hash",
-           "content_fingerprint", "flush_fingerprints"]
+           "content_fingerprint", "flush_fingerprints", "source_sample", "SOURCE"]
 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -62,32 +65,24 @@ def write_npz(path: Path, arrays: Mapping[str, np.ndarray],
     """Atomically write arrays as a reproducible ``.npz`` (fixed timestamps, sorted names).
 
     The bytes go to a unique temp file first, in ``tmp_dir`` (same file system; default
-    ``path``'s folder), named ``.<file name>.<pid>.<random>.tmp``, then replace ``path``.
+    ``path``'s folder), named ``.<file name>.<random>.tmp``, are flushed to disk, then
+    replace ``path`` (:func:`deepmetric.storage.atomic_file`: an error names ``path``).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    where = path.parent if tmp_dir is None else Path(tmp_dir)
-    where.mkdir(parents=True, exist_ok=True)
-    tmp = where / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED,
-                                 compresslevel=1) as zf:
-                for name in sorted(arrays):
-                    arr = np.asarray(arrays[name])
-                    if arr.dtype == object:
-                        raise TypeError(f"{name}: object arrays are not cached")
-                    buf = io.BytesIO()
-                    np.lib.format.write_array(buf, arr, allow_pickle=False)
-                    info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
-                    info.compress_type = zipfile.ZIP_DEFLATED
-                    info.external_attr = 0o644 << 16
-                    zf.writestr(info, buf.getvalue(), compresslevel=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    with atomic_file(path, tmp_dir) as tmp, open(tmp, "wb") as fh:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED,
+                             compresslevel=1) as zf:
+            for name in sorted(arrays):
+                arr = np.asarray(arrays[name])
+                if arr.dtype == object:
+                    raise TypeError(f"{name}: object arrays are not cached")
+                buf = io.BytesIO()
+                np.lib.format.write_array(buf, arr, allow_pickle=False)
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = 0o644 << 16
+                zf.writestr(info, buf.getvalue(), compresslevel=1)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def read_npz(path: Path, required: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
@@ -167,14 +162,11 @@ class FingerprintIndex:
         lines appended between this read and the removal are lost, so those files are
         hashed once more later: never a wrong fingerprint, at worst a repeated hash."""
         merged = self.folder / f"merged-{uuid.uuid4().hex[:12]}.tsv"
-        tmp = self.folder / f".{merged.name}.{os.getpid()}.tmp"
         try:
-            with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as fh:
+            with atomic_file(merged) as tmp, open(tmp, "w", encoding="utf-8",
+                                                  errors="surrogateescape") as fh:
                 fh.writelines(_index_line(k, fp) for k, fp in self._known.items())
-            os.replace(tmp, merged)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        except OSError:  # a read-only or full cache: the files stay as they are
             return
         for f in files:
             with contextlib.suppress(OSError):
@@ -238,10 +230,9 @@ def content_fingerprint(path: str | os.PathLike,
     """
     p = os.path.abspath(path)
     try:
-        st = os.stat(p)
+        memo = _state(p)
     except FileNotFoundError:
         return hashlib.sha1(f"missing|{p}".encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    memo = (p, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if memo in _fingerprints:
         return _fingerprints[memo]
     store = None
@@ -250,8 +241,9 @@ def content_fingerprint(path: str | os.PathLike,
         known = store.get(memo)
         if known is not None:
             _fingerprints[memo] = known
+            _from_index.add(memo)  # another process's word: checked before it is served
             return known
-    h = hashlib.blake2b(f"{st.st_size}|".encode(), digest_size=8)
+    h = hashlib.blake2b(f"{memo[2]}|".encode(), digest_size=8)
     with open(p, "rb") as fh:
         while chunk := fh.read(_CHUNK):
             h.update(chunk)
@@ -259,6 +251,40 @@ def content_fingerprint(path: str | os.PathLike,
     if store is not None:
         store.put(memo, _fingerprints[memo])
     return _fingerprints[memo]
+
+
+def _state(path: str) -> tuple:
+    """What identifies a file's content between two hashes: absolute path, inode, size,
+    modification and change times (ns)."""
+    st = os.stat(path)
+    return (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+#: file states whose fingerprint came from the on-disk index (another process's line, not
+#: hashed here): a cache file is served for them only when its source sample matches
+_from_index: set[tuple] = set()
+#: the array a cache file keeps of its source (:func:`source_sample`)
+SOURCE = "source_sample"
+#: bytes of a file's head and of its tail in :func:`source_sample`
+_SAMPLE = 64 * 1024
+
+
+def source_sample(path: str | os.PathLike) -> np.ndarray:
+    """A digest of a file's size, first and last 64 KiB: uint8 (16,).
+
+    Each cache file keeps the sample of the media file it was extracted from, so that a
+    fingerprint read from the index (a line another process wrote, or a forged one) is
+    checked against the file itself, reading 128 KiB rather than the whole file, before
+    another file's features are served for it.
+    """
+    size = os.stat(path).st_size
+    h = hashlib.blake2b(f"{size}|".encode(), digest_size=16)
+    with open(path, "rb") as fh:
+        h.update(fh.read(_SAMPLE))
+        if size > _SAMPLE:
+            fh.seek(max(_SAMPLE, size - _SAMPLE))
+            h.update(fh.read(_SAMPLE))
+    return np.frombuffer(h.digest(), np.uint8).copy()
 
 
 class FeatureCache:
@@ -282,11 +308,8 @@ class FeatureCache:
 
     def _ensure_dir(self) -> None:
         if not (self.dir / "settings.json").exists():
-            self.dir.mkdir(parents=True, exist_ok=True)
-            blob = json.dumps(self.settings, sort_keys=True, indent=1, default=str)
-            tmp = self.dir / f".settings.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp"
-            tmp.write_text(blob)
-            os.replace(tmp, self.dir / "settings.json")
+            atomic_write(self.dir / "settings.json",
+                         json.dumps(self.settings, sort_keys=True, indent=1, default=str))
 
     def path_for(self, media_path: str | os.PathLike, variant: str | None = None) -> Path:
         """The cache file of a media file (it need not exist).
@@ -301,29 +324,81 @@ class FeatureCache:
         return self.dir / f"{stem}-{fp}{tail}.npz"
 
     def has(self, media_path: str | os.PathLike, variant: str | None = None) -> bool:
-        """Whether a complete file exists for this media file (not read)."""
-        return self.path_for(media_path, variant).is_file()
+        """Whether a complete file exists for this media file (not read); False when the
+        media file cannot be read (it cannot be fingerprinted: it is extracted, and fails
+        there by name)."""
+        try:
+            path = self.path_for(media_path, variant)
+        except OSError:
+            return False
+        return path.is_file() or str(path) in _unsaved
 
     def load(self, media_path: str | os.PathLike,
              variant: str | None = None) -> dict[str, np.ndarray] | None:
-        """The cached arrays, or None when missing or corrupt (a corrupt file is moved aside)."""
-        path = self.path_for(media_path, variant)
+        """The cached arrays, or None when missing or corrupt (a corrupt file is moved aside)
+        or when the media file cannot be read."""
+        try:
+            path = self.path_for(media_path, variant)
+        except OSError:
+            return None
+        if str(path) in _unsaved:
+            return _unsaved[str(path)]
         if not path.is_file():
             return None
         try:
-            return read_npz(path, self.REQUIRED)
+            arrays = read_npz(path, self.REQUIRED)
         except CacheError as exc:
-            warnings.warn(f"{exc}; moved aside and will be extracted again", stacklevel=2)
+            warnings.warn(f"{printable(exc)}; moved aside and will be extracted again",
+                          stacklevel=2)
             with contextlib.suppress(OSError):
                 os.replace(path, path.with_suffix(".corrupt"))
             return None
+        if self._from_a_wrong_index_entry(media_path, arrays):
+            return self.load(media_path, variant)  # under the file's own fingerprint
+        return arrays
+
+    def _from_a_wrong_index_entry(self, media_path: str | os.PathLike,
+                                  arrays: Mapping[str, np.ndarray]) -> bool:
+        """Whether ``arrays`` were found through an index entry that the media file's own
+        sample contradicts; if so the entry is dropped and the file hashed here."""
+        p = os.path.abspath(media_path)
+        try:
+            memo = _state(p)
+            if memo not in _from_index or SOURCE not in arrays:
+                return False  # hashed here, or a file written before samples were kept
+            _from_index.discard(memo)
+            if np.array_equal(arrays[SOURCE], source_sample(p)):
+                return False
+        except OSError:
+            return False
+        warnings.warn(f"{printable(p)}: the fingerprint index named another file's features "
+                      f"for it ({_fingerprints[memo]}); the file was hashed again",
+                      stacklevel=3)
+        del _fingerprints[memo]
+        content_fingerprint(p)  # no index: its own bytes
+        return True
 
     def save(self, media_path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
              variant: str | None = None) -> Path:
-        """Atomically write the arrays of one media file; returns the cache file."""
-        self._ensure_dir()
+        """Atomically write the arrays of one media file; returns the cache file.
+
+        A cache that cannot be written (read-only, full, over quota) stops nothing: the
+        arrays are kept in this process's memory instead, served by :meth:`load` and
+        :meth:`has` as if cached (not on disk: they are extracted again by the next
+        process), with one warning per cache folder naming it and the reason.
+        """
         path = self.path_for(media_path, variant)
-        write_npz(path, arrays, self.dir / "tmp")
+        arrays = {**arrays, SOURCE: source_sample(media_path)}
+        try:
+            self._ensure_dir()
+            write_npz(path, arrays, self.dir / "tmp")
+        except OSError as exc:
+            _unsaved[str(path)] = {k: np.asarray(v) for k, v in arrays.items()}
+            if str(self.dir) not in _warned:
+                _warned.add(str(self.dir))
+                warnings.warn(f"feature cache {printable(self.dir)} cannot be written "
+                              f"({printable(exc.strerror or exc)}): features are kept in "
+                              "memory for this process, not cached", stacklevel=2)
         return path
 
     def clear_stale(self, media_path: str | os.PathLike, variant: str | None = None) -> int:
@@ -337,11 +412,11 @@ class FeatureCache:
         removed = 0
         try:
             names = os.listdir(self.dir / "tmp")
-        except FileNotFoundError:
+        except OSError:
             return 0
         for name in names:
             if name.startswith(prefix) and name.endswith(".tmp"):
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):  # gone, or a read-only cache
                     os.unlink(self.dir / "tmp" / name)
                     removed += 1
         return removed
@@ -375,6 +450,26 @@ class FeatureCache:
         bool
             True when this process holds the lock inside the block; False when another
             process holds it (nothing is held then: skip the file and come back later).
+            True without a lock when the cache cannot hold a lock file (read-only or
+            full): nothing is written to it then, so there is nothing to coordinate.
+
+        Raises
+        ------
+        OSError
+            The media file cannot be read (it cannot be fingerprinted).
         """
-        with file_lock(self._lock_path(media_path), blocking=blocking) as got:
+        self.path_for(media_path)  # the item's own error (unreadable) is raised, not hidden
+        with contextlib.ExitStack() as stack:
+            try:
+                got = stack.enter_context(file_lock(self._lock_path(media_path),
+                                                    blocking=blocking))
+            except OSError:  # a read-only or full cache
+                got = True
             yield got
+
+
+#: Arrays a cache could not write (read-only, full), by cache file: served to this process
+#: as if cached (:meth:`FeatureCache.save`).
+_unsaved: dict[str, dict[str, np.ndarray]] = {}
+#: Cache folders already warned about.
+_warned: set[str] = set()

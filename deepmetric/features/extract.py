@@ -28,7 +28,8 @@ from deepmetric.features.results import (ExtractionError, ExtractionReport, Fram
 from deepmetric.features.spectrum import SPECTRUM, radial_spectrum
 from deepmetric.storage import cache_root
 from deepmetric.video.faces import FaceCrops, FaceDetector
-from deepmetric.video.frames import MediaError, read_frames
+from deepmetric.text import printable
+from deepmetric.video.frames import MediaError, check_limits, read_frames
 
 __all__ = ["Extractor"]
 
@@ -194,7 +195,14 @@ class Extractor:
             unsupported or too large file, naming it). One bad file never stops the rest.
         seconds : float
             The item's share of the wall time (a batch's time is split over its images).
+
+        Raises
+        ------
+        ValueError
+            A bad ``DEEPMETRIC_MAX_PIXELS`` or ``DEEPMETRIC_MAX_CLIP_PIXELS``, before the
+            first file (one settings error, not one per file).
         """
+        check_limits()
         def prepare(path: str, frames_or_exc) -> list[tuple]:
             t = time.perf_counter()
             try:
@@ -306,6 +314,7 @@ class Extractor:
         """
         from tqdm.auto import tqdm
 
+        check_limits()  # a bad DEEPMETRIC_MAX_PIXELS is one settings error, not one per item
         cache = self.cache
         report = ExtractionReport(n_items=len(manifest))
         todo: dict[str, list[tuple[str, tuple]]] = {}  # path -> [(video_id, seeds)]
@@ -361,7 +370,7 @@ class Extractor:
         if report.short:
             warnings.warn(f"extraction: {len(report.short)} clip(s) yielded fewer frames than "
                           "asked (truncated or variable frame rate): " + ", ".join(
-                              f"{f['path']} ({f['read']} of {f['asked']})"
+                              f"{printable(f['path'])} ({f['read']} of {f['asked']})"
                               for f in report.short[:5]), stacklevel=2)
         return report
 
@@ -380,8 +389,16 @@ class Extractor:
         with ExitStack() as locks:
 
             def prepare(path: str, frames_or_exc) -> list[tuple]:
-                lock = cache.try_lock(path)
-                if not lock.__enter__():  # another job is on it: come back later
+                try:
+                    lock = cache.try_lock(path)
+                    got = lock.__enter__()
+                except OSError as exc:  # cannot be fingerprinted (e.g. unreadable)
+                    why = frames_or_exc if isinstance(frames_or_exc, MediaError) else exc
+                    for vid, _ in todo[path]:
+                        self._failed(vid, path, why, report)
+                        finished(1)
+                    return []
+                if not got:  # another job is on it: come back later
                     lock.__exit__(None, None, None)
                     busy.append(path)
                     return []
@@ -406,7 +423,7 @@ class Extractor:
                                       else frames_or_exc,
                                       copy_faces(path, frames_or_exc.images, faces, seed,
                                                  self.detector)))
-                    except (MediaError, ValueError, RuntimeError, OSError) as exc:
+                    except Exception as exc:  # noqa: BLE001 — one item's, recorded by name
                         self._failed(vid, path, exc, report)
                         finished(1)
                 return units
@@ -436,7 +453,7 @@ class Extractor:
                 report.n_extracted += 1
                 report.n_frames += int(len(arr["found"]))
                 report.n_faces += int(arr["found"].sum())
-            except (MediaError, ValueError, RuntimeError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 — one item's, recorded by name
                 self._failed(vid, path, exc, report)
             finally:
                 finished(1)
@@ -444,7 +461,9 @@ class Extractor:
     def _failed(self, vid: str, path: str, exc: BaseException,
                 report: ExtractionReport) -> None:
         """Record a failed item (``on_error="skip"``) or stop with :class:`ExtractionError`."""
-        msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+        text = str(exc) if isinstance(exc, (MediaError, ValueError, RuntimeError, OSError)) \
+            else f"{type(exc).__name__}: {exc}"  # unexpected: say what kind of error
+        msg = text if str(path) in text else f"{path}: {text}"
         if self.on_error == "raise":
             raise ExtractionError(msg) from exc
         report.failures.append({"video_id": vid, "path": path,

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from deepmetric.features.cache import FeatureCache
+from deepmetric.features.cache import SOURCE, FeatureCache, content_fingerprint
 from deepmetric.features.copies import copy_seeds, variant_name
+from deepmetric.text import printable
 
 __all__ = ["ExtractionError", "ExtractionReport", "FrameFeatures", "read_features",
-           "feature_keys"]
+           "feature_keys", "joined_groups"]
 
 
 class ExtractionError(RuntimeError):
@@ -59,13 +61,15 @@ class ExtractionReport:
              f"in {self.seconds:.1f} s")
         if self.n_extracted:
             s += f" ({self.faces_per_second:.1f} faces/s)"
+        # names escaped: a file name cannot forge a line of the report
         for f in self.failures:
-            s += f"\n  FAILED {f['path']}: {f['error']}"
+            s += f"\n  FAILED {printable(f['path'])}: {printable(f['error'])}"
         if self.no_face:
             s += f"\n  no face in any frame: {len(self.no_face)} item(s): " \
-                 + ", ".join(self.no_face[:10]) + (" ..." if len(self.no_face) > 10 else "")
+                 + ", ".join(map(printable, self.no_face[:10])) \
+                 + (" ..." if len(self.no_face) > 10 else "")
         for f in self.short:
-            s += f"\n  SHORT {f['path']}: {f['read']} of {f['asked']} frames read"
+            s += f"\n  SHORT {printable(f['path'])}: {f['read']} of {f['asked']} frames read"
         return s
 
 
@@ -130,7 +134,8 @@ def read_features(cache: FeatureCache, manifest: pd.DataFrame, blocks: Sequence[
     FrameFeatures
         Items with a ``clip`` (see :mod:`deepmetric.datasets.items`) are the frames of one
         video: their rows carry the clip id as ``video_id``, their own id as ``item_id``,
-        and ``frame_index`` counts on over the clip's items in manifest order.
+        and ``frame_index`` counts on over the clip's items in manifest order. Groups that
+        hold one same file are joined (:func:`joined_groups`).
     """
     if isinstance(blocks, str):
         blocks = [blocks]
@@ -187,14 +192,61 @@ def read_features(cache: FeatureCache, manifest: pd.DataFrame, blocks: Sequence[
             f"{len(missing) - not_done} with no face in any frame")
     frames = pd.concat(metas, ignore_index=True)
     frames["label"] = frames["label"].astype(np.int64)
+    joined = joined_groups(cache, manifest)
+    if joined:
+        frames["group"] = [joined.get(g, g) for g in frames["group"]]
     X = np.concatenate(xs)
     X = X if list(blocks) == ["crops"] else X.astype(np.float32, copy=False)
     return FrameFeatures(X, frames, slices,
                          pd.DataFrame(missing, columns=["video_id", "reason"]))
 
 
+def joined_groups(cache: FeatureCache, manifest: pd.DataFrame) -> dict[str, str]:
+    """The identity groups that hold one same file, joined: ``{group: joined group}``.
+
+    One content under several groups (a symlink, a hard link or a copy of a file listed
+    again under another group) would put the same frames on both sides of a grouped split.
+    Rows whose files have one content fingerprint (:func:`~deepmetric.features.cache.
+    content_fingerprint`, computed by the cache anyway) have their groups joined, named by
+    the first of them in manifest order, with a warning naming the groups and a file.
+
+    Returns
+    -------
+    dict of str to str
+        Only the groups that change, each to the group it is joined into.
+    """
+    order: dict[str, int] = {}
+    parent: dict[str, str] = {}
+
+    def find(g: str) -> str:
+        while parent.get(g, g) != g:
+            g = parent[g]
+        return g
+
+    first: dict[str, tuple[str, str]] = {}  # fingerprint -> (group, path)
+    shared: list[str] = []
+    for path, group in zip(manifest["path"], manifest["group"].astype(str)):
+        order.setdefault(group, len(order))
+        try:
+            fp = content_fingerprint(path, cache.root / "fingerprints")
+        except OSError:  # unreadable: it has no features either
+            continue
+        g0, p0 = first.setdefault(fp, (group, str(path)))
+        a, b = sorted((find(g0), find(group)), key=order.__getitem__)
+        if a != b:
+            parent[b] = a
+            shared.append(f"{printable(p0)} ({g0}) = {printable(path)} ({group})")
+    joined = {g: find(g) for g in order if find(g) != g}
+    if joined:
+        warnings.warn(f"the same file under several identity groups: {len(joined)} group(s) "
+                      f"joined into the group first listed, so that no split puts one file on "
+                      "both sides: " + "; ".join(shared[:5])
+                      + (" ..." if len(shared) > 5 else ""), stacklevel=3)
+    return joined
+
+
 def feature_keys(arrays: dict) -> list[str]:
     """The feature blocks of a cached item's arrays (not its frame metadata or crops)."""
     meta = {"frame_index", "found", "prob", "box", "landmarks", "n_faces", "n_total", "fps",
-            "n_asked", "crops"}
+            "n_asked", "crops", SOURCE}
     return [k for k in arrays if k not in meta]

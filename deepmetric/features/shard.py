@@ -24,6 +24,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -39,6 +40,7 @@ import pandas as pd
 from deepmetric.cluster import EXECUTORS, run_array
 from deepmetric.features.extract import Extractor
 from deepmetric.features.results import ExtractionReport
+from deepmetric.storage import atomic_write
 
 __all__ = ["ShardError", "ShardedExtraction", "shard_rows", "shard_manifest", "run_shard",
            "merge_reports", "extract_sharded", "progress_path", "report_path",
@@ -124,12 +126,6 @@ def shard_manifest(manifest: pd.DataFrame, n_shards: int) -> list[pd.DataFrame]:
 
 
 # -- one shard ---------------------------------------------------------------------------------
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def progress_path(folder: str | os.PathLike, index: int) -> Path:
     """The progress file of shard ``index``: JSON ``{"n_items", "finished", "job", "pid"}``
     (``job``: its SLURM id, ``<array id>_<task>`` in an array; None outside SLURM)."""
@@ -193,16 +189,17 @@ def run_shard(extractor: Extractor, rows: pd.DataFrame, index: int,
         now = time.monotonic()
         if done == total or now - last[0] >= 0.2:  # at most 5 writes a second, and the end
             last[0] = now
-            _write_atomic(prog, json.dumps({"n_items": n_items,
-                                            "finished": n_items - total + done, **who}))
+            with contextlib.suppress(OSError):  # progress only: a full disk stops no item
+                atomic_write(prog, json.dumps({"n_items": n_items,
+                                               "finished": n_items - total + done, **who}))
         if on_progress is not None:
             on_progress(n_items - total + done)
 
     report = ex.run(rows, on_progress=progress) if n_items else ExtractionReport()
     out = report.to_dict()
     out["threads"] = int(threads) if threads else None
-    _write_atomic(report_path(folder, index), json.dumps(out, indent=1, default=str))
-    _write_atomic(prog, json.dumps({"n_items": n_items, "finished": n_items, **who}))
+    atomic_write(report_path(folder, index), json.dumps(out, indent=1, default=str))
+    atomic_write(prog, json.dumps({"n_items": n_items, "finished": n_items, **who}))
     return out
 
 

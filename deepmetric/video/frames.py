@@ -15,8 +15,8 @@ import numpy as np
 
 from deepmetric.datasets.items import media_kind
 
-__all__ = ["MAX_PIXELS", "MediaError", "Frames", "pixel_limit", "sample_indices", "read_frames",
-           "read_image"]
+__all__ = ["MAX_PIXELS", "MAX_CLIP_PIXELS", "MediaError", "Frames", "pixel_limit",
+           "clip_pixel_limit", "check_limits", "sample_indices", "read_frames", "read_image"]
 
 #: Seek instead of grabbing when the next sampled frame is this many frames ahead.
 SEEK_GAP = 150
@@ -26,6 +26,14 @@ SEEK_GAP = 150
 #: under Pillow's own decompression-bomb limit) is refused from its header, before decoding.
 #: Override per call (``max_pixels=``) or for the process with ``DEEPMETRIC_MAX_PIXELS``.
 MAX_PIXELS = 50_000_000
+
+#: Most pixels the sampled frames of one clip hold together once decoded: 250 megapixels
+#: (~750 MB as RGB; 25 frames of 4K fit, 207 MP). A clip whose sampled frames would hold
+#: more is decoded at a capped size: each frame is scaled down (area interpolation) as it is
+#: decoded, to ``limit / frames`` pixels, so memory is bounded by this, not by the file. A
+#: frame over :data:`MAX_PIXELS` is refused, as an image is. Override for the process with
+#: ``DEEPMETRIC_MAX_CLIP_PIXELS``.
+MAX_CLIP_PIXELS = 250_000_000
 
 
 class MediaError(RuntimeError):
@@ -98,17 +106,40 @@ def sample_indices(n_total: int, n: int) -> np.ndarray:
 
 
 def pixel_limit() -> int:
-    """The pixel bound in force: ``DEEPMETRIC_MAX_PIXELS`` when set, else :data:`MAX_PIXELS`."""
-    env = os.environ.get("DEEPMETRIC_MAX_PIXELS", "").strip()
+    """The pixel bound in force: ``DEEPMETRIC_MAX_PIXELS`` when set, else :data:`MAX_PIXELS`.
+
+    Raises
+    ------
+    ValueError
+        The variable is set but is not a number >= 1 (named, with its value).
+    """
+    return _env_pixels("DEEPMETRIC_MAX_PIXELS", MAX_PIXELS)
+
+
+def clip_pixel_limit() -> int:
+    """The bound on a clip's decoded pixels: ``DEEPMETRIC_MAX_CLIP_PIXELS`` when set, else
+    :data:`MAX_CLIP_PIXELS` (a ValueError names a bad value)."""
+    return _env_pixels("DEEPMETRIC_MAX_CLIP_PIXELS", MAX_CLIP_PIXELS)
+
+
+def check_limits() -> None:
+    """Raise the ValueError of a bad ``DEEPMETRIC_MAX_PIXELS`` or
+    ``DEEPMETRIC_MAX_CLIP_PIXELS``: a settings error, checked once before a run's first file
+    rather than failing every file."""
+    pixel_limit()
+    clip_pixel_limit()
+
+
+def _env_pixels(name: str, default: int) -> int:
+    env = os.environ.get(name, "").strip()
     if not env:
-        return MAX_PIXELS
+        return default
     try:
         value = int(float(env))
-    except ValueError:
-        raise ValueError(f"DEEPMETRIC_MAX_PIXELS must be a number of pixels, got {env!r}") \
-            from None
+    except (ValueError, OverflowError):
+        raise ValueError(f"{name} must be a number of pixels, got {env!r}") from None
     if value < 1:
-        raise ValueError(f"DEEPMETRIC_MAX_PIXELS must be >= 1, got {value}")
+        raise ValueError(f"{name} must be >= 1, got {value}")
     return value
 
 
@@ -194,6 +225,11 @@ def _to_rgb_uint8(im) -> np.ndarray:
 def read_frames(path: str | os.PathLike, n: int = 25) -> Frames:
     """Decode ``n`` evenly spaced RGB frames of a clip, or the single frame of an image.
 
+    Memory is bounded by the decoded size, not by the file: an image or a video frame over
+    :func:`pixel_limit` is refused (a video's from its header, before decoding), and a
+    clip's sampled frames are decoded at a capped size when together they would hold more
+    than :func:`clip_pixel_limit` pixels (see :data:`MAX_CLIP_PIXELS`).
+
     Parameters
     ----------
     path : path-like
@@ -209,16 +245,49 @@ def read_frames(path: str | os.PathLike, n: int = 25) -> Frames:
     Raises
     ------
     MediaError
-        When the file is missing, empty, not a video, or no frame can be decoded.
+        When the file is missing, unreadable, empty, not a video, too large, or no frame
+        can be decoded; the message names the file and the problem.
     """
     path = Path(path)
     if not path.is_file():
         raise MediaError(f"{path}: file not found")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:  # e.g. no read permission: say so, not "corrupt"
+        raise MediaError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     if path.stat().st_size == 0:
         raise MediaError(f"{path}: empty file (0 bytes)")
     if media_kind(path) == "image":
         return Frames([read_image(path)], np.zeros(1, dtype=np.int64), 1, 0.0)
     return _read_video(path, n)
+
+
+class _Decoder:
+    """The size bounds of one clip: every frame checked, and scaled down to its share of
+    the clip's pixel budget as it is decoded."""
+
+    def __init__(self, path: Path, n: int):
+        self.path, self.limit = path, pixel_limit()
+        self.budget = max(1, clip_pixel_limit() // max(1, n))
+
+    def check(self, w: int, h: int) -> None:
+        if w * h > self.limit:
+            raise MediaError(
+                f"{self.path}: video frames too large: {w}x{h} = {w * h / 1e6:.1f} "
+                f"megapixels, over the limit of {self.limit / 1e6:.1f} MP "
+                "(DEEPMETRIC_MAX_PIXELS)")
+
+    def rgb(self, bgr: np.ndarray) -> np.ndarray:
+        import cv2
+
+        h, w = bgr.shape[:2]
+        self.check(w, h)  # a header that under-states the size
+        if w * h > self.budget:
+            s = (self.budget / (w * h)) ** 0.5
+            bgr = cv2.resize(bgr, (max(1, int(w * s)), max(1, int(h * s))),
+                             interpolation=cv2.INTER_AREA)
+        return _to_rgb(bgr)
 
 
 def _read_video(path: Path, n: int) -> Frames:
@@ -230,18 +299,22 @@ def _read_video(path: Path, n: int) -> Frames:
             raise MediaError(f"{path}: cannot open as video (corrupt or unsupported format)")
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        dec = _Decoder(path, min(n, reported) if reported > 0 else n)
+        dec.check(int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0),
+                  int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0))  # before decoding
         if reported <= 0:
-            # Some containers do not report a count: decode through once to count.
-            images, indices, total = _grab_all(cap, n)
+            # Some containers do not report a count: grab through once to count.
+            images, indices, total = _grab_all(cap, path, n, dec)
             asked = len(images)
         else:
             asked = min(n, reported)
-            images, indices, total = _grab_sampled(cap, sample_indices(reported, n), reported)
+            images, indices, total = _grab_sampled(cap, sample_indices(reported, n),
+                                                   reported, dec)
             if not images and reported > 0:
                 # The header lied (truncated file): fall back to counting what decodes.
                 cap.release()
                 cap = cv2.VideoCapture(str(path))
-                images, indices, total = _grab_all(cap, n)
+                images, indices, total = _grab_all(cap, path, n, dec)
     finally:
         cap.release()
     if not images:
@@ -249,7 +322,7 @@ def _read_video(path: Path, n: int) -> Frames:
     return Frames(images, np.asarray(indices, dtype=np.int64), total, fps, n_asked=asked)
 
 
-def _grab_sampled(cap, wanted: np.ndarray, reported: int):
+def _grab_sampled(cap, wanted: np.ndarray, reported: int, dec: _Decoder, seek: bool = True):
     """Grab through the clip, retrieving only ``wanted``; seek over long gaps."""
     import cv2
 
@@ -257,7 +330,7 @@ def _grab_sampled(cap, wanted: np.ndarray, reported: int):
     indices: list[int] = []
     pos = 0  # index of the next frame grab() would return
     for target in wanted.tolist():
-        if target - pos > SEEK_GAP:
+        if seek and target - pos > SEEK_GAP:
             cap.set(cv2.CAP_PROP_POS_FRAMES, target)
             actual = int(cap.get(cv2.CAP_PROP_POS_FRAMES))
             pos = actual if 0 <= actual <= target else target
@@ -271,23 +344,32 @@ def _grab_sampled(cap, wanted: np.ndarray, reported: int):
         ok, bgr = cap.retrieve()
         if not ok or bgr is None:
             break
-        images.append(_to_rgb(bgr))
+        images.append(dec.rgb(bgr))
+        del bgr
         indices.append(target)
     total = reported if len(indices) == len(wanted) else (indices[-1] + 1 if indices else 0)
     return images, indices, total
 
 
-def _grab_all(cap, n: int):
-    """Decode a clip whose length is unknown: keep every frame index, retrieve lazily."""
-    frames: list[np.ndarray] = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok or bgr is None:
-            break
-        frames.append(bgr)
-    total = len(frames)
-    idx = sample_indices(total, n)
-    return [_to_rgb(frames[i]) for i in idx.tolist()], idx.tolist(), total
+def _grab_all(cap, path: Path, n: int, dec: _Decoder):
+    """Decode a clip whose length is unknown: count its frames by grabbing them (nothing
+    kept), then read the sampled ones in a second pass. Memory holds the sampled frames
+    only, however long the clip."""
+    import cv2
+
+    total = 0
+    while cap.grab():
+        total += 1
+    if total == 0:
+        return [], [], 0
+    again = cv2.VideoCapture(str(path))
+    try:
+        dec.budget = max(1, clip_pixel_limit() // min(n, total))
+        images, indices, _ = _grab_sampled(again, sample_indices(total, n), total, dec,
+                                           seek=False)
+    finally:
+        again.release()
+    return images, indices, total
 
 
 def _to_rgb(bgr: np.ndarray) -> np.ndarray:

@@ -104,9 +104,38 @@ def test_changed_parameters_build_a_new_folder(built, tmp_path):
     assert Path(other["path"].iloc[0]).parents[1] == stale
     assert not (stale / "junk.mp4").exists() and (stale / demo.MARKER).is_file()
     assert _frames(other["path"].iloc[0]).shape[0] == 26
-    # the first build is untouched and no temporary folder is left behind
+    # the first build is untouched and no temporary folder is left behind (the builds'
+    # lock files stay, as lock files do)
     assert (key_dir / demo.MARKER).is_file()
-    assert not [p for p in root.iterdir() if p.name.startswith(".")]
+    assert not [p for p in root.iterdir() if p.name.startswith(".")
+                and not p.name.endswith(".lock")]
+
+
+def test_a_killed_build_leaves_no_folder_behind(built):
+    """Issue #33: a build killed midway (SIGKILL: nothing of it runs again) left its
+    temporary folder forever; the next build removes it, and never a live build's."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root, _ = built
+    code = ("import sys; from deepmetric.datasets import demo; "
+            "demo.load(sys.argv[1], n_clips=40, frames=25, size=64, seed=1)")
+    child = subprocess.Popen([sys.executable, "-c", code, str(root)])
+    try:
+        deadline = time.monotonic() + 120
+        while not list(root.glob(".*.building-*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(root.glob(".*.building-*")), "the child never started building"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    dead = list(root.glob(".*.building-*"))
+    assert len(dead) == 1 and any(dead[0].iterdir())  # what a killed build leaves
+    demo.load(root, n_clips=1, frames=2, size=64, seed=0)  # another build, another key
+    assert not dead[0].exists()
+    assert not list(root.glob(".*.building-*"))
 
 
 def test_cache_dir_resolution(monkeypatch, tmp_path):

@@ -90,3 +90,21 @@ def test_a_clip_across_real_and_fake_folders_is_an_error(tmp_path: Path):
         (tmp_path / rel).touch()
     with pytest.raises(ManifestError, match=r"clip 'v' joins items of different labels"):
         folder.load(tmp_path, clip_regex=r"^(\w+)-")
+
+
+def test_symlinked_folders_are_followed_and_broken_links_named(tmp_path: Path):
+    """Issue #33: a symlinked folder and a broken link were skipped without a word."""
+    elsewhere = tmp_path / "elsewhere"
+    for rel in ["real/a.mp4", "fake/b.mp4", "elsewhere/c.mp4", "elsewhere/sub/d.png"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).touch()
+    (tmp_path / "real" / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (tmp_path / "real" / "gone.mp4").symlink_to(tmp_path / "nowhere.mp4")
+    (tmp_path / "fake" / "loop").symlink_to(tmp_path / "fake", target_is_directory=True)
+    with pytest.warns(UserWarning, match="2 entries passed over") as said:
+        m = folder.load(tmp_path)
+    assert m["video_id"].tolist() == ["real/a.mp4", "real/linked/c.mp4",
+                                      "real/linked/sub/d.png", "fake/b.mp4"]
+    text = str(said[0].message)
+    assert f"{tmp_path / 'real' / 'gone.mp4'}: broken link" in text
+    assert f"{tmp_path / 'fake' / 'loop'}: link to a folder already listed" in text

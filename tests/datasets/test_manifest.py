@@ -153,3 +153,22 @@ def test_property_invalid_label_names_row(prop_files: list[Path], labels: list[s
     assert pd.read_csv(p, dtype=str, keep_default_na=False)["label"].tolist() == labels
     with pytest.raises(ManifestError, match=rf"bad\.csv data row {at + 1} "):
         manifest.load(p)
+
+
+def test_a_manifest_larger_than_the_bound_is_refused_before_it_is_read(tmp_path: Path,
+                                                                       crops: list[Path]):
+    """Issue #33: a manifest is read whole into memory (several times its size): one over
+    MAX_LIST_BYTES is refused by name, from its size, without reading it. Here a real 300 MiB
+    CSV (sparse on disk: a valid header and row, then a 300 MiB last cell of NULs)."""
+    import time
+
+    big = _write(tmp_path / "huge labels.csv", ["path", "label", "note"],
+                 [[str(crops[0]), "real", "x"]])
+    with open(big, "r+b") as fh:
+        fh.truncate(300 * 2**20)
+    assert big.stat().st_size == 300 * 2**20
+    t = time.perf_counter()
+    with pytest.raises(ManifestError, match=r"huge labels\.csv: manifest CSV of 300 MiB, over "
+                                            r"the limit of 256 MiB"):
+        manifest.load(big)
+    assert time.perf_counter() - t < 1.0  # refused from its size, not after reading it

@@ -95,5 +95,8 @@ def test_evaluate_scores_cross_dataset_data_and_fits_a_final_model():
     Xtr = np.concatenate([X, X[frames.groupby("video_id").head(1).index.to_numpy()]])
     ev = evaluate(LogisticRegression(), Xtr, train, temporal=["std"], fit_final=True)
     assert ev.metrics["n_left_out_few_frames"] == frames["video_id"].nunique()
+    # ... and named (issue #33): not reported as scored videos without a word
+    assert sorted(ev.metrics["left_out_few_frames"]) == sorted(
+        train.loc[train["video_id"].str.endswith("-image"), "video_id"])
     assert not ev.video_scores["video_id"].str.endswith("-image").any()
     assert ev.frame_estimator is not None

@@ -191,6 +191,15 @@ def test_uploads_are_kept_only_when_configured(app_factory, face_image, tmp_path
     assert (keep / f"{sha}.jpg").read_bytes() == face_image.read_bytes()
     app.analyze(weird)                                 # same content: still one file
     assert len(list(keep.iterdir())) == 1
+    # issue #33: a file the model could not score is never kept
+    from PIL import Image
+    from skimage import data
+
+    Image.fromarray(data.coffee()).save(no_face := tmp_path / "coffee.png")
+    (corrupt := tmp_path / "cut.jpg").write_bytes(face_image.read_bytes()[:300])
+    assert app.analyze(no_face).error == "no_face"
+    assert app.analyze(corrupt).error == "unreadable"
+    assert sorted(p.name for p in keep.iterdir()) == [f"{sha}.jpg"]
 
 
 def test_reports(app_factory, face_image):

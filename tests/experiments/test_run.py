@@ -188,3 +188,139 @@ def test_one_class_data_is_refused_before_extraction(tmp_path, faces_dir):
                                          r"\(0\) and fake \(1\) items; it has only real \(0\)"):
         run(cfg)
     assert not (tmp_path / "c").exists() or not list((tmp_path / "c").rglob("*.npz"))
+
+
+# -- issue #33: outputs never half-written, names that cannot become formulas, runs that never
+# share a directory -----------------------------------------------------------------------------
+
+#: What a run writes, in the order it writes it (metrics.json first, the model last).
+OUTPUTS = ("metrics.json", "extraction.json", "frame_scores.csv", "video_scores.csv",
+           "results.md", "roc.png", "model.skops")
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tiny_demo, tmp_path_factory):
+    """The tiny demo as a manifest whose video ids start with =, +, - and @, its features
+    cached, and one run of it: ``(overrides, reference output folder)``."""
+    items = tiny_demo.items
+    d = tmp_path_factory.mktemp("hostile")
+    ids = [f'{"=+-@"[i % 4]}HYPERLINK("http://x.example","{v}")'
+           for i, v in enumerate(items["video_id"])]
+    csv = d / "hostile.csv"
+    pd.DataFrame({"path": items["path"], "label": items["label"], "group": items["group"],
+                  "video_id": ids}).to_csv(csv, index=False)
+    over = ["data=manifest", f"data.path={csv}", f"paths.cache_dir={d / 'cache'}",
+            "extractor.n_frames=3", "extractor.progress=false", "projector=none",
+            "classifier=logreg", "cv.n_splits=2", "name=hostile"]
+    run(compose_run(over, d / "reference"))
+    return over, d / "reference"
+
+
+def test_score_tables_hold_no_formula_cell(hostile_run):
+    import csv
+
+    _, ref = hostile_run
+    for name in ("frame_scores.csv", "video_scores.csv"):
+        with open(ref / name, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+        cells = [c for row in rows[1:] for c in row]
+        assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")], name
+        ids = [row[rows[0].index("video_id")] for row in rows[1:]]
+        assert all(i.startswith(("'=", "'+", "'-", "'@")) for i in ids), ids[:4]
+
+
+def _resource_limited(limit: int):
+    def child():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return child
+
+
+_RUN = """
+import json, sys
+from omegaconf import open_dict
+from experiments.builders import compose
+from experiments.run import run
+cfg = compose(json.loads(sys.argv[1]))
+with open_dict(cfg):
+    cfg.paths.output_dir = sys.argv[2]
+run(cfg)
+"""
+
+
+def test_a_filling_disk_leaves_every_output_whole_or_absent_and_names_the_file(
+        hostile_run, tmp_path):
+    """The run directory fills while results are written (a real run in a child process
+    whose files may not grow past a limit: RLIMIT_FSIZE, a write past it fails with EFBIG as
+    on a full disk). metrics.json comes first; the run stops naming the file it could not
+    write; every file under a final name is whole (the same bytes as an unlimited run), and
+    no temporary file is left."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    over, ref = hostile_run
+    sizes = {n: (ref / n).stat().st_size for n in OUTPUTS}
+    assert max(sizes, key=sizes.get) == "model.skops"
+    for limit in (512, sizes["metrics.json"] + 512, sizes["roc.png"] + 512):
+        out = tmp_path / f"limit-{limit}"
+        proc = subprocess.run([sys.executable, "-c", _RUN, json.dumps(over), str(out)],
+                              preexec_fn=_resource_limited(limit), capture_output=True,
+                              text=True, timeout=600)
+        first_missing = next(n for n in OUTPUTS if sizes[n] > limit)
+        assert proc.returncode != 0, f"limit {limit}: the run did not fail"
+        assert f"{out / first_missing}: not written (File too large)" in proc.stderr \
+            or f"{out / first_missing}: could not write the model (File too large)" \
+            in proc.stderr, proc.stderr[-2000:]
+        there = sorted(p.name for p in out.iterdir()) if out.exists() else []
+        assert not [n for n in there if n.endswith(".tmp")], there  # no temp file left
+        assert there == sorted(OUTPUTS[:OUTPUTS.index(first_missing)]), (limit, there)
+        for name in there:  # whole: what an unlimited run writes (its features cached)
+            if name.endswith(".json"):
+                got, want = (json.loads((d / name).read_text()) for d in (out, ref))
+                for m in (got, want):
+                    for key in ("seconds", "extraction", "n_extracted", "n_cached",
+                                "faces_per_second", "n_frames", "n_faces"):
+                        m.pop(key, None)
+                    for p in m.get("pipelines", {}).values():
+                        p.pop("seconds")
+                assert got == want, name
+            elif name == "roc.png":
+                Image.open(out / name).verify()
+            else:
+                assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+
+
+def test_two_runs_of_one_name_started_together_never_share_a_directory(hostile_run, tmp_path):
+    """Two runs of the same name started in the same second shared one run directory (the
+    second's results lost, the provenance files mixed). The run directory pattern of
+    conf/hydra/default.yaml is used with its clock coarsened to the year, so that the two
+    runs certainly start "at the same time"."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    import yaml
+
+    over, _ = hostile_run
+    pattern = yaml.safe_load((CONF / "hydra" / "default.yaml").read_text())["run"]["dir"]
+    coarse = pattern.replace("%Y-%m-%d_%H-%M-%S", "%Y")
+    assert coarse != pattern
+    env = {**os.environ, "DEEPMETRIC_OUTPUTS": str(tmp_path / "outputs")}
+    procs = [subprocess.Popen([sys.executable, "-m", "experiments.run", *over, f"seed={s}",
+                               "plots=false", "save_model=false", f"hydra.run.dir={coarse}"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for s in (1, 2)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    dirs = sorted(p.parent for p in (tmp_path / "outputs" / "hostile").rglob("metrics.json"))
+    assert len(dirs) == 2, dirs
+    seeds = sorted(int(re.search(r"^seed: (\d+)$", (d / ".hydra" / "config.yaml").read_text(),
+                                 re.M)[1]) for d in dirs)
+    assert seeds == [1, 2]
+    for d in dirs:
+        overrides = (d / ".hydra" / "overrides.yaml").read_text()
+        assert overrides.count("- seed=") == 1

@@ -86,6 +86,39 @@ def _fresh_process_state(monkeypatch):
 
     monkeypatch.setattr(cache_mod, "_fingerprints", {})
     monkeypatch.setattr(cache_mod, "_indexes", {})
+    monkeypatch.setattr(cache_mod, "_from_index", set(), raising=False)
+
+
+def test_a_forged_index_line_never_serves_another_files_features(tmp_path, monkeypatch):
+    """Issue #33: a line in the fingerprint index giving a file another file's fingerprint
+    served that file's features. A cache file keeps a sample of its source (size, first and
+    last 64 KiB); an index entry it contradicts is dropped and the file hashed again."""
+    import warnings
+
+    a, b = tmp_path / "real" / "clip.mp4", tmp_path / "fake" / "clip.mp4"  # one stem
+    a.parent.mkdir()
+    b.parent.mkdir()
+    a.write_bytes(os.urandom(300_000))
+    b.write_bytes(os.urandom(300_000))
+    cache = FeatureCache(tmp_path / "c", {})
+    cache.save(a, _arrays(1))
+    cache.save(b, _arrays(2))
+    flush_fingerprints()
+    st = os.stat(a)
+    forged = [str(a), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+              cache.path_for(b).stem.rsplit("-", 1)[1]]  # a's state, b's fingerprint
+    (tmp_path / "c" / "fingerprints" / "zz-forged.tsv").write_text(
+        "\t".join(map(str, forged)) + "\n")
+    _fresh_process_state(monkeypatch)
+    fresh = FeatureCache(tmp_path / "c", {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(fresh.load(b)["embedding"], _arrays(2)["embedding"])
+    with pytest.warns(UserWarning, match=r"real/clip\.mp4: the fingerprint index named another "
+                                         r"file's features for it"):
+        got = fresh.load(a)
+    np.testing.assert_array_equal(got["embedding"], _arrays(1)["embedding"])
+    assert fresh.path_for(a) == cache.path_for(a)
 
 
 def test_another_process_finds_the_fingerprints_without_reading_the_files(tmp_path):

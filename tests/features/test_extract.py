@@ -403,3 +403,127 @@ def test_extract_items_batches_images_keeps_order_and_agrees_with_one_at_a_time(
         np.testing.assert_allclose(arrays["embedding"], ref["embedding"], atol=1e-5)
     assert len(out[8][1]["found"]) == 4  # the clip: its 4 frames, not a single image
     assert list(ex.extract_items([])) == []
+
+
+# -- issue #33: every per-item step inside the per-item handling ---------------------------------
+
+_BOUND_RUN = textwrap.dedent("""
+    import json, sys, warnings
+    import pandas as pd
+    from deepmetric.datasets.items import validate_manifest
+    from deepmetric.features.backbones.timm import TimmEmbedder
+    from deepmetric.features.extract import Extractor
+    from deepmetric.features.shard import extract_sharded
+    from deepmetric.video.faces import FaceDetector
+
+    cache, weights, shards, *paths = sys.argv[1:]
+    items = validate_manifest(pd.DataFrame({"path": paths, "label": [0, 1, 0],
+                                            "video_id": ["cached", "unreadable", "new"]}))
+    emb = TimmEmbedder("resnet10t", weights, image_size=64, device="cpu")
+    ex = Extractor(FaceDetector(device="cpu", whole_image=True), emb, n_frames=1,
+                   cache_dir=cache, progress=False)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        sharded = extract_sharded(ex, items, jobs=2, executor="none", folder=shards,
+                                  progress=False).report
+        report = ex.run(items)
+        feats = ex.features(items, emb.feature_names())
+    print(json.dumps({"report": report.to_dict(), "scored": list(feats.frames["video_id"]),
+                      "sharded": {k: sharded[k] for k in ("n_cached", "n_extracted", "n_failed",
+                                                          "failed_shards")},
+                      "warnings": [str(w.message) for w in said]}, default=str))
+""")
+
+
+def _bound_by_file_modes() -> None:
+    """In a child (``preexec_fn``): make root obey file modes, as any other user does: drop
+    CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding set before the exec (Linux
+    ``prctl(PR_CAPBSET_DROP)``). Nothing to do for another user."""
+    import ctypes
+
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def test_an_unreadable_file_and_a_read_only_cache_stop_no_run(tmp_path, faces_dir, cheap_parts,
+                                                               cheap_weights):
+    """A file the process may not read fails alone, by name (it stopped the whole run: its
+    content fingerprint was taken outside the per-item handling), and a cache the process
+    may not write serves what it holds and keeps new features in memory. The run is a child
+    process bound by file modes (root otherwise ignores them)."""
+    import json
+    import shutil
+
+    photos = sorted((faces_dir / "test_images").rglob("1.jpg"))[:3]
+    files = [tmp_path / f"{i}-{p.parent.name}.jpg" for i, p in enumerate(photos)]
+    for src, dst in zip(photos, files):
+        shutil.copyfile(src, dst)
+    cache = tmp_path / "cache"
+    Extractor(*cheap_parts, n_frames=1, cache_dir=cache, progress=False).run(
+        validate_manifest(pd.DataFrame({"path": [str(files[0])], "label": [0]})))
+    before = sorted(p.relative_to(cache) for p in cache.rglob("*"))
+    try:
+        for p in [cache, *cache.rglob("*")]:  # a read-only cache
+            p.chmod(0o555 if p.is_dir() else 0o444)
+        files[1].chmod(0o000)  # a file the process may not read
+        proc = subprocess.run([sys.executable, "-c", _BOUND_RUN, str(cache),
+                               str(cheap_weights), str(tmp_path / "shards"),
+                               *map(str, files)], capture_output=True,
+                              text=True, preexec_fn=_bound_by_file_modes, timeout=300)
+    finally:
+        for p in [files[1], cache, *cache.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["sharded"] == {"n_cached": 1, "n_extracted": 1, "n_failed": 1,
+                              "failed_shards": []}  # in the shards as in one run
+    rep = out["report"]  # the run after them: the new item is held in memory
+    assert (rep["n_cached"], rep["n_extracted"], rep["n_failed"]) == (2, 0, 1)
+    assert rep["failures"] == [{"video_id": "unreadable", "path": str(files[1]),
+                                "error": "cannot read (Permission denied)"}]
+    assert out["scored"] == ["cached", "new"]  # the new item served from memory
+    assert any(f"feature cache {cache}/" in w and "cannot be written" in w
+               and "kept in memory" in w for w in out["warnings"]), out["warnings"]
+    assert sorted(p.relative_to(cache) for p in cache.rglob("*")) == before
+
+
+def test_one_file_under_several_groups_is_one_group(tmp_path, faces_dir, cheap_parts):
+    """Issue #33: the same file under three groups (itself, a symlink, a copy) was accepted,
+    so a grouped split could train on a file and test on it again; the groups are joined."""
+    import shutil
+
+    a, b, c = sorted((faces_dir / "test_images").rglob("1.jpg"))[:3]
+    (link := tmp_path / "link.jpg").symlink_to(a)
+    shutil.copyfile(a, copy := tmp_path / "copy.jpg")
+    items = validate_manifest(pd.DataFrame({
+        "path": [str(a), str(b), str(link), str(c), str(copy)], "label": [0, 1, 0, 1, 0],
+        "video_id": ["a", "b", "a-link", "c", "a-copy"],
+        "group": ["g-a", "g-b", "g-link", "g-c", "g-copy"]}))
+    ex = Extractor(*cheap_parts, n_frames=1, cache_dir=tmp_path / "c", progress=False)
+    ex.run(items)
+    with pytest.warns(UserWarning, match=r"the same file under several identity groups: 2 "
+                                         r"group\(s\) joined") as said:
+        feats = ex.features(items, cheap_parts[1].feature_names())
+    assert dict(zip(feats.frames["video_id"], feats.frames["group"])) == {
+        "a": "g-a", "b": "g-b", "a-link": "g-a", "c": "g-c", "a-copy": "g-a"}
+    assert f"{a} (g-a) = {copy} (g-copy)" in str(said[0].message)
+
+
+def test_a_bad_pixel_bound_is_one_settings_error_not_one_per_item(tmp_path, faces_dir,
+                                                                  cheap_parts, monkeypatch):
+    """Issue #33: DEEPMETRIC_MAX_PIXELS=abc gave an error per image instead of one."""
+    photos = sorted((faces_dir / "test_images").rglob("1.jpg"))[:2]
+    items = validate_manifest(pd.DataFrame({"path": [str(p) for p in photos], "label": [0, 1],
+                                            "video_id": ["a", "b"]}))
+    ex = Extractor(*cheap_parts, n_frames=1, cache_dir=tmp_path / "c", progress=False)
+    monkeypatch.setenv("DEEPMETRIC_MAX_PIXELS", "abc")
+    with pytest.raises(ValueError, match="DEEPMETRIC_MAX_PIXELS must be a number of pixels, "
+                                         "got 'abc'"):
+        ex.run(items)
+    with pytest.raises(ValueError, match="DEEPMETRIC_MAX_PIXELS"):
+        next(ex.extract_items(items["path"]))
+    assert not list((tmp_path / "c").rglob("*.npz"))

@@ -110,3 +110,78 @@ def test_images_grayscale_rgba(tmp_path):
     bad.write_text("nope")
     with pytest.raises(MediaError, match="bad.png"):
         read_frames(bad)
+
+
+# -- issue #33: memory bounded by what a clip decodes to ----------------------------------------
+
+def _clip(path, w: int, h: int, n: int, fourcc: str = "mp4v"):
+    """A real clip of ``n`` frames of ``w`` x ``h``: a gradient with a moving square (small
+    on disk however large its frames)."""
+    import cv2
+
+    wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10, (w, h))
+    base = np.broadcast_to(np.linspace(0, 255, w, dtype=np.uint8)[None, :, None], (h, w, 3))
+    for k in range(n):
+        f = base.copy()
+        f[h // 4:h // 2, k * (w // (2 * n)):k * (w // (2 * n)) + w // 4] = (0, 0, 255)
+        wr.write(f)
+    wr.release()
+    return path
+
+
+def test_video_frames_over_the_pixel_bound_are_refused_by_name(tmp_path, monkeypatch):
+    path = _clip(tmp_path / "wide clip.mp4", 640, 480, 3)
+    assert len(read_frames(path, 3).images) == 3  # under the default bound
+    monkeypatch.setenv("DEEPMETRIC_MAX_PIXELS", "300000")
+    with pytest.raises(MediaError, match=r"wide clip\.mp4: video frames too large: 640x480 "
+                                         r"= 0\.3 megapixels, over the limit of 0\.3 MP"):
+        read_frames(path, 3)
+
+
+def test_a_clips_frames_are_decoded_within_its_pixel_budget(tmp_path, monkeypatch):
+    path = _clip(tmp_path / "clip.mp4", 800, 600, 25)
+    full = read_frames(path, 25)
+    assert {im.shape for im in full.images} == {(600, 800, 3)}  # under the default budget
+    monkeypatch.setenv("DEEPMETRIC_MAX_CLIP_PIXELS", str(25 * 120_000))
+    capped = read_frames(path, 25)
+    assert len(capped.images) == 25 and capped.indices.tolist() == full.indices.tolist()
+    for im in capped.images:
+        h, w = im.shape[:2]
+        assert h * w <= 120_000 and abs(w / h - 4 / 3) < 0.02  # scaled, shape kept
+    assert sum(im.shape[0] * im.shape[1] for im in capped.images) <= 25 * 120_000
+    # the same picture, smaller: the red square is where it was
+    import cv2
+
+    small = cv2.resize(full.images[12], capped.images[12].shape[1::-1],
+                       interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(int) - capped.images[12]).mean() < 3
+
+
+def test_memory_is_bounded_by_the_decoded_size_not_by_the_file(tmp_path):
+    """A 1 MB file whose 25 frames decode to 324 MB: the reader's peak memory stays within
+    its clip budget (here 25 x 0.25 MP), measured in a fresh process. (Motion JPEG: each
+    frame decodes alone, so the decoder holds no frames of its own.)"""
+    import subprocess
+    import sys
+
+    path = _clip(tmp_path / "huge frames.avi", 2400, 1800, 25, "MJPG")
+    assert path.stat().st_size < 2_000_000  # 25 x 4.3 MP = 324 MB of RGB frames
+    code = ("import resource, sys; from deepmetric.video.frames import read_frames; "
+            "import cv2, numpy; before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+            "f = read_frames(sys.argv[1], 25); "
+            "print(len(f.images), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)")
+    import os
+
+    env = {**os.environ, "DEEPMETRIC_MAX_CLIP_PIXELS": str(25 * 250_000)}
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    n, grown_kib = map(int, proc.stdout.split())
+    assert n == 25 and grown_kib < 120 * 1024, f"peak memory grew by {grown_kib / 1024:.0f} MiB"
+
+
+def test_a_bad_pixel_bound_is_one_settings_error(monkeypatch):
+    monkeypatch.setenv("DEEPMETRIC_MAX_CLIP_PIXELS", "lots")
+    with pytest.raises(ValueError, match="DEEPMETRIC_MAX_CLIP_PIXELS must be a number of "
+                                         "pixels, got 'lots'"):
+        fr.check_limits()
