@@ -387,13 +387,11 @@ def write(out: Path, results: list[dict], head: int | None,
           sets: tuple[str, str] = ("ffpp", "dfdc_faces")) -> None:
     """``generalization.json`` (the rows) and ``generalization.md`` (their table) into ``out``,
     each written whole under its final name (a killed run keeps the rows written so far)."""
-    from deepmetric.storage import atomic_file
+    from deepmetric.storage import atomic_write
 
     out.mkdir(parents=True, exist_ok=True)
-    for name, text in (("generalization.json", json.dumps(results, indent=1, default=str)),
-                       ("generalization.md", markdown(results, head, sets))):
-        with atomic_file(out / name) as tmp:
-            Path(tmp).write_text(text)
+    atomic_write(out / "generalization.json", json.dumps(results, indent=1, default=str))
+    atomic_write(out / "generalization.md", markdown(results, head, sets))
 
 
 def study(cfg: DictConfig) -> list[dict]:
