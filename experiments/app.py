@@ -84,7 +84,7 @@ class Analysis:
     n_faces: int = 0
     seconds: float = 0.0
     explain_seconds: float = 0.0
-    frame_scores: Any = None          # pandas.DataFrame: frame_index, score, prob
+    frame_scores: Any = None          # pandas.DataFrame: frame_index, fake_score, face_prob
     frames: list = field(default_factory=list)
     explanation: dict = field(default_factory=dict)
     error: str | None = None          # "too_large", "unsupported", "unreadable", "no_face",

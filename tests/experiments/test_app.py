@@ -120,7 +120,7 @@ def test_clip(app, model_path):
     a = app.analyze(_demo_clip(1))
     assert a.ok and a.n_frames == 8 and len(a.frame_scores) == a.n_faces
     assert len(a.frames) == 3
-    scores = a.frame_scores["score"].to_numpy()
+    scores = a.frame_scores["fake_score"].to_numpy()
     picked = sorted((f["score"] for f in a.frames), reverse=a.verdict == "fake")
     expected = np.sort(scores)[::-1][:3] if a.verdict == "fake" else np.sort(scores)[:3]
     np.testing.assert_allclose(picked, expected)
