@@ -1,9 +1,15 @@
 """The ``deepmetric`` console script.
 
-    deepmetric predict MODEL PATH [PATH ...] [--frames] [--json] [--threshold T]
+    deepmetric predict [MODEL] PATH [PATH ...] [--frames] [--json] [--threshold T]
                        [--trust-pickle]
+    deepmetric info [MODEL]
 
-``MODEL`` is a ``model.skops`` written by ``python -m experiments.run``: data, not code (a
+Without ``MODEL`` both use the model packaged with deepmetric (:mod:`deepmetric.pretrained`:
+fitted on a FaceForensics++ sample, weak on other sources; ``deepmetric info`` prints its
+card). ``predict`` names the model that scored on stderr, and warns when it is a smoke-test
+model (one trained on the built-in demo data).
+``MODEL`` is a file named ``*.skops`` (or ``*.joblib``), e.g. the ``model.skops`` written by
+``python -m experiments.run``: data, not code (a
 file naming any type deepmetric does not trust is refused before anything in it is built).
 A ``model.joblib`` of earlier deepmetric versions is a pickle, which runs any code it holds: it is
 refused unless ``--trust-pickle`` is given (only for files from a source you trust).
@@ -28,7 +34,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from deepmetric.datasets.items import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
@@ -62,31 +68,63 @@ def _problem(path: Path, exc: Exception) -> str:
     return msg
 
 
-def _predict(args: argparse.Namespace) -> int:
-    from deepmetric.model import DeepfakeModel
+def _split_model(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """``--model``, or a first argument named like a model file, else None (packaged)."""
+    from deepmetric.pretrained import is_model_path
 
+    if args.model_opt is not None:
+        return args.model_opt, list(args.inputs)
+    if is_model_path(args.inputs[0]):
+        return args.inputs[0], list(args.inputs[1:])
+    return None, list(args.inputs)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import warnings
+
+    from deepmetric.model import SmokeTestWarning
     from deepmetric.modelfile import UntrustedModelError
 
+    from deepmetric.pretrained import load_model
+
+    name, args.paths = _split_model(args)
     try:
-        model = DeepfakeModel.load(args.model, trust_pickle=args.trust_pickle)
-    except (FileNotFoundError, UntrustedModelError, TypeError) as exc:
+        model, described = load_model(name, trust_pickle=args.trust_pickle)
+    except (FileNotFoundError, UntrustedModelError, TypeError, KeyError) as exc:
         print(f"deepmetric predict: {exc}", file=sys.stderr)
         return 2
+    if not args.paths:
+        print(f"deepmetric predict: no clip, image or folder given after the model {name}",
+              file=sys.stderr)
+        return 2
+    print(f"deepmetric predict: scoring with {described}", file=sys.stderr)
+    if model.smoke_test:
+        print(f"deepmetric predict: warning: this is a smoke-test model: {model.smoke_test}",
+              file=sys.stderr)
     if args.threshold is not None:
         model.threshold = args.threshold  # this run's verdicts only; the file is unchanged
     files = media_files(args.paths)
     if not files:
         print(f"no media file found in {args.paths}", file=sys.stderr)
         return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmokeTestWarning)  # said above, once, in our words
+        return _score_files(model, files, args)
+
+
+def _score_files(model: Any, files: list[Path], args: argparse.Namespace) -> int:
+    """Score ``files``, one line each (see the module docstring); the exit status."""
     failed: list[tuple[Path, str]] = []
     for f, (_, r) in zip(files, model.predict_many(files)):
         if isinstance(r, Exception):  # one item never stops the batch
             problem = _problem(f, r)
             failed.append((f, problem))
-            rec = {"path": str(f), "error": problem, "error_type": type(r).__name__}
+            rec = {"path": str(f), "error": problem, "error_type": type(r).__name__,
+                   "model": model.version}
             print(json.dumps(rec) if args.json else f"ERROR   {f}: {problem}", flush=True)
             continue
         frames = r.pop("frame_scores")
+        r["model"] = model.version
         if args.json:
             if args.frames:
                 r["frames"] = frames.to_dict("records")
@@ -96,8 +134,8 @@ def _predict(args: argparse.Namespace) -> int:
                   f"({r['n_faces']}/{r['n_frames']} frames with a face, {r['seconds']:.1f} s)")
             if args.frames:
                 for row in frames.itertuples(index=False):
-                    print(f"    frame {int(row.frame_index):6d}  score {row.score:.3f}  "
-                          f"face p={row.prob:.3f}")
+                    print(f"    frame {int(row.frame_index):6d}  fake score "
+                          f"{row.fake_score:.3f}  face p={row.face_prob:.3f}")
             sys.stdout.flush()
     if failed:
         print(f"deepmetric predict: {len(failed)} of {len(files)} item(s) failed:",
@@ -105,6 +143,20 @@ def _predict(args: argparse.Namespace) -> int:
         for f, problem in failed:
             print(f"  {f}: {problem}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from deepmetric.card import card_text
+    from deepmetric.modelfile import UntrustedModelError
+    from deepmetric.pretrained import load_model
+
+    try:
+        model, described = load_model(args.model, trust_pickle=args.trust_pickle)
+    except (FileNotFoundError, UntrustedModelError, TypeError, KeyError) as exc:
+        print(f"deepmetric info: {exc}", file=sys.stderr)
+        return 2
+    print(card_text(model, described), end="")
     return 0
 
 
@@ -140,9 +192,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"deepmetric {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("predict", help="score clips, images or folders with a fitted model")
-    p.add_argument("model", help="model.skops from experiments.run")
-    p.add_argument("paths", nargs="+", help="clips, images or folders")
+    p = sub.add_parser("predict", help="score clips, images or folders (with the packaged "
+                                       "model unless a model file is given)")
+    p.add_argument("inputs", nargs="+", metavar="[MODEL] PATH",
+                   help="an optional model file first (*.skops, e.g. from experiments.run; "
+                        "default: the packaged model), then clips, images or folders")
+    p.add_argument("--model", dest="model_opt", default=None, metavar="MODEL",
+                   help="the model file, whatever its name (instead of the first argument)")
     p.add_argument("--frames", action="store_true", help="also print per-frame scores")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--threshold", type=_probability, default=None,
@@ -153,6 +209,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="also load a joblib pickle (model.joblib of earlier versions); a pickle "
                         "runs any code it holds: only for files you trust")
     p.set_defaults(func=_predict)
+    i = sub.add_parser("info", help="print a model's card (default: the packaged model's)")
+    i.add_argument("model", nargs="?", default=None, help="a model file (default: packaged)")
+    i.add_argument("--trust-pickle", action="store_true",
+                   help="also load a joblib pickle (only for files you trust)")
+    i.set_defaults(func=_info)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -222,9 +222,11 @@ class Evaluation:
     ----------
     metrics : dict
         The structure ``metrics.json`` holds for a pipeline: ``protocol``, ``test``
-        (``{"frame": {...}, "video": {...}}``; means over folds under CV), ``test_std`` and
-        ``folds`` (CV only), ``per_method``, and ``cross`` / ``cross_skipped`` when
-        cross-dataset data was given. A video-level model's frame-level entries are NaN.
+        (``{"frame": {...}, "video": {...}}``; means over folds under CV), ``test_std``,
+        ``folds`` and ``pooled`` (CV only: the metrics of all out-of-fold scores pooled,
+        what a ROC curve of them shows), ``per_method`` (pooled too), and ``cross`` /
+        ``cross_skipped`` when cross-dataset data was given. A video-level model's
+        frame-level entries are NaN.
     frame_scores, video_scores : pandas.DataFrame
         Out-of-fold (or test-split) scores: one row per test frame / video.
     cross_frame_scores, cross_video_scores : pandas.DataFrame or None
@@ -315,7 +317,13 @@ def evaluate(pipeline: Any, X: np.ndarray, frames: pd.DataFrame, *, n_splits: in
         std = {lv: {m: v["std"] for m, v in ms.items()} for lv, ms in cv.summary.items()}
         fdf, vdf = cv.frame_scores, cv.video_scores
         res = {"protocol": f"identity-grouped {n_splits}-fold CV (mean over folds)",
-               "test": mean, "test_std": std, "folds": cv.folds, "per_method": cv.per_method}
+               "test": mean, "test_std": std, "folds": cv.folds, "per_method": cv.per_method,
+               "pooled": {"frame": binary_metrics(fdf["label"].to_numpy(),
+                                                  fdf["fake_score"].to_numpy(),
+                                                  threshold=threshold),
+                          "video": binary_metrics(vdf["label"].to_numpy(),
+                                                  vdf["fake_score"].to_numpy(),
+                                                  threshold=threshold)}}
     if temporal:
         res["protocol"] += f"; video-level model on per-clip {temporal} of frame features"
         res["n_left_out_few_frames"] = int(few.sum())

@@ -223,8 +223,7 @@ def test_command_line_options(model_path):
         parse_args([f"model={model_path}", "prot=1"])
     with pytest.raises(SystemExit, match="port must be int"):
         parse_args([f"model={model_path}", "port=abc"])
-    with pytest.raises(SystemExit, match="model=<path to model.skops> is required"):
-        parse_args(["port=1"])
+    assert parse_args(["port=1"])["model"] == ""  # the packaged model
     assert o["trust_pickle"] is False
     assert parse_args([f"model={model_path}", "trust_pickle=true"])["trust_pickle"] is True
     with pytest.raises(SystemExit, match="trust_pickle must be true or false, got 'yes'"):
