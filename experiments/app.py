@@ -480,7 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Stop cleanly on SIGTERM too (atexit handlers, e.g. removing the private folder, run).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     app = make_app(opts)
-    log.info("model %s (%s), reports in %s", app.model.version, opts["model"] or "packaged", app.store)
+    log.info("model %s (%s), reports in %s", app.model.version,
+             opts["model"] or "packaged", app.store)
     # Load FaceNet and MTCNN now so that the first upload does not wait for them.
     app.model.extractor.embedder.model
     app.model.extractor.detector.detect([np.zeros((64, 64, 3), np.uint8)])

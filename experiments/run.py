@@ -109,6 +109,7 @@ def run(cfg: DictConfig) -> dict:
     m0 = results[first].metrics
     metrics = {
         "name": str(cfg.name), "pipeline": first, "protocol": m0["protocol"],
+        "threshold": protocol["threshold"],
         "test": m0["test"], "test_std": m0.get("test_std"), "per_method": m0["per_method"],
         **{k: m0[k] for k in ("cross", "cross_skipped", "cross_scored_by",
                               "n_left_out_few_frames") if k in m0},
