@@ -67,7 +67,7 @@ def model_card(model: Any) -> dict:
     if "training_data" not in card and isinstance(config.get("data"), dict):
         card["training_data"] = _data_text(config)
     if "figures" not in card and isinstance(info.get("test"), dict):
-        card["figures"] = _run_figures(info["test"], config)
+        card["figures"] = _run_figures(info, config)
     card.setdefault("threshold", {
         "value": float(model.threshold),
         "how": "the threshold of the run that saved the model (its config's `threshold`), "
@@ -92,8 +92,8 @@ def card_text(model: Any, path: str | None = None, width: int = 88) -> str:
     """
     card = model_card(model)
     wrap = _wrapper(width)
-    head = f"Model card: {card['name']}" + (f"  ({path})" if path else "")
-    out = [head, "=" * min(len(head), width)]
+    head = f"Model card: {card['name']}"
+    out = [head, "=" * min(len(head), width)] + ([f"File: {path}"] if path else [])
     if card.get("smoke_test"):
         out += ["", *wrap(f"WARNING: a smoke-test model: {card['smoke_test']}.", "")]
     for key, title in (("summary", None), ("training_data", "Training data"),
@@ -155,18 +155,18 @@ def _data_text(config: dict) -> str:
     return text
 
 
-def _run_figures(test: dict, config: dict) -> list[dict]:
+def _run_figures(info: dict, config: dict) -> list[dict]:
     """The in-dataset figures of the run that saved a model (``info["test"]``)."""
     n = (config.get("cv") or {}).get("n_splits", "k")
+    protocol = info.get("protocol") or f"identity-grouped {n}-fold CV (mean over folds)"
+    data = info.get("data") or "its training data"
     out = []
     for level in ("video", "frame"):
-        auc = (test.get(level) or {}).get("auc")
+        auc = (info["test"].get(level) or {}).get("auc")
         if auc is not None and not _nan(auc):
-            out.append({"what": f"training data, {_LEVELS[level]} AUC, mean over {n} "
-                                "identity-grouped folds (in-dataset; or the split column's "
-                                "test part)",
+            out.append({"what": f"{data}, in-dataset, {_LEVELS[level]} AUC: {protocol}",
                         "value": float(auc), "std": None,
-                        "command": "see the run's metrics.json"})
+                        "command": "the run's metrics.json has every figure"})
     return out
 
 

@@ -146,6 +146,7 @@ def run(cfg: DictConfig) -> dict:
                       info={"version": f"{cfg.name}-{first}-{time.strftime('%Y%m%d%H%M%S')}",
                             "config": OmegaConf.to_container(cfg, resolve=False),
                             "backbones": metrics["data"]["backbones"],
+                            "data": metrics["data"]["name"], "protocol": metrics["protocol"],
                             "test": metrics["test"]}).save(out / "model.skops")
     log.info("results in %s\n%s", out, (out / "results.md").read_text())
     return metrics
@@ -183,8 +184,8 @@ def _plots(out: Path, results: dict, pipelines: dict, X: np.ndarray, frames: pd.
     cross = roc_curves(results, temporal, cross=True)
     if cross:
         plot_roc(cross, out / "roc_cross.png",
-                 title=f"cross-dataset: fitted on {metrics['data']['name']}, tested on "
-                       f"{metrics['data']['eval_name']}")
+                 title=f"cross-dataset, all items pooled: fitted on "
+                       f"{metrics['data']['name']}, tested on {metrics['data']['eval_name']}")
     # Before/after the projector on a held-out group split (as on the poster).
     proj_name = next((n for n, p in pipelines.items() if "projector" in p.named_steps), None)
     if proj_name is not None:
