@@ -192,9 +192,21 @@ def _card_figures(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _card_text(root: Path) -> str:
+    """The packaged model's card as ``deepmetric info`` prints it (read from the model file
+    in ``deepmetric/models/``, not from the results)."""
+    from deepmetric.card import card_text
+    from deepmetric.model import DeepfakeModel
+    from deepmetric.pretrained import DEFAULT, PACKAGED
+
+    model = DeepfakeModel.load(Path(root) / "deepmetric" / PACKAGED[DEFAULT])
+    return "```text\n" + card_text(model) + "```\n"
+
+
 #: Table name → renderer(repository root) → the Markdown between the markers.
 TABLES: dict[str, Callable[[Path], str]] = {
-    "headline": _headline, "poster": _poster, "demo": _demo, "card": _card_figures}
+    "headline": _headline, "poster": _poster, "demo": _demo, "card": _card_figures,
+    "cardtext": _card_text}
 
 
 def render_text(text: str, root: str | Path = REPO) -> str:

@@ -25,11 +25,14 @@ def test_the_readme_and_the_docs_have_the_tables():
     assert "<!-- table:headline" in text["README.md"]
     assert "<!-- table:poster" in text["docs/results.md"]
     assert "<!-- table:demo" in text["docs/results.md"]
-    assert "<!-- table:card" in text["docs/pretrained.md"]
+    assert "<!-- table:card " in text["docs/pretrained.md"]
+    assert "<!-- table:cardtext" in text["docs/pretrained.md"]
 
 
 def _copy(tmp_path: Path) -> Path:
-    for rel in [*DOCS, str(STUDY)]:
+    from deepmetric.pretrained import PACKAGED
+
+    for rel in [*DOCS, str(STUDY), *(f"deepmetric/{p}" for p in PACKAGED.values())]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / rel, tmp_path / rel)
     shutil.copytree(REPO / RUNS, tmp_path / RUNS)
