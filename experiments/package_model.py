@@ -151,10 +151,10 @@ def build_card(result: dict, frames_per_clip: int) -> dict:
             "MTCNN on every file and cuts its tight box, as for the training clips.",
             "Scores are not calibrated probabilities on other sources (see the threshold).",
         ],
-        "app_note": (
-            f"Packaged model `{RESULT}`: fitted on a FaceForensics++ sample; on other "
+        "app_note": (  # plain text: the app escapes it
+            f"Packaged model {RESULT}: fitted on a FaceForensics++ sample; on other "
             f"sources it is weak ({fmt['cross_auc']} image AUC on DFDC crops), so read its "
-            "score as a hint, not as proof. `deepmetric info` prints its card."),
+            "score as a hint, not as proof (its card: deepmetric info)."),
         "source": {"results": f"benchmarks/results/runs/{RESULT}.json",
                    "run": result["run"], "command": result["command"],
                    "deepmetric_version": result.get("deepmetric_version", "?")},

@@ -255,6 +255,24 @@ def test_the_ui_builds(app):
             "report-comment", "report-submit", "report-status"} <= ids
 
 
+def test_the_app_opens_with_the_packaged_model_and_warns_for_a_smoke_test(app, tmp_path):
+    """Issue #32: no model= → the packaged model, named with its limits in the header; the
+    demo model (a smoke test) gets a warning there instead."""
+    gr = pytest.importorskip("gradio")
+    from experiments.app import DEFAULTS, make_app
+
+    def header(a) -> str:
+        return next(b.value for b in a.build().blocks.values() if isinstance(b, gr.Markdown))
+
+    packaged = make_app({**DEFAULTS, "db": str(tmp_path / "reports.db")})
+    assert packaged.model.version.startswith("cross_dataset-")
+    top = header(packaged)
+    assert "Packaged model cross\\_dataset: fitted on a FaceForensics\\+\\+ sample" in top
+    assert "smoke-test" not in top
+    assert "**Warning: a smoke-test model.** It was trained on deepmetric's built\\-in demo" \
+        in header(app)
+
+
 def test_the_reports_database_defaults_to_the_data_folder(tmp_path, monkeypatch):
     """Not the working directory: ``$DEEPMETRIC_DATA/reports.db`` (the folder created)."""
     from experiments.app import default_reports_db
