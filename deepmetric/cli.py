@@ -8,9 +8,10 @@ Without ``MODEL`` both use the model packaged with deepmetric (:mod:`deepmetric.
 fitted on a FaceForensics++ sample, weak on other sources; ``deepmetric info`` prints its
 card). ``predict`` names the model that scored on stderr, and warns when it is a smoke-test
 model (one trained on the built-in demo data).
-``MODEL`` is a file named ``*.skops`` (or ``*.joblib``), e.g. the ``model.skops`` written by
-``python -m experiments.run``: data, not code (a
-file naming any type deepmetric does not trust is refused before anything in it is built).
+``MODEL`` is a first argument named ``*.skops`` (or ``*.joblib``, ``*.pkl``; any name with
+``--model``), e.g. the ``model.skops`` written by ``python -m experiments.run``: data, not
+code (a file naming any type deepmetric does not trust is refused before anything in it is
+built).
 A ``model.joblib`` of earlier deepmetric versions is a pickle, which runs any code it holds: it is
 refused unless ``--trust-pickle`` is given (only for files from a source you trust).
 ``PATH`` is a clip, an image or a folder (searched recursively for media).
