@@ -69,6 +69,21 @@ def test_run_end_to_end_and_deterministic(slice_csv, dfdc_dir, tmp_path):
     assert "| auc |" in table and "video level" in table and "cross-dataset" in table
     videos = pd.read_csv(out / "video_scores.csv")
     assert videos["video_id"].is_unique and videos["fake_score"].between(0, 1).all()
+    # issue #32: every table and figure says what it holds
+    frames = pd.read_csv(out / "frame_scores.csv")
+    assert {"fake_score", "face_prob"} <= set(frames) and not {"score", "prob"} & set(frames)
+    assert frames["face_prob"].between(0.9, 1).all()  # MTCNN's min_prob
+    from sklearn.metrics import roc_auc_score
+
+    assert metrics["pooled"]["video"]["auc"] == pytest.approx(
+        roc_auc_score(videos["label"], videos["fake_score"]))
+    assert metrics["data"]["name"].startswith("manifest: slice")
+    assert metrics["data"]["eval_name"] == "folder: prepared_dataset"
+    assert f"## video level, in-dataset ({metrics['data']['name']}): mean ± std over 2 " \
+           "identity-grouped folds" in table
+    assert f"| auc, out-of-fold scores pooled (roc.png) | " \
+           f"{metrics['pooled']['video']['auc']:.3f} |" in table
+    assert (out / "roc_cross.png").stat().st_size > 0
     # the saved model predicts a real clip end to end
     model = DeepfakeModel.load(out / "model.skops")
     clip = pd.read_csv(slice_csv)["path"].iloc[0]
