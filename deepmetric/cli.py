@@ -6,8 +6,9 @@
 
 Without ``MODEL`` both use the model packaged with deepmetric (:mod:`deepmetric.pretrained`:
 fitted on a FaceForensics++ sample, weak on other sources; ``deepmetric info`` prints its
-card). ``predict`` names the model that scored on stderr, and warns when it is a smoke-test
-model (one trained on the built-in demo data).
+card); ``predict`` then names it on stderr. Every ``--json`` record names the model that
+scored it (``"model"``: its version). ``predict`` warns on stderr when the model is a
+smoke-test model (one trained on the built-in demo data).
 ``MODEL`` is a first argument named ``*.skops`` (or ``*.joblib``, ``*.pkl``; any name with
 ``--model``), e.g. the ``model.skops`` written by ``python -m experiments.run``: data, not
 code (a file naming any type deepmetric does not trust is refused before anything in it is
@@ -98,7 +99,8 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"deepmetric predict: no clip, image or folder given after the model {name}",
               file=sys.stderr)
         return 2
-    print(f"deepmetric predict: scoring with {described}", file=sys.stderr)
+    if name is None:  # the user named no model: say which one scores
+        print(f"deepmetric predict: scoring with {described}", file=sys.stderr)
     if model.smoke_test:
         print(f"deepmetric predict: warning: this is a smoke-test model: {model.smoke_test}",
               file=sys.stderr)
