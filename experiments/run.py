@@ -111,7 +111,7 @@ def run(cfg: DictConfig) -> dict:
         "name": str(cfg.name), "pipeline": first, "protocol": m0["protocol"],
         "threshold": protocol["threshold"],
         "test": m0["test"], "test_std": m0.get("test_std"), "per_method": m0["per_method"],
-        **{k: m0[k] for k in ("cross", "cross_skipped", "cross_scored_by",
+        **{k: m0[k] for k in ("pooled", "cross", "cross_skipped", "cross_scored_by",
                               "n_left_out_few_frames") if k in m0},
         "pipelines": {n: r.metrics for n, r in results.items()},
         "data": {"name": data_name(cfg.data),

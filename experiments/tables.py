@@ -61,8 +61,9 @@ def save_result(run_dir: str | Path, key: str, command: str, root: str | Path = 
         The command that ran it, as a user types it (no absolute paths).
     """
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    first = metrics["pipelines"][metrics["pipeline"]]
     out = {"key": key, "command": command, "run": Path(run_dir).name,
-           **{k: metrics[k] for k in _KEEP if k in metrics},
+           **{k: metrics.get(k, first.get(k)) for k in _KEEP if k in metrics or k in first},
            "data": {k: v for k, v in metrics["data"].items() if k != "backbones"},
            "pipelines": {n: {k: v for k, v in p.items() if k != "folds"}
                          for n, p in metrics["pipelines"].items()}}
