@@ -123,7 +123,7 @@ def build_card(result: dict, frames_per_clip: int) -> dict:
             "regression: one P(fake) per frame, and a clip's score is the mean over its "
             "frames. A photo is scored as one frame."),
         "training_data": (
-            f"All of {data}: a FaceForensics++ c23 sample of {n_clips}"
+            f"All of a FaceForensics++ c23 sample ({data}): {n_clips}"
             f" clips (first 10 s; {n_real} real, {fakes}; {frames_per_clip} frames sampled "
             f"per clip), plus {copies} self-blended pseudo-fakes ({copies // max(n_real, 1)} "
             "per real clip, Shiohara & Yamasaki's operator); faces cut at MTCNN's tight box."),
