@@ -105,43 +105,64 @@ def _pm(mean: Any, std: Any) -> str:
 
 
 # ------------------------------------------------------------------------------- tables
+#: The README's headline rows: (label, source). A source is ``("run", key)`` (a results
+#: file of ``experiments.run``) or ``("study", group, name)`` (a row of the study's file),
+#: optionally with the ``experiments.run`` command that trains and saves that row's model.
+HEADLINE: list[tuple[str, tuple]] = [
+    ("the poster's recipe `exp=triplet_rf`: FaceNet embedding → semi-hard triplet head → RF",
+     ("run", "triplet_rf")),
+    ("`exp=deepmetric temporal.stats=[]`: texture stats + spectrum → logistic regression, "
+     "frame level", ("study", "baselines", "+exp=deepmetric, frame level",
+                     "python -m experiments.run exp=deepmetric temporal.stats=[] data=ffpp "
+                     "eval_data=dfdc_faces")),
+    ("`exp=deepmetric`: per-clip std → logistic regression, video level; images via its "
+     "frame path", ("study", "baselines", "+exp=deepmetric, video level (images: its frame "
+                    "path)", "python -m experiments.run exp=deepmetric data=ffpp "
+                    "eval_data=dfdc_faces")),
+    ("`exp=cross_dataset` (**the packaged model**): the same frame-level model, FF++ faces at "
+     "MTCNN's tight box + 3 self-blended copies per real clip (chosen on the DFDC dev set)",
+     ("run", "cross_dataset")),
+    ("nested, frame level: blocks and C chosen by inner grouped CV inside each training fold",
+     ("study", "nested", "inner-CV choice of blocks and C")),
+    ("nested, video level: blocks, per-clip statistics and C chosen inside each training "
+     "fold", ("study", "nested_video", "inner-CV choice of blocks, statistics and C, video "
+              "level")),
+]
+
+
+def _headline_row(source: tuple, root: Path) -> tuple[str, str, str | None]:
+    """(in-dataset cell, cross-dataset cell, command) of one headline source."""
+    if source[0] == "run":
+        r = load_result(source[1], root)
+        return (_pm(_get(r, "test.video.auc"), _get(r, "test_std.video.auc")),
+                _f(_get(r, "cross.video.auc")), r["command"])
+    row = study_row(source[1], source[2], root)
+    cross = _f(row.get("dfdc_image_auc"))
+    return (_pm(row["ffpp_video_auc"], row["ffpp_video_auc_std"]),
+            "(its frame path)" if cross == "n/a" else cross,
+            source[3] if len(source) > 3 else None)
+
+
 def _headline(root: Path) -> str:
-    runs = {k: load_result(k, root) for k in ("triplet_rf", "deepmetric_frame", "deepmetric",
-                                              "cross_dataset")}
-    nested = study_row("nested", "inner-CV choice of blocks and C", root)
-    nested_v = study_row("nested_video", "inner-CV choice of blocks, statistics and C, video "
-                         "level", root)
-    n_cross = int(_get(runs["cross_dataset"], "cross.video.n"))
-    n_folds = re.search(r"(\d+)-fold", runs["cross_dataset"]["protocol"]).group(1)
-    rows = [
-        ("the poster's recipe `exp=triplet_rf`: FaceNet embedding → semi-hard triplet head → "
-         "RF", "triplet_rf"),
-        ("`exp=deepmetric temporal.stats=[]`: texture stats + spectrum → logistic regression, "
-         "frame level", "deepmetric_frame"),
-        ("`exp=deepmetric`: per-clip std → logistic regression, video level; images via its "
-         "frame path", "deepmetric"),
-        ("`exp=cross_dataset` (**the packaged model**): the same frame-level model, FF++ faces "
-         "at MTCNN's tight box + 3 self-blended copies per real clip (chosen on the DFDC dev "
-         "set)", "cross_dataset"),
-    ]
+    packaged = load_result("cross_dataset", root)
+    n_cross = int(_get(packaged, "cross.video.n"))
+    n_folds = re.search(r"(\d+)-fold", packaged["protocol"]).group(1)
     lines = [f"| pipeline | FF++ in-dataset: video AUC, mean ± std over {n_folds} folds | "
              f"FF++ → DFDC dev: image AUC, all {n_cross:,} crops pooled |", "|---|---|---|"]
-    for label, key in rows:
-        r = runs[key]
-        cross = _f(_get(r, "cross.video.auc"))
-        lines.append(f"| {label} | {_pm(_get(r, 'test.video.auc'), _get(r, 'test_std.video.auc'))}"
-                     f" | {f'**{cross}**' if key == 'cross_dataset' else cross} |")
-    lines.append("| nested, frame level: blocks and C chosen by inner grouped CV inside each "
-                 f"training fold | {_pm(nested['ffpp_video_auc'], nested['ffpp_video_auc_std'])}"
-                 f" | {_f(nested['dfdc_image_auc'])} |")
-    video_fold = _pm(nested_v["ffpp_video_auc"], nested_v["ffpp_video_auc_std"])
-    lines.append("| nested, video level: blocks, per-clip statistics and C chosen inside each "
-                 f"training fold | {video_fold} | (its frame path) |")
+    commands, runs, study = [], [], []
+    for i, (label, source) in enumerate(HEADLINE, 1):
+        ffpp, cross, command = _headline_row(source, root)
+        if source == ("run", "cross_dataset"):
+            cross = f"**{cross}**"
+        lines.append(f"| {label} | {ffpp} | {cross} |")
+        (runs if source[0] == "run" else study).append(str(i))
+        if command:
+            commands.append(f"{command}    # row {i}" + (
+                "" if source[0] == "run" else "'s model (its figures: the study's)"))
     lines += ["", "```bash", "export FFPP_ROOT=../shared/data/ffpp-c23 "
-              "DFDC_FACES_ROOT=../shared/data/dfdc-faces"]
-    lines += [f"{runs[key]['command']}    # row {i + 1}" for i, (_, key) in enumerate(rows)]
-    lines += ["```", "", f"Rows 1–4: `{RUNS}/<row>.json`, from each run's `metrics.json`; "
-              f"rows 5–6: the generalisation study, `{STUDY}`."]
+              "DFDC_FACES_ROOT=../shared/data/dfdc-faces", *commands, "```", "",
+              f"Rows {', '.join(runs)}: `{RUNS}/<name>.json`, from the run's `metrics.json`; "
+              f"rows {', '.join(study)}: the generalisation study, `{STUDY}`."]
     return "\n".join(lines) + "\n"
 
 

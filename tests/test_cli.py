@@ -118,6 +118,8 @@ def test_threshold_sets_this_runs_verdicts_and_is_checked(model, folder):
 def test_help_is_plain_text():
     proc = _run("--help")
     assert proc.returncode == 0 and "deepmetric predict [MODEL] PATH" in proc.stdout
+    assert "``" not in proc.stdout and ":meth:" not in proc.stdout
+    assert "(predict_many)" in proc.stdout
 
 
 def test_predict_without_a_model_scores_a_clip_and_a_photo_with_the_packaged_model(
@@ -130,7 +132,7 @@ def test_predict_without_a_model_scores_a_clip_and_a_photo_with_the_packaged_mod
     assert proc.returncode == 0, proc.stderr
     recs = [json.loads(ln) for ln in proc.stdout.splitlines()]
     assert [Path(r["path"]).name for r in recs] == [clip.name, "photo.jpg"]
-    assert recs[0]["n_frames"] == 25 and recs[0]["n_faces"] >= 20 and recs[1]["n_faces"] == 1
+    assert recs[0]["n_frames"] == 25 and 0 < recs[0]["n_faces"] <= 25 and recs[1]["n_faces"] == 1
     assert all(0 <= r["score"] <= 1 and r["model"].startswith("cross_dataset-") for r in recs)
     assert f"scoring with the packaged model cross_dataset ({packaged_path()})" in proc.stderr
     assert "smoke-test" not in proc.stderr
@@ -176,5 +178,3 @@ def test_a_smoke_test_model_warns(model, folder, tmp_path):
 def test_a_model_file_alone_is_not_enough(model):
     proc = _run("predict", str(model))
     assert proc.returncode == 2 and "no clip, image or folder given" in proc.stderr
-    assert "``" not in proc.stdout and ":meth:" not in proc.stdout
-    assert "(predict_many)" in proc.stdout
