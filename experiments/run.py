@@ -156,17 +156,19 @@ def roc_curves(results: dict, temporal: bool, cross: bool = False) -> dict:
     """The ROC curves of a run: per pipeline its video (or image) curve and, for a
     frame-level model, its frame curve; ``cross``: those of the cross-dataset scores."""
     curves = {}
-    for n, r in results.items():
+    for i, (n, r) in enumerate(results.items()):
         frames, videos = ((r.cross_frame_scores, r.cross_video_scores) if cross else
                           (r.frame_scores, r.video_scores))
         if videos is None or videos["label"].nunique() < 2:
             continue
+        color = f"C{i % 10}"  # one colour per pipeline: video solid, frame dashed
         images = "n_frames" in videos and bool((videos["n_frames"] == 1).all())
         curves[f"{n}, {'image' if images else 'video'} level"] = (
-            videos["label"].to_numpy(), videos["fake_score"].to_numpy())
+            videos["label"].to_numpy(), videos["fake_score"].to_numpy(), {"color": color})
         if frames is not None and not images and (cross or not temporal):
             curves[f"{n}, frame level"] = (frames["label"].to_numpy(),
-                                           frames["fake_score"].to_numpy())
+                                           frames["fake_score"].to_numpy(),
+                                           {"color": color, "ls": "--", "lw": 1.2})
     return curves
 
 

@@ -48,13 +48,14 @@ def roc_figure(
         raise ValueError("plot_roc: no curves given")
     fig = _new_figure((5.6, 5.6))
     ax = fig.add_subplot()
-    for name, (y, s) in curves.items():
+    for name, (y, s, *style) in curves.items():
         y = np.asarray(y)
         s = np.asarray(s, dtype=np.float64)
         if np.unique(y).size < 2:
             raise ValueError(f"plot_roc: curve {name!r} has a single class; ROC undefined")
         fpr, tpr, _ = roc_curve(y, s, pos_label=1)
-        ax.plot(fpr, tpr, lw=1.8, label=f"{name} ({auc_label} = {roc_auc_score(y, s):.3f})")
+        ax.plot(fpr, tpr, **{"lw": 1.8, **(style[0] if style else {})},
+                label=f"{name} ({auc_label} = {roc_auc_score(y, s):.3f})")
     ax.plot([0, 1], [0, 1], ls="--", lw=1, color="grey", label="chance")
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="False positive rate (real called fake)",
            ylabel="True positive rate (fake detected)")
@@ -76,9 +77,10 @@ def plot_roc(
 
     Parameters
     ----------
-    curves : mapping name -> (y_true, scores)
-        ``y_true`` array-like of {0, 1} (1 = fake), shape (n,); ``scores`` float, shape (n,).
-        Each needs both classes. Name each curve with its level (frame, video, image).
+    curves : mapping name -> (y_true, scores) or (y_true, scores, style)
+        ``y_true`` array-like of {0, 1} (1 = fake), shape (n,); ``scores`` float, shape (n,);
+        ``style`` a dict of matplotlib line options (``color``, ``ls``, ...). Each needs
+        both classes. Name each curve with its level (frame, video, image).
     path : str or Path
         Output image (format from the suffix, e.g. ``.png``); parent folders are created.
     title : str, default="ROC"
