@@ -19,9 +19,10 @@ The package's folders are its layers, bottom first; each imports only the ones b
 - ``eval``: frame → video ``scoring``, ``metrics`` and their group-bootstrap intervals
   (``bootstrap``), the evaluation protocol (``evaluation``), nested selection
   (``selection``) and ``plots``;
-- on top: a fitted end-to-end detector (``model``, saved by ``modelfile``), fine-tuning
-  FaceNet itself (``finetune``), explanations (``scorer``, ``explain``) and the
-  ``deepmetric`` command (``cli``).
+- on top: a fitted end-to-end detector (``model``, saved by ``modelfile``, described by
+  its ``card``), the model shipped in the package (``pretrained``), fine-tuning FaceNet
+  itself (``finetune``), explanations (``scorer``, ``explain``) and the ``deepmetric``
+  command (``cli``).
 
 ``model_selection``, ``learn`` and ``eval`` work on arrays and tables alone and never import
 ``augment``, ``datasets``, ``video`` or ``features`` (``tests/test_architecture.py`` checks
@@ -65,6 +66,7 @@ _EXPORTS = {
     "plot_roc": "eval.plots", "plot_embedding_scatter": "eval.plots",
     # fitted models
     "DeepfakeModel": "model", "NoFaceError": "model", "TooFewFramesError": "model",
+    "SmokeTestWarning": "model", "load_packaged": "pretrained", "model_card": "card",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]

@@ -1,10 +1,18 @@
 """The ``deepmetric`` console script.
 
-    deepmetric predict MODEL PATH [PATH ...] [--frames] [--json] [--threshold T]
+    deepmetric predict [MODEL] PATH [PATH ...] [--frames] [--json] [--threshold T]
                        [--trust-pickle]
+    deepmetric info [MODEL]
 
-``MODEL`` is a ``model.skops`` written by ``python -m experiments.run``: data, not code (a
-file naming any type deepmetric does not trust is refused before anything in it is built).
+Without ``MODEL`` both use the model packaged with deepmetric (:mod:`deepmetric.pretrained`:
+fitted on a FaceForensics++ sample, weak on other sources; ``deepmetric info`` prints its
+card); ``predict`` then names it on stderr. Every ``--json`` record names the model that
+scored it (``"model"``: its version). ``predict`` warns on stderr when the model is a
+smoke-test model (one trained on the built-in demo data).
+``MODEL`` is a first argument named ``*.skops`` (or ``*.joblib``, ``*.pkl``; any name with
+``--model``), e.g. the ``model.skops`` written by ``python -m experiments.run``: data, not
+code (a file naming any type deepmetric does not trust is refused before anything in it is
+built).
 A ``model.joblib`` of earlier deepmetric versions is a pickle, which runs any code it holds: it is
 refused unless ``--trust-pickle`` is given (only for files from a source you trust).
 ``PATH`` is a clip, an image or a folder (searched recursively for media).
@@ -28,7 +36,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from deepmetric.datasets.items import media_under
 from deepmetric.text import printable
@@ -78,33 +86,66 @@ def _problem(path: Path, exc: Exception) -> str:
     return msg
 
 
+def _split_model(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """``--model``, or a first argument named like a model file, else None (packaged)."""
+    from deepmetric.pretrained import is_model_path
+
+    if args.model_opt is not None:
+        return args.model_opt, list(args.inputs)
+    if is_model_path(args.inputs[0]):
+        return args.inputs[0], list(args.inputs[1:])
+    return None, list(args.inputs)
+
+
 def _predict(args: argparse.Namespace) -> int:
-    from deepmetric.model import DeepfakeModel
+    import warnings
+
+    from deepmetric.model import SmokeTestWarning
     from deepmetric.modelfile import UntrustedModelError
+    from deepmetric.pretrained import load_model
     from deepmetric.video.frames import check_limits
 
+    name, args.paths = _split_model(args)
     try:
         check_limits()  # a bad DEEPMETRIC_MAX_PIXELS: one settings error, not one per file
-        model = DeepfakeModel.load(args.model, trust_pickle=args.trust_pickle)
-    except (FileNotFoundError, UntrustedModelError, TypeError, ValueError) as exc:
+        model, described = load_model(name, trust_pickle=args.trust_pickle)
+    except (FileNotFoundError, UntrustedModelError, TypeError, ValueError, KeyError) as exc:
         _say(f"deepmetric predict: {printable(exc)}", sys.stderr)
         return 2
+    if not args.paths:
+        _say(f"deepmetric predict: no clip, image or folder given after the model "
+             f"{printable(name)}", sys.stderr)
+        return 2
+    if name is None:  # the user named no model: say which one scores
+        _say(f"deepmetric predict: scoring with {printable(described)}", sys.stderr)
+    if model.smoke_test:
+        _say(f"deepmetric predict: warning: this is a smoke-test model: "
+             f"{printable(model.smoke_test)}", sys.stderr)
     if args.threshold is not None:
         model.threshold = args.threshold  # this run's verdicts only; the file is unchanged
     files = media_files(args.paths)
     if not files:
         _say(f"no media file found in {printable(' '.join(map(str, args.paths)))}", sys.stderr)
         return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmokeTestWarning)  # said above, once, in our words
+        return _score_files(model, files, args)
+
+
+def _score_files(model: Any, files: list[Path], args: argparse.Namespace) -> int:
+    """Score ``files``, one line each (see the module docstring); the exit status."""
     failed: list[tuple[Path, str]] = []
     for f, (_, r) in zip(files, model.predict_many(files)):
         name = printable(f)  # a name cannot forge a line, nor stop the batch
         if isinstance(r, Exception):  # one item never stops the batch
             problem = _problem(f, r)
             failed.append((f, problem))
-            rec = {"path": str(f), "error": problem, "error_type": type(r).__name__}
+            rec = {"path": str(f), "error": problem, "error_type": type(r).__name__,
+                   "model": model.version}
             _say(json.dumps(rec) if args.json else f"ERROR   {name}: {printable(problem)}")
             continue
         frames = r.pop("frame_scores")
+        r["model"] = model.version
         if args.json:
             if args.frames:
                 r["frames"] = frames.to_dict("records")
@@ -114,13 +155,27 @@ def _predict(args: argparse.Namespace) -> int:
                  f"({r['n_faces']}/{r['n_frames']} frames with a face, {r['seconds']:.1f} s)")
             if args.frames:
                 for row in frames.itertuples(index=False):
-                    _say(f"    frame {int(row.frame_index):6d}  score {row.score:.3f}  "
-                         f"face p={row.prob:.3f}")
+                    _say(f"    frame {int(row.frame_index):6d}  fake score "
+                         f"{row.fake_score:.3f}  face p={row.face_prob:.3f}")
     if failed:
         _say(f"deepmetric predict: {len(failed)} of {len(files)} item(s) failed:", sys.stderr)
         for f, problem in failed:
             _say(f"  {printable(f)}: {printable(problem)}", sys.stderr)
         return 1
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from deepmetric.card import card_text
+    from deepmetric.modelfile import UntrustedModelError
+    from deepmetric.pretrained import load_model
+
+    try:
+        model, described = load_model(args.model, trust_pickle=args.trust_pickle)
+    except (FileNotFoundError, UntrustedModelError, TypeError, ValueError, KeyError) as exc:
+        _say(f"deepmetric info: {printable(exc)}", sys.stderr)
+        return 2
+    _say(card_text(model, described).rstrip("\n"))
     return 0
 
 
@@ -156,9 +211,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"deepmetric {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("predict", help="score clips, images or folders with a fitted model")
-    p.add_argument("model", help="model.skops from experiments.run")
-    p.add_argument("paths", nargs="+", help="clips, images or folders")
+    p = sub.add_parser("predict", help="score clips, images or folders (with the packaged "
+                                       "model unless a model file is given)")
+    p.add_argument("inputs", nargs="+", metavar="[MODEL] PATH",
+                   help="an optional model file first (*.skops, e.g. from experiments.run; "
+                        "default: the packaged model), then clips, images or folders")
+    p.add_argument("--model", dest="model_opt", default=None, metavar="MODEL",
+                   help="the model file, whatever its name (instead of the first argument)")
     p.add_argument("--frames", action="store_true", help="also print per-frame scores")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--threshold", type=_probability, default=None,
@@ -169,6 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="also load a joblib pickle (model.joblib of earlier versions); a pickle "
                         "runs any code it holds: only for files you trust")
     p.set_defaults(func=_predict)
+    i = sub.add_parser("info", help="print a model's card (default: the packaged model's)")
+    i.add_argument("model", nargs="?", default=None, help="a model file (default: packaged)")
+    i.add_argument("--trust-pickle", action="store_true",
+                   help="also load a joblib pickle (only for files you trust)")
+    i.set_defaults(func=_info)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -279,7 +279,7 @@ def explain_arrays(model: Any, arrays: dict, n_frames: int = 3, method: str = "g
     found = np.flatnonzero(arrays["found"].astype(bool))
     if not len(found):
         raise NoFaceError(f"{name}: no face found")
-    fs = scored["frame_scores"]["score"].to_numpy(np.float64)
+    fs = scored["frame_scores"]["fake_score"].to_numpy(np.float64)
     fake = scored["verdict"] == "fake"
     order = np.argsort(-fs if fake else fs, kind="stable")[:max(1, int(n_frames))]
     crops = np.ascontiguousarray(arrays["crops"][found[order]])

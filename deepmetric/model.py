@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
+import weakref
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -21,7 +23,13 @@ from deepmetric.features.extract import Extractor
 from deepmetric.eval.scoring import aggregate_scores, frame_scores
 from deepmetric.learn.temporal import MIN_FRAMES, pool_frames
 
-__all__ = ["DeepfakeModel", "NoFaceError", "TooFewFramesError"]
+__all__ = ["DeepfakeModel", "NoFaceError", "SmokeTestWarning", "TooFewFramesError",
+           "DEMO_LOADER"]
+
+#: The data loader of the built-in demo (``experiments.run``'s default data).
+DEMO_LOADER = "deepmetric.datasets.demo.load"
+#: Smoke-test models that have warned already (once per model object).
+_SMOKE_WARNED: weakref.WeakSet = weakref.WeakSet()
 
 
 class NoFaceError(ValueError):
@@ -30,6 +38,10 @@ class NoFaceError(ValueError):
 
 class TooFewFramesError(ValueError):
     """A video-level (temporal) model got too few frames with a face (e.g. an image)."""
+
+
+class SmokeTestWarning(UserWarning):
+    """Scoring with a smoke-test model (see :attr:`DeepfakeModel.smoke_test`)."""
 
 
 class DeepfakeModel:
@@ -55,7 +67,7 @@ class DeepfakeModel:
         Empty: frame-level pipeline, video score aggregated by ``how``. Else the statistics
         the pipeline's video-level rows were pooled with (:func:`deepmetric.learn.temporal.
         pool_frames`): the clip's frames are pooled the same way and scored once; there are
-        no per-frame scores (``frame_scores["score"]`` is NaN).
+        no per-frame scores (``frame_scores["fake_score"]`` is NaN).
     ddof : int
         The ``ddof`` of the ``"std"`` statistic (see :func:`~deepmetric.learn.temporal.
         pool_frames`); models pickled before the option existed used 0.
@@ -66,7 +78,8 @@ class DeepfakeModel:
         without it they raise :class:`TooFewFramesError`. The result's ``scored_by`` says
         which path scored an item (``"video"`` or ``"frame"``).
     info : dict, optional
-        Free-form provenance (training data, config, metrics, version).
+        Free-form provenance (training data, config, metrics, version); ``info["card"]``
+        is the model card, if any (:mod:`deepmetric.card`).
     """
 
     temporal: Sequence[str] = ()  # class defaults: models pickled before the options existed
@@ -92,6 +105,32 @@ class DeepfakeModel:
     def version(self) -> str:
         """A short identifier of this fitted model (from its provenance)."""
         return str(self.info.get("version", "unversioned"))
+
+    @property
+    def smoke_test(self) -> str | None:
+        """Why this model is only a smoke test, or None for a model fitted on real data.
+
+        A model is a smoke test when its card says so (``info["card"]["smoke_test"]``, the
+        reason) or when it was trained on deepmetric's built-in demo data (self-blended clips
+        of three public-domain portraits: it shows that the pipeline runs, nothing more).
+        :meth:`predict` and :meth:`predict_many` warn (:class:`SmokeTestWarning`) once per
+        model.
+        """
+        reason = (self.info.get("card") or {}).get("smoke_test")
+        if reason:
+            return str(reason)
+        data = (self.info.get("config") or {}).get("data")
+        if isinstance(data, dict) and data.get("_target_") == DEMO_LOADER:
+            return ("it was trained on deepmetric's built-in demo data (self-blended clips of "
+                    "three public-domain portraits), which only shows that the pipeline runs; "
+                    "its scores mean nothing on real faces")
+        return None
+
+    def _warn_smoke_test(self) -> None:
+        if self.smoke_test and self not in _SMOKE_WARNED:
+            _SMOKE_WARNED.add(self)  # not an attribute: it would be saved with the model
+            warnings.warn(f"model {self.version} is a smoke-test model: {self.smoke_test}",
+                          SmokeTestWarning, stacklevel=3)
 
     def features_of(self, arrays: dict) -> tuple[np.ndarray, np.ndarray]:
         """Feature matrix (F, D) float32 and frame indices (F,) of the frames with a face."""
@@ -124,12 +163,12 @@ class DeepfakeModel:
             s = frame_scores(self.frame_pipeline if self.temporal else self.pipeline, X)
             video = aggregate_scores(s, np.zeros(len(s), np.int64),  # type: ignore[arg-type]
                                      how=self.how, k=self.k)
-            score = float(video["score"].iloc[0])
+            score = float(video["fake_score"].iloc[0])
         found = arrays["found"].astype(bool)
         return {"score": score, "verdict": "fake" if score >= self.threshold else "real",
                 "scored_by": scored_by, "n_frames": int(len(found)), "n_faces": int(found.sum()),
-                "frame_scores": pd.DataFrame({"frame_index": idx, "score": s,
-                                              "prob": arrays["prob"][found]})}
+                "frame_scores": pd.DataFrame({"frame_index": idx, "fake_score": s,
+                                              "face_prob": arrays["prob"][found]})}
 
     def predict(self, path: str | os.PathLike) -> dict:
         """Score one clip or image.
@@ -138,7 +177,14 @@ class DeepfakeModel:
         -------
         dict
             ``path, score`` (P(fake), float), ``verdict`` ("real"/"fake"), ``n_frames``,
-            ``n_faces``, ``seconds``, ``frame_scores`` (DataFrame: frame_index, score, prob).
+            ``n_faces``, ``seconds``, ``frame_scores`` (DataFrame, one row per frame with a
+            face: ``frame_index`` int, ``fake_score`` float P(fake) of the frame, NaN for a
+            video-level model, ``face_prob`` float32 the face detector's confidence).
+
+        Warns
+        -----
+        SmokeTestWarning
+            Once per model, when it is a smoke test (:attr:`smoke_test`).
 
         Raises
         ------
@@ -147,6 +193,7 @@ class DeepfakeModel:
         NoFaceError
             No face in any sampled frame.
         """
+        self._warn_smoke_test()
         t = time.perf_counter()
         arrays = self.extractor.extract_item(path)
         out = {"path": str(path), **self.score_arrays(arrays, str(path))}
@@ -168,7 +215,13 @@ class DeepfakeModel:
             What :meth:`predict` returns (``seconds`` is the item's share of the wall
             time), or the exception it would raise (naming the file). One bad item never
             stops the rest.
+
+        Warns
+        -----
+        SmokeTestWarning
+            Once per model, when it is a smoke test (:attr:`smoke_test`).
         """
+        self._warn_smoke_test()
         for path, arrays, seconds in self.extractor.extract_items(paths):
             if isinstance(arrays, Exception):
                 yield path, arrays

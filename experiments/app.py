@@ -1,5 +1,6 @@
 """Web app: upload an image or a clip → verdict, P(fake), per-frame scores, heat maps; flag it.
 
+    python -m experiments.app                     # the packaged model
     python -m experiments.app model=outputs/triplet_rf/<run>/model.skops
     python -m experiments.app model=... port=7860 db=sqlite:///reports.db max_mb=100 \\
         keep_uploads=uploads/ method=gradcam layer=repeat_3 explain_frames=3
@@ -7,7 +8,8 @@
 Options (``key=value``; ``python -m experiments.app --help`` lists them):
 
 ``model``           a ``model.skops`` from ``python -m experiments.run`` (data: a file
-                    naming types deepmetric does not trust is refused). Required.
+                    naming types deepmetric does not trust is refused). Default: the
+                    model packaged with deepmetric (``deepmetric info`` prints its card).
 ``trust_pickle``    ``true`` also loads a ``model.joblib`` of earlier deepmetric versions, a pickle,
                     which runs any code it holds: only for files you trust (default false).
 ``port``            port on ``host`` (default 7860; 0 picks a free one).
@@ -85,7 +87,7 @@ class Analysis:
     n_faces: int = 0
     seconds: float = 0.0
     explain_seconds: float = 0.0
-    frame_scores: Any = None          # pandas.DataFrame: frame_index, score, prob
+    frame_scores: Any = None          # pandas.DataFrame: frame_index, fake_score, face_prob
     frames: list = field(default_factory=list)
     explanation: dict = field(default_factory=dict)
     error: str | None = None          # "too_large", "unsupported", "unreadable", "no_face",
@@ -291,7 +293,8 @@ class DetectorApp:
                 "Upload an image or a short clip. The model finds the face in sampled "
                 "frames, scores each frame and averages the scores. Heat maps show which "
                 f"parts of the face pushed the score towards *fake*. Model "
-                f"{_code(self.model.version)}; files up to {self.max_mb:g} MiB.")
+                f"{_code(self.model.version)}; files up to {self.max_mb:g} MiB."
+                + _model_note(self.model))
             with gr.Row():
                 with gr.Column(scale=1):
                     upload = gr.File(label="Image or clip", file_types=list(SUPPORTED),
@@ -350,6 +353,15 @@ class DetectorApp:
 
 _METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++",
                  "ig": "integrated gradients"}
+
+
+def _model_note(model) -> str:
+    """What the header says about the model: a smoke test's warning, or its card's limit."""
+    if model.smoke_test:
+        return (f"\n\n**Warning: a smoke-test model.** {_md(model.smoke_test[0].upper())}"
+                f"{_md(model.smoke_test[1:])}.")
+    card = model.info.get("card") or {}
+    return f"\n\n{_md(card['app_note'])}" if card.get("app_note") else ""
 
 
 def _how(model) -> str:
@@ -424,17 +436,19 @@ def parse_args(argv: Sequence[str]) -> dict:
         except ValueError:
             raise SystemExit(f"experiments.app: {key} must be {kind.__name__}, got "
                              f"{value!r}") from None
-    if not opts["model"]:
-        raise SystemExit("experiments.app: model=<path to model.skops> is required")
     return opts
 
 
 def make_app(opts: dict) -> DetectorApp:
-    """Load the model and open the report store named by ``opts`` (see :func:`parse_args`)."""
-    from deepmetric.model import DeepfakeModel
+    """Load the model (``opts["model"]``, else the packaged one) and open the report store
+    named by ``opts`` (see :func:`parse_args`)."""
+    from deepmetric.pretrained import load_model
     from experiments.reports import ReportStore
 
-    model = DeepfakeModel.load(opts["model"], trust_pickle=opts["trust_pickle"])
+    model, described = load_model(opts["model"] or None, trust_pickle=opts["trust_pickle"])
+    log.info("model: %s", described)
+    if model.smoke_test:
+        log.warning("model %s is a smoke-test model: %s", model.version, model.smoke_test)
     store = ReportStore(opts["db"] or default_reports_db())
     return DetectorApp(model, store, max_mb=opts["max_mb"],
                        keep_uploads=opts["keep_uploads"] or None, method=opts["method"],
@@ -468,7 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Stop cleanly on SIGTERM too (atexit handlers, e.g. removing the private folder, run).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     app = make_app(opts)
-    log.info("model %s (%s), reports in %s", app.model.version, opts["model"], app.store)
+    log.info("model %s (%s), reports in %s", app.model.version,
+             opts["model"] or "packaged", app.store)
     # Load FaceNet and MTCNN now so that the first upload does not wait for them.
     app.model.extractor.embedder.model
     app.model.extractor.detector.detect([np.zeros((64, 64, 3), np.uint8)])

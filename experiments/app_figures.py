@@ -20,7 +20,7 @@ def score_figure(a: Analysis, threshold: float) -> Any:
     fig = Figure(figsize=(5.2, 2.8), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     df = a.frame_scores
-    x, y = df["frame_index"].to_numpy(), df["score"].to_numpy()
+    x, y = df["frame_index"].to_numpy(), df["fake_score"].to_numpy()
     ax.plot(x, y, "o-" if len(x) > 1 else "o", color="#444", ms=4, lw=1)
     shown = {f["frame_index"] for f in a.frames}
     sel = np.array([i in shown for i in x])

@@ -19,7 +19,7 @@ from deepmetric.datasets.items import add_degraded, add_self_blended
 
 __all__ = ["build_pipeline", "pipeline_specs", "training_items", "load_items",
            "build_extractor", "extractor_for", "compose", "objective", "check_config",
-           "ConfigError", "CONF"]
+           "data_name", "ConfigError", "CONF"]
 
 #: The experiments' config folder.
 CONF = Path(__file__).resolve().parent / "conf"
@@ -72,6 +72,27 @@ def load_items(node: DictConfig, what: str) -> pd.DataFrame:
     except Exception as exc:  # hydra wraps adapter errors; keep the adapter's message
         cause = exc.__cause__ or exc
         raise type(cause)(f"{what} ({node.get('_target_')}): {cause}") from exc
+
+
+def data_name(node: DictConfig | Mapping) -> str:
+    """A data config's short name for titles and tables: its adapter and its folder.
+
+    E.g. ``"ffpp: ffpp-c23"`` (``data=ffpp``), ``"manifest: dfdc-faces"``
+    (``data=dfdc_faces``), ``"demo"``; ``" (first N)"`` is added for ``head=N``.
+    """
+    target = str(node.get("_target_") or "data")
+    parts = target.split(".")
+    adapter = parts[-2] if len(parts) >= 2 else target
+    name = adapter
+    where = node.get("root") or node.get("path")
+    if where:
+        p = Path(str(where))
+        folder = p.parent.name if p.suffix else p.name
+        if folder and folder != adapter:
+            name = f"{adapter}: {folder}"
+    if node.get("head"):
+        name += f" (first {int(node['head'])})"
+    return name
 
 
 def build_extractor(cfg: DictConfig) -> tuple[Any, list[str]]:

@@ -33,7 +33,7 @@ from deepmetric.model import DeepfakeModel
 from deepmetric.model_selection import check_two_classes
 from deepmetric.storage import atomic_file, atomic_write
 from deepmetric.text import printable, spreadsheet_safe
-from experiments.builders import (backbone_provenance, build_extractor, check_config,
+from experiments.builders import (backbone_provenance, build_extractor, check_config, data_name,
                                   extractor_for, load_items, objective, pipeline_specs,
                                   training_items)
 from experiments.extract import extract_items, wants_sharding
@@ -113,11 +113,14 @@ def run(cfg: DictConfig) -> dict:
     m0 = results[first].metrics
     metrics = {
         "name": str(cfg.name), "pipeline": first, "protocol": m0["protocol"],
+        "threshold": protocol["threshold"],
         "test": m0["test"], "test_std": m0.get("test_std"), "per_method": m0["per_method"],
-        **{k: m0[k] for k in ("cross", "cross_skipped", "cross_scored_by",
+        **{k: m0[k] for k in ("pooled", "cross", "cross_skipped", "cross_scored_by",
                               "n_left_out_few_frames", "left_out_few_frames") if k in m0},
         "pipelines": {n: r.metrics for n, r in results.items()},
-        "data": {"n_videos": int(len(items)),
+        "data": {"name": data_name(cfg.data),
+                 "eval_name": data_name(cfg.eval_data) if cfg.get("eval_data") else None,
+                 "n_videos": int(len(items)),
                  # videos a video-level model left out (< 2 frames) were not scored
                  "n_scored_videos": int(feats.frames.video_id.nunique())
                  - int(m0.get("n_left_out_few_frames", 0)),
@@ -143,7 +146,7 @@ def run(cfg: DictConfig) -> dict:
                      out / f"cross_{kind}_scores_{n}.csv")
     atomic_write(out / "results.md", results_markdown(metrics, cfg))
     if cfg.plots:
-        _plots(out, results, pipelines, feats.X, feats.frames, cfg)
+        _plots(out, results, pipelines, feats.X, feats.frames, cfg, metrics)
     if cfg.save_model:  # last: a model that cannot be written loses no metrics
         DeepfakeModel(extractor, results[first].estimator, blocks, how=protocol["how"],
                       k=protocol["k"], threshold=protocol["threshold"],
@@ -152,6 +155,7 @@ def run(cfg: DictConfig) -> dict:
                       info={"version": f"{cfg.name}-{first}-{time.strftime('%Y%m%d%H%M%S')}",
                             "config": OmegaConf.to_container(cfg, resolve=False),
                             "backbones": metrics["data"]["backbones"],
+                            "data": metrics["data"]["name"], "protocol": metrics["protocol"],
                             "test": metrics["test"]}).save(out / "model.skops")
     log.info("results in %s\n%s", out, (out / "results.md").read_text())
     return metrics
@@ -163,13 +167,42 @@ def _csv(table: pd.DataFrame, path: Path) -> None:
         spreadsheet_safe(table).to_csv(tmp, index=False)
 
 
+def roc_curves(results: dict, temporal: bool, cross: bool = False) -> dict:
+    """The ROC curves of a run: per pipeline its video (or image) curve and, for a
+    frame-level model, its frame curve; ``cross``: those of the cross-dataset scores."""
+    curves = {}
+    for i, (n, r) in enumerate(results.items()):
+        frames, videos = ((r.cross_frame_scores, r.cross_video_scores) if cross else
+                          (r.frame_scores, r.video_scores))
+        if videos is None or videos["label"].nunique() < 2:
+            continue
+        color = f"C{i % 10}"  # one colour per pipeline: video solid, frame dashed
+        images = "n_frames" in videos and bool((videos["n_frames"] == 1).all())
+        curves[f"{n}, {'image' if images else 'video'} level"] = (
+            videos["label"].to_numpy(), videos["fake_score"].to_numpy(), {"color": color})
+        if frames is not None and not images and (cross or not temporal):
+            curves[f"{n}, frame level"] = (frames["label"].to_numpy(),
+                                           frames["fake_score"].to_numpy(),
+                                           {"color": color, "ls": "--", "lw": 1.2})
+    return curves
+
+
 def _plots(out: Path, results: dict, pipelines: dict, X: np.ndarray, frames: pd.DataFrame,
-           cfg: DictConfig) -> None:
+           cfg: DictConfig, metrics: dict) -> None:
     from deepmetric.eval.plots import plot_projection_before_after, plot_roc
 
-    curves = {f"{n} (video)": (r.video_scores["label"].to_numpy(),
-                               r.video_scores["score"].to_numpy()) for n, r in results.items()}
-    plot_roc(curves, out / "roc.png")
+    temporal = bool(metrics["data"]["temporal"])
+    pooled = "split column" not in metrics["protocol"]
+    how = (f"out-of-fold scores pooled over {int(cfg.cv.n_splits)} identity-grouped folds "
+           "(results.md: mean over folds)" if pooled else "the split column's test part")
+    plot_roc(roc_curves(results, temporal), out / "roc.png",
+             title=f"{metrics['data']['name']}, in-dataset: {how}",
+             auc_label="pooled AUC" if pooled else "AUC")
+    cross = roc_curves(results, temporal, cross=True)
+    if cross:
+        plot_roc(cross, out / "roc_cross.png",
+                 title=f"cross-dataset, all items pooled: fitted on "
+                       f"{metrics['data']['name']}, tested on {metrics['data']['eval_name']}")
     # Before/after the projector on a held-out group split (as on the poster).
     proj_name = next((n for n, p in pipelines.items() if "projector" in p.named_steps), None)
     if proj_name is not None:
@@ -180,18 +213,22 @@ def _plots(out: Path, results: dict, pipelines: dict, X: np.ndarray, frames: pd.
 def results_markdown(metrics: dict, cfg: DictConfig) -> str:
     """The poster-shaped table: rows AUC/accuracy/precision/recall/F1, a column per pipeline."""
     pipes = metrics["pipelines"]
+    data = metrics["data"]
     lines = [f"# {metrics['name']}", "",
-             f"Data: {metrics['data']['n_scored_videos']} videos, {metrics['data']['n_frames']}"
-             f" frames; features {metrics['data']['features']} ({metrics['data']['dim']}-d). "
+             f"Data: {data.get('name', '')}, {data['n_scored_videos']} videos, "
+             f"{data['n_frames']} frames; features {data['features']} ({data['dim']}-d). "
              f"Protocol: {metrics['protocol']}.", ""]
-    temporal = metrics["data"].get("temporal")
+    temporal = data.get("temporal")
+    cv = "split column" not in metrics["protocol"]
+    how = (f"mean ± std over {int(cfg.cv.n_splits)} identity-grouped folds" if cv else
+           "the split column's test part")
     for level in ("video", "frame"):
         if level == "frame" and temporal:
             lines += ["## frame level", "", f"None: a video-level model (per-clip {temporal} "
                       "of the frame features) scores whole clips.", ""]
             continue
-        lines += [f"## {level} level", "", "| metric | " + " | ".join(pipes) + " |",
-                  "|---|" + "---|" * len(pipes)]
+        lines += [f"## {level} level, in-dataset ({data.get('name', 'data')}): {how}", "",
+                  "| metric | " + " | ".join(pipes) + " |", "|---|" + "---|" * len(pipes)]
         for row in TABLE_ROWS:
             cells = []
             for r in pipes.values():
@@ -199,6 +236,10 @@ def results_markdown(metrics: dict, cfg: DictConfig) -> str:
                 sd = (r.get("test_std") or {}).get(level, {}).get(row)
                 cells.append(_fmt(v) + (f" ± {_fmt(sd)}" if sd is not None else ""))
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
+        if cv:
+            lines.append("| auc, out-of-fold scores pooled (roc.png) | " + " | ".join(
+                _fmt(r.get("pooled", {}).get(level, {}).get("auc", math.nan))
+                for r in pipes.values()) + " |")
         lines.append("")
     methods = sorted({m for r in pipes.values() for m in r.get("per_method", {})})
     if methods:
@@ -210,7 +251,10 @@ def results_markdown(metrics: dict, cfg: DictConfig) -> str:
                 + " |")
         lines.append("")
     if any("cross" in r for r in pipes.values()):
-        lines += ["## cross-dataset (fit on all of data, test on eval_data)", "",
+        lines += [f"## cross-dataset: fitted on all of {data.get('name', 'data')}, tested on "
+                  f"{data.get('eval_name') or 'eval_data'} (roc_cross.png)", "",
+                  "All its items pooled; video: one score per item (for an image, the image's "
+                  "score), frame: every frame.", "",
                   "| metric | " + " | ".join(pipes) + " |", "|---|" + "---|" * len(pipes)]
         for level in ("video", "frame"):
             for row in ("auc", "accuracy", "f1"):

@@ -134,8 +134,10 @@ def to_markdown(df: pd.DataFrame, title: str | None = None) -> str:
              *[c for c in METRICS if c in df.columns], "seconds"]
     n_failed = int((df["status"] != "ok").sum())
     counts = (f"{len(df)} job{'s' * (len(df) != 1)}: {len(df) - n_failed} ok, {n_failed} "
-              "failed; sorted by video AUC (identity-grouped CV mean unless the data has a "
-              "split column).")
+              "failed; sorted by video AUC. In-dataset columns (`video_*`, `frame_*`) are "
+              "means over the identity-grouped folds (`*_std`: their std; the split "
+              "column's test part when the data has one); `cross_video_auc` pools all the "
+              "cross-dataset items.")
     lines = [f"# {title}" if title else "# Sweep summary", "", counts, ""]
     if constant:
         lines += ["Same in every job: " + ", ".join(

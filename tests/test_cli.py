@@ -117,6 +117,64 @@ def test_threshold_sets_this_runs_verdicts_and_is_checked(model, folder):
 
 def test_help_is_plain_text():
     proc = _run("--help")
-    assert proc.returncode == 0 and "deepmetric predict MODEL PATH" in proc.stdout
+    assert proc.returncode == 0 and "deepmetric predict [MODEL] PATH" in proc.stdout
     assert "``" not in proc.stdout and ":meth:" not in proc.stdout
     assert "(predict_many)" in proc.stdout
+
+
+def test_predict_without_a_model_scores_a_clip_and_a_photo_with_the_packaged_model(
+        folder, dfdc_dir):
+    """Issue #32: nothing to train first; the packaged model scores and is named."""
+    from deepmetric.pretrained import packaged_path
+
+    clip = sorted((dfdc_dir / "train_sample_videos").glob("*.mp4"))[0]
+    proc = _run("predict", str(clip), str(folder / "photo.jpg"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    recs = [json.loads(ln) for ln in proc.stdout.splitlines()]
+    assert [Path(r["path"]).name for r in recs] == [clip.name, "photo.jpg"]
+    assert recs[0]["n_frames"] == 25 and 0 < recs[0]["n_faces"] <= 25 and recs[1]["n_faces"] == 1
+    assert all(0 <= r["score"] <= 1 and r["model"].startswith("cross_dataset-") for r in recs)
+    assert f"scoring with the packaged model cross_dataset ({packaged_path()})" in proc.stderr
+    assert "smoke-test" not in proc.stderr
+    # the same model named as a file scores the same
+    named = _run("predict", "--model", str(packaged_path()), str(folder / "photo.jpg"),
+                 "--json")
+    assert json.loads(named.stdout)["score"] == recs[1]["score"]
+
+
+def test_info_prints_the_packaged_card_and_any_models_card(model):
+    proc = _run("info")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.startswith("Model card: cross_dataset\n")
+    for needle in ("Training data:", "FaceForensics++", "research", "Measured:",
+                   "image-level AUC, all crops pooled", "$ python -m experiments.run "
+                   "exp=cross_dataset", "Threshold:", "Intended use:", "Limits:"):
+        assert needle in out, needle
+    own = _run("info", str(model))
+    assert own.returncode == 0 and own.stdout.startswith("Model card: legacy-0.1.0-fixture")
+    assert "Threshold: 0.500" in own.stdout and "not tuned" in own.stdout
+    missing = _run("info", "none.skops")
+    assert missing.returncode == 2 and "none.skops: model file not found" in missing.stderr
+
+
+def test_a_smoke_test_model_warns(model, folder, tmp_path):
+    """A model trained on the built-in demo data says so before its scores."""
+    from deepmetric.model import DeepfakeModel
+
+    demo = DeepfakeModel.load(model)
+    demo.info["config"] = {"data": {"_target_": "deepmetric.datasets.demo.load"}}
+    path = demo.save(tmp_path / "demo.skops")
+    proc = _run("predict", str(path), str(folder / "photo.jpg"))
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: this is a smoke-test model: it was trained on deepmetric's built-in " \
+           "demo data" in proc.stderr and "UserWarning" not in proc.stderr
+    plain = _run("predict", str(model), str(folder / "photo.jpg"))
+    assert "smoke-test" not in plain.stderr and plain.stdout.split()[:2] == \
+        proc.stdout.split()[:2]
+    assert "WARNING: a smoke-test model" in _run("info", str(path)).stdout
+
+
+def test_a_model_file_alone_is_not_enough(model):
+    proc = _run("predict", str(model))
+    assert proc.returncode == 2 and "no clip, image or folder given" in proc.stderr

@@ -305,7 +305,7 @@ def test_explain_item_on_a_clip_and_an_image(tmp_path, forest_model, linear_mode
     assert 0 <= out["surrogate_agreement"] <= 1
     pred = forest_model.predict(clip)
     assert out["score"] == pytest.approx(pred["score"])
-    s = pred["frame_scores"]["score"].to_numpy()
+    s = pred["frame_scores"]["fake_score"].to_numpy()
     top = np.argsort(-s if pred["verdict"] == "fake" else s, kind="stable")[:2]
     assert [f["frame_index"] for f in out["frames"]] \
         == pred["frame_scores"]["frame_index"].to_numpy()[top].tolist()

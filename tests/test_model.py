@@ -58,7 +58,7 @@ def test_predict_scores_a_real_photo_end_to_end(faces_dir, tmp_path):
     out = model.predict(photo)
     assert out["n_faces"] == 1 and 0.0 <= out["score"] <= 1.0
     assert out["verdict"] == ("fake" if out["score"] >= 0.5 else "real")
-    assert list(out["frame_scores"].columns) == ["frame_index", "score", "prob"]
+    assert list(out["frame_scores"].columns) == ["frame_index", "fake_score", "face_prob"]
 
 
 def test_predict_many_scores_what_predict_scores_and_hands_back_failures(faces_dir, tmp_path):
@@ -134,9 +134,9 @@ def test_one_video_level_model_scores_images_and_clips():
                           temporal=["std"], frame_pipeline=ev.frame_estimator)
     clip = model.score_arrays(_arrays(X[:5].astype(np.float32)), "clip.mp4")
     image = model.score_arrays(_arrays(X[5:6].astype(np.float32)), "photo.jpg")
-    assert clip["scored_by"] == "video" and np.isnan(clip["frame_scores"]["score"]).all()
+    assert clip["scored_by"] == "video" and np.isnan(clip["frame_scores"]["fake_score"]).all()
     assert image["scored_by"] == "frame" and 0 <= image["score"] <= 1
-    assert image["frame_scores"]["score"].notna().all()
+    assert image["frame_scores"]["fake_score"].notna().all()
 
 
 def test_a_failed_save_names_the_file_and_leaves_no_temp_file(tmp_path):

@@ -84,3 +84,23 @@ def test_the_wheel_carries_every_config_and_runs_from_anywhere(dists: dict[str, 
                           "exp=cross_dataset", "data=ffpp"], cwd=tmp_path, env=env,
                          check=True, capture_output=True, text=True, timeout=300).stdout
     assert "name: cross_dataset" in cfg and "deepmetric.datasets.ffpp" in cfg
+
+
+def test_the_wheel_carries_the_packaged_model_and_its_card(dists: dict[str, Path],
+                                                           tmp_path: Path) -> None:
+    """Issue #32: `deepmetric info` (and predict) work from the installed wheel alone."""
+    from deepmetric.pretrained import PACKAGED
+
+    with zipfile.ZipFile(dists["wheel"]) as whl:
+        sizes = {i.filename: i.file_size for i in whl.infolist()}
+    for rel in PACKAGED.values():
+        assert 10_000 < sizes[f"deepmetric/{rel}"] < 2_000_000  # a head, no network weights
+    assert dists["wheel"].stat().st_size < 3_000_000
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile",
+                    "--target", str(site), str(dists["wheel"])], check=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    card = subprocess.run([sys.executable, "-m", "deepmetric.cli", "info"], cwd=tmp_path,
+                          env=env, check=True, capture_output=True, text=True).stdout
+    assert card.startswith("Model card: cross_dataset") and str(site) in card
+    assert "research" in card and "Threshold:" in card and "DFDC" in card

@@ -39,9 +39,12 @@ class CVResult:
     summary : dict
         Mean and std of each metric over folds (``summarize_folds``).
     frame_scores : pandas.DataFrame
-        Every test frame once: ``video_id, frame_index, label, score, fold`` (+ method).
+        Every test frame once: ``video_id, frame_index, label, face_prob, fake_score, fold``
+        (+ method); ``fake_score`` is the frame's P(fake), ``face_prob`` the face
+        detector's confidence.
     video_scores : pandas.DataFrame
-        Every test video once: ``video_id, label, score, n_frames, fold`` (+ method, group).
+        Every test video once: ``video_id, label, fake_score, n_frames, fold`` (+ method,
+        group).
     per_method : dict
         Video-level metrics of the pooled out-of-fold scores, real videos vs each method.
     """
@@ -125,12 +128,12 @@ def score_frames(estimator: Any, X: np.ndarray, frames: pd.DataFrame, *, how: st
     Returns
     -------
     frame_df, video_df : pandas.DataFrame
-        ``frame_df``: the frames table plus ``score``; ``video_df``: one row per video with
-        ``score`` (aggregated by ``how``) and ``n_frames``.
+        ``frame_df``: the frames table plus ``fake_score`` (float, P(fake)); ``video_df``:
+        one row per video with ``fake_score`` (aggregated by ``how``) and ``n_frames``.
     """
     s = frame_scores(estimator, X)
     fdf = frames.reset_index(drop=True).copy()
-    fdf["score"] = s
+    fdf["fake_score"] = s
     agg = aggregate_scores(s, fdf["video_id"].to_numpy(), how=how, k=k)  # type: ignore[arg-type]
     vdf = video_table(fdf).set_index("video_id").join(agg).reset_index()
     return fdf, vdf
@@ -142,7 +145,7 @@ def per_method_metrics(videos: pd.DataFrame) -> dict:
     Parameters
     ----------
     videos : pandas.DataFrame
-        ``label, score, method`` per video (``method`` is ``"real"`` for label 0).
+        ``label, fake_score, method`` per video (``method`` is ``"real"`` for label 0).
     """
     if "method" not in videos or videos["method"].isna().all():
         return {}
@@ -151,7 +154,7 @@ def per_method_metrics(videos: pd.DataFrame) -> dict:
     for method in sorted(videos.loc[videos["label"] == 1, "method"].dropna().unique()):
         fake = videos[(videos["label"] == 1) & (videos["method"] == method)]
         both = pd.concat([real, fake])
-        out[str(method)] = binary_metrics(both["label"].to_numpy(), both["score"].to_numpy())
+        out[str(method)] = binary_metrics(both["label"].to_numpy(), both["fake_score"].to_numpy())
     return out
 
 
@@ -203,7 +206,7 @@ def grouped_cv(pipeline: Any, X: np.ndarray, frames: pd.DataFrame, *, n_splits: 
         vdf["fold"] = fold
         fdfs.append(fdf)
         vdfs.append(vdf)
-        folds.append(frame_and_video_metrics(fdf["label"], fdf["score"], fdf["video_id"],
+        folds.append(frame_and_video_metrics(fdf["label"], fdf["fake_score"], fdf["video_id"],
                                              how=how, k=k, threshold=threshold))
     return CVResult(folds=folds, summary=summarize_folds(folds),
                     frame_scores=pd.concat(fdfs, ignore_index=True),
@@ -219,11 +222,13 @@ class Evaluation:
     ----------
     metrics : dict
         The structure ``metrics.json`` holds for a pipeline: ``protocol``, ``test``
-        (``{"frame": {...}, "video": {...}}``; means over folds under CV), ``test_std`` and
-        ``folds`` (CV only), ``per_method``, and ``cross`` / ``cross_skipped`` when
-        cross-dataset data was given. A video-level model's frame-level entries are NaN, and
-        ``n_left_out_few_frames`` / ``left_out_few_frames`` count and name the videos it
-        could not score (fewer than ``MIN_FRAMES`` frames with a face).
+        (``{"frame": {...}, "video": {...}}``; means over folds under CV), ``test_std``,
+        ``folds`` and ``pooled`` (CV only: the metrics of all out-of-fold scores pooled,
+        what a ROC curve of them shows), ``per_method`` (pooled too), and ``cross`` /
+        ``cross_skipped`` when cross-dataset data was given. A video-level model's
+        frame-level entries are NaN, and ``n_left_out_few_frames`` / ``left_out_few_frames``
+        count and name the videos it could not score (fewer than ``MIN_FRAMES`` frames with a
+        face).
     frame_scores, video_scores : pandas.DataFrame
         Out-of-fold (or test-split) scores: one row per test frame / video.
     cross_frame_scores, cross_video_scores : pandas.DataFrame or None
@@ -304,7 +309,7 @@ def evaluate(pipeline: Any, X: np.ndarray, frames: pd.DataFrame, *, n_splits: in
         est = fit_pipeline(pipeline, X[tr], frames[tr])
         fdf, vdf = score_frames(est, X[te], frames[te], how=how, k=k)
         res: dict = {"protocol": "split column",
-                     "test": frame_and_video_metrics(fdf["label"], fdf["score"],
+                     "test": frame_and_video_metrics(fdf["label"], fdf["fake_score"],
                                                      fdf["video_id"], how=how, k=k,
                                                      threshold=threshold),
                      "per_method": per_method_metrics(vdf)}
@@ -315,7 +320,13 @@ def evaluate(pipeline: Any, X: np.ndarray, frames: pd.DataFrame, *, n_splits: in
         std = {lv: {m: v["std"] for m, v in ms.items()} for lv, ms in cv.summary.items()}
         fdf, vdf = cv.frame_scores, cv.video_scores
         res = {"protocol": f"identity-grouped {n_splits}-fold CV (mean over folds)",
-               "test": mean, "test_std": std, "folds": cv.folds, "per_method": cv.per_method}
+               "test": mean, "test_std": std, "folds": cv.folds, "per_method": cv.per_method,
+               "pooled": {"frame": binary_metrics(fdf["label"].to_numpy(),
+                                                  fdf["fake_score"].to_numpy(),
+                                                  threshold=threshold),
+                          "video": binary_metrics(vdf["label"].to_numpy(),
+                                                  vdf["fake_score"].to_numpy(),
+                                                  threshold=threshold)}}
     if temporal:
         res["protocol"] += f"; video-level model on per-clip {temporal} of frame features"
         res["n_left_out_few_frames"] = int(few.sum())
@@ -360,9 +371,9 @@ def _score_cross(out: Evaluation, X: np.ndarray, frames: pd.DataFrame, *, how: s
         vdf = pd.concat(parts, ignore_index=True)
         out.metrics["cross_scored_by"] = {p: int((vdf["scored_by"] == p).sum())
                                       for p in ("video", "frame")}
-    m = {"frame": frame_and_video_metrics(fdf["label"], fdf["score"], fdf["video_id"],
+    m = {"frame": frame_and_video_metrics(fdf["label"], fdf["fake_score"], fdf["video_id"],
                                           how=how, k=k, threshold=threshold)["frame"],
-         "video": binary_metrics(vdf["label"].to_numpy(), vdf["score"].to_numpy(),
+         "video": binary_metrics(vdf["label"].to_numpy(), vdf["fake_score"].to_numpy(),
                                  threshold=threshold),
          "per_method": per_method_metrics(vdf)}
     out.metrics["cross"] = m

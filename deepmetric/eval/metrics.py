@@ -182,7 +182,7 @@ def frame_and_video_metrics(
     y_video = labels.first().reindex(video.index).to_numpy()
     return {
         "frame": binary_metrics(y, s, threshold=threshold),
-        "video": binary_metrics(y_video, video["score"].to_numpy(), threshold=threshold),
+        "video": binary_metrics(y_video, video["fake_score"].to_numpy(), threshold=threshold),
     }
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from deepmetric.storage import atomic_file
 
-__all__ = ["plot_roc", "plot_embedding_scatter", "plot_projection_before_after"]
+__all__ = ["plot_roc", "roc_figure", "plot_embedding_scatter", "plot_projection_before_after"]
 
 _COLORS = {0: "#1f77b4", 1: "#d62728"}  # real: blue, fake: red
 _NAMES = {0: "real", 1: "fake"}
@@ -39,23 +39,59 @@ def _save(fig: Any, path: str | Path, dpi: int) -> Path:
     return path
 
 
+def roc_figure(
+    curves: Mapping[str, tuple[Any, Any]],
+    *,
+    title: str = "ROC",
+    auc_label: str = "AUC",
+) -> Any:
+    """The figure :func:`plot_roc` saves (a ``matplotlib.figure.Figure``; see there)."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    if not curves:
+        raise ValueError("plot_roc: no curves given")
+    fig = _new_figure((5.6, 5.6))
+    ax = fig.add_subplot()
+    for name, (y, s, *style) in curves.items():
+        y = np.asarray(y)
+        s = np.asarray(s, dtype=np.float64)
+        if np.unique(y).size < 2:
+            raise ValueError(f"plot_roc: curve {name!r} has a single class; ROC undefined")
+        fpr, tpr, _ = roc_curve(y, s, pos_label=1)
+        ax.plot(fpr, tpr, **{"lw": 1.8, **(style[0] if style else {})},
+                label=f"{name} ({auc_label} = {roc_auc_score(y, s):.3f})")
+    ax.plot([0, 1], [0, 1], ls="--", lw=1, color="grey", label="chance")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="False positive rate (real called fake)",
+           ylabel="True positive rate (fake detected)")
+    ax.set_title(title, fontsize="medium", wrap=True)
+    ax.set_aspect("equal")
+    ax.legend(loc="lower right", fontsize="small")
+    return fig
+
+
 def plot_roc(
     curves: Mapping[str, tuple[Any, Any]],
     path: str | Path,
     *,
     title: str = "ROC",
+    auc_label: str = "AUC",
     dpi: int = 120,
 ) -> Path:
     """ROC curves of several scorers on one axis, AUC in the legend.
 
     Parameters
     ----------
-    curves : mapping name -> (y_true, scores)
-        ``y_true`` array-like of {0, 1} (1 = fake), shape (n,); ``scores`` float, shape (n,).
-        Each needs both classes.
+    curves : mapping name -> (y_true, scores) or (y_true, scores, style)
+        ``y_true`` array-like of {0, 1} (1 = fake), shape (n,); ``scores`` float, shape (n,);
+        ``style`` a dict of matplotlib line options (``color``, ``ls``, ...). Each needs
+        both classes. Name each curve with its level (frame, video, image).
     path : str or Path
         Output image (format from the suffix, e.g. ``.png``); parent folders are created.
     title : str, default="ROC"
+        Say what the curves are of: the data set and the protocol.
+    auc_label : str, default="AUC"
+        How the legend names each curve's AUC, e.g. ``"pooled AUC"`` for out-of-fold scores
+        pooled over folds (which differs from the mean of the folds' AUCs).
     dpi : int, default=120
 
     Returns
@@ -63,25 +99,7 @@ def plot_roc(
     Path
         ``path``.
     """
-    from sklearn.metrics import roc_auc_score, roc_curve
-
-    if not curves:
-        raise ValueError("plot_roc: no curves given")
-    fig = _new_figure((5.0, 5.0))
-    ax = fig.add_subplot()
-    for name, (y, s) in curves.items():
-        y = np.asarray(y)
-        s = np.asarray(s, dtype=np.float64)
-        if np.unique(y).size < 2:
-            raise ValueError(f"plot_roc: curve {name!r} has a single class; ROC undefined")
-        fpr, tpr, _ = roc_curve(y, s, pos_label=1)
-        ax.plot(fpr, tpr, lw=1.8, label=f"{name} (AUC = {roc_auc_score(y, s):.3f})")
-    ax.plot([0, 1], [0, 1], ls="--", lw=1, color="grey", label="chance")
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="False positive rate (real called fake)",
-           ylabel="True positive rate (fake detected)", title=title)
-    ax.set_aspect("equal")
-    ax.legend(loc="lower right", fontsize="small")
-    return _save(fig, path, dpi)
+    return _save(roc_figure(curves, title=title, auc_label=auc_label), path, dpi)
 
 
 def _project_2d(X: np.ndarray, method: str, random_state: int) -> np.ndarray:

@@ -90,8 +90,8 @@ def aggregate_scores(
     Returns
     -------
     pandas.DataFrame
-        Index ``video_id`` (videos in order of first appearance), columns ``score``
-        (float64) and ``n_frames`` (int64).
+        Index ``video_id`` (videos in order of first appearance), columns ``fake_score``
+        (float64, the video's P(fake)) and ``n_frames`` (int64).
 
     Raises
     ------
@@ -119,8 +119,8 @@ def aggregate_scores(
     if how == "topk" and int(k) < 1:
         raise ValueError(f"k must be >= 1, got {k!r}")
 
-    df = pd.DataFrame({"video_id": v, "score": s})
-    grouped = df.groupby("video_id", sort=False)["score"]
+    df = pd.DataFrame({"video_id": v, "fake_score": s})
+    grouped = df.groupby("video_id", sort=False)["fake_score"]
     if how == "mean":
         score = grouped.mean()
     elif how == "median":
@@ -129,7 +129,7 @@ def aggregate_scores(
         kk = int(k)
         score = grouped.apply(lambda x: float(np.mean(np.sort(x.to_numpy())[-kk:])))
     out = pd.DataFrame(
-        {"score": score.astype(np.float64), "n_frames": grouped.size().astype(np.int64)}
+        {"fake_score": score.astype(np.float64), "n_frames": grouped.size().astype(np.int64)}
     )
     out.index.name = "video_id"
     return out

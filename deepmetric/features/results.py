@@ -83,8 +83,9 @@ class FrameFeatures:
         float32 (F, D): the requested feature blocks concatenated, one row per frame with
         a face.
     frames : pandas.DataFrame
-        F rows: ``video_id, group, label, frame_index, prob`` plus the manifest's
-        ``method``/``split``/``kind``/``role``/``pair_id`` when present.
+        F rows: ``video_id, group, label, frame_index, face_prob`` (the face detector's
+        confidence, float32) plus the manifest's ``method``/``split``/``kind``/``role``/
+        ``pair_id`` when present.
     blocks : dict of str to slice
         Column range of each block in ``X``.
     missing : pandas.DataFrame
@@ -174,10 +175,10 @@ def read_features(cache: FeatureCache, manifest: pd.DataFrame, blocks: Sequence[
         xs.append(np.concatenate(parts, axis=1))
         meta = {"video_id": row.video_id, "group": row.group, "label": row.label,
                 "frame_index": arrays["frame_index"][found],
-                "prob": arrays["prob"][found]}
+                "face_prob": arrays["prob"][found]}
         clip = getattr(row, "clip", "")
         if clip:  # a frame of a video stored as separate files
-            start, n = next_index.get(clip, 0), len(meta["prob"])
+            start, n = next_index.get(clip, 0), len(meta["face_prob"])
             meta.update(video_id=clip, item_id=row.video_id,
                         frame_index=np.arange(start, start + n, dtype=np.int64))
             next_index[clip] = start + n

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from deepmetric.eval.plots import plot_embedding_scatter, plot_roc
+from deepmetric.eval.plots import plot_embedding_scatter, plot_roc, roc_figure
 
 
 def _png_ok(path, min_bytes: int = 10_000) -> np.ndarray:
@@ -35,6 +35,23 @@ def test_plot_roc(tmp_path, data) -> None:
     _png_ok(out)
     with pytest.raises(ValueError, match="single class"):
         plot_roc({"x": (np.zeros(5), np.arange(5.0))}, tmp_path / "bad.png")
+
+
+def test_roc_figure_says_what_each_curve_is(data) -> None:
+    """Issue #32: the title names the data set and protocol, the legend each curve's level
+    and how its AUC was computed (pooled, not the mean over folds)."""
+    from sklearn.metrics import roc_auc_score
+
+    before, after, y = data
+    fig = roc_figure({"p, video level": (y, after[:, 0]), "p, frame level": (y, before[:, 0])},
+                     title="ffpp: ffpp-c23, in-dataset: pooled", auc_label="pooled AUC")
+    ax = fig.axes[0]
+    assert ax.get_title() == "ffpp: ffpp-c23, in-dataset: pooled"
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == [f"p, video level (pooled AUC = {roc_auc_score(y, after[:, 0]):.3f})",
+                      f"p, frame level (pooled AUC = {roc_auc_score(y, before[:, 0]):.3f})",
+                      "chance"]
+    assert len(ax.get_lines()) == 3
 
 
 @pytest.mark.parametrize("method", ["pca", "tsne"])

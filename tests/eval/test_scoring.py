@@ -27,17 +27,17 @@ def test_aggregate_mean_median_topk() -> None:
     v = np.array(["b", "b", "b", "a", "a", "a", "c"])
     mean = aggregate_scores(s, v)
     assert list(mean.index) == ["b", "a", "c"] and mean.index.name == "video_id"
-    assert list(mean.columns) == ["score", "n_frames"]
-    np.testing.assert_allclose(mean["score"], [0.5, 0.4, 1.0])
+    assert list(mean.columns) == ["fake_score", "n_frames"]
+    np.testing.assert_allclose(mean["fake_score"], [0.5, 0.4, 1.0])
     assert mean["n_frames"].tolist() == [3, 3, 1] and mean["n_frames"].dtype == np.int64
-    np.testing.assert_allclose(aggregate_scores(s, v, how="median")["score"], [0.5, 0.4, 1.0])
+    np.testing.assert_allclose(aggregate_scores(s, v, how="median")["fake_score"], [0.5, 0.4, 1.0])
     top2 = aggregate_scores(s, v, how="topk", k=2)
-    np.testing.assert_allclose(top2["score"], [0.7, 0.5, 1.0])  # "c" has 1 frame < k
+    np.testing.assert_allclose(top2["fake_score"], [0.7, 0.5, 1.0])  # "c" has 1 frame < k
 
 
 def test_aggregate_integer_ids_and_errors() -> None:
     out = aggregate_scores([0.2, 0.4], [7, 7])
-    assert out.loc[7, "score"] == pytest.approx(0.3)
+    assert out.loc[7, "fake_score"] == pytest.approx(0.3)
     with pytest.raises(ValueError, match="NaN value"):
         aggregate_scores([0.2, np.nan], [1, 2])
     with pytest.raises(ValueError, match="missing"):

@@ -120,7 +120,7 @@ def test_clip(app, model_path):
     a = app.analyze(_demo_clip(1))
     assert a.ok and a.n_frames == 8 and len(a.frame_scores) == a.n_faces
     assert len(a.frames) == 3
-    scores = a.frame_scores["score"].to_numpy()
+    scores = a.frame_scores["fake_score"].to_numpy()
     picked = sorted((f["score"] for f in a.frames), reverse=a.verdict == "fake")
     expected = np.sort(scores)[::-1][:3] if a.verdict == "fake" else np.sort(scores)[:3]
     np.testing.assert_allclose(picked, expected)
@@ -232,8 +232,7 @@ def test_command_line_options(model_path):
         parse_args([f"model={model_path}", "prot=1"])
     with pytest.raises(SystemExit, match="port must be int"):
         parse_args([f"model={model_path}", "port=abc"])
-    with pytest.raises(SystemExit, match="model=<path to model.skops> is required"):
-        parse_args(["port=1"])
+    assert parse_args(["port=1"])["model"] == ""  # the packaged model
     assert o["trust_pickle"] is False
     assert parse_args([f"model={model_path}", "trust_pickle=true"])["trust_pickle"] is True
     with pytest.raises(SystemExit, match="trust_pickle must be true or false, got 'yes'"):
@@ -263,6 +262,24 @@ def test_the_ui_builds(app):
     ids = {getattr(b, "elem_id", None) for b in ui.blocks.values()}
     assert {"upload", "analyze", "verdict", "frame-plot", "heatmaps", "report-label",
             "report-comment", "report-submit", "report-status"} <= ids
+
+
+def test_the_app_opens_with_the_packaged_model_and_warns_for_a_smoke_test(app, tmp_path):
+    """Issue #32: no model= → the packaged model, named with its limits in the header; the
+    demo model (a smoke test) gets a warning there instead."""
+    gr = pytest.importorskip("gradio")
+    from experiments.app import DEFAULTS, make_app
+
+    def header(a) -> str:
+        return next(b.value for b in a.build().blocks.values() if isinstance(b, gr.Markdown))
+
+    packaged = make_app({**DEFAULTS, "db": str(tmp_path / "reports.db")})
+    assert packaged.model.version.startswith("cross_dataset-")
+    top = header(packaged)
+    assert "Packaged model cross\\_dataset: fitted on a FaceForensics\\+\\+ sample" in top
+    assert "smoke-test" not in top
+    assert "**Warning: a smoke-test model.** It was trained on deepmetric's built\\-in demo" \
+        in header(app)
 
 
 def test_the_reports_database_defaults_to_the_data_folder(tmp_path, monkeypatch):

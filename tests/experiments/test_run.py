@@ -68,7 +68,22 @@ def test_run_end_to_end_and_deterministic(slice_csv, dfdc_dir, tmp_path):
     table = (out / "results.md").read_text()
     assert "| auc |" in table and "video level" in table and "cross-dataset" in table
     videos = pd.read_csv(out / "video_scores.csv")
-    assert videos["video_id"].is_unique and videos["score"].between(0, 1).all()
+    assert videos["video_id"].is_unique and videos["fake_score"].between(0, 1).all()
+    # issue #32: every table and figure says what it holds
+    frames = pd.read_csv(out / "frame_scores.csv")
+    assert {"fake_score", "face_prob"} <= set(frames) and not {"score", "prob"} & set(frames)
+    assert frames["face_prob"].between(0.9, 1).all()  # MTCNN's min_prob
+    from sklearn.metrics import roc_auc_score
+
+    assert metrics["pooled"]["video"]["auc"] == pytest.approx(
+        roc_auc_score(videos["label"], videos["fake_score"]))
+    assert metrics["data"]["name"].startswith("manifest: slice")
+    assert metrics["data"]["eval_name"] == "folder: prepared_dataset"
+    assert f"## video level, in-dataset ({metrics['data']['name']}): mean ± std over 2 " \
+           "identity-grouped folds" in table
+    assert f"| auc, out-of-fold scores pooled (roc.png) | " \
+           f"{metrics['pooled']['video']['auc']:.3f} |" in table
+    assert (out / "roc_cross.png").stat().st_size > 0
     # the saved model predicts a real clip end to end
     model = DeepfakeModel.load(out / "model.skops")
     clip = pd.read_csv(slice_csv)["path"].iloc[0]
@@ -153,7 +168,7 @@ def test_run_video_level_model_on_per_clip_spreads(slice_csv, dfdc_dir, tmp_path
     assert model.temporal == ["std"] and model.ddof == 1
     arrays = model.extractor.extract_item(items["path"].iloc[0])
     pred = model.score_arrays(arrays)
-    assert 0 <= pred["score"] <= 1 and pred["frame_scores"]["score"].isna().all()
+    assert 0 <= pred["score"] <= 1 and pred["frame_scores"]["fake_score"].isna().all()
     del model.__dict__["ddof"]  # a model pickled before the option pooled with ddof=0
     assert model.ddof == 0 and model.score_arrays(arrays)["score"] != pred["score"]
     with pytest.raises(NotImplementedError, match="frame-level model"):
@@ -171,7 +186,7 @@ def test_run_video_level_model_on_per_clip_spreads(slice_csv, dfdc_dir, tmp_path
     pooled = scored[scored["scored_by"] == "video"]
     assert sorted(pooled["video_id"]) == ["aapnvogymq-00", "aapnvogymq-01", "abarnvbtwb-00",
                                           "abqwwspghj-00"]  # 2, 3, 11 and 4 crops
-    assert pooled["label"].tolist().count(0) == 1 and scored["score"].between(0, 1).all()
+    assert pooled["label"].tolist().count(0) == 1 and scored["fake_score"].between(0, 1).all()
     assert clips["cross_scored_by"] == {"video": 4, "frame": len(scored) - 4}
     assert clips["cross"]["video"]["n"] == len(scored) and len(scored) > 4
 
