@@ -184,6 +184,11 @@ def _model_text(model: Any, info: dict) -> list[str]:
     lines = [f"version: {info.get('version', 'unversioned')}",
              f"features: {list(getattr(model, 'blocks', []))}",
              f"pipeline: {pipe}", f"scores: {rule}"]
+    for bb in info.get("backbones") or []:  # backbones beside FaceNet (timm, ...)
+        if isinstance(bb, dict):
+            digest = str(bb.get("weights_digest") or "")[:12]
+            lines.append(f"backbone: {bb.get('name', '?')} (weights {bb.get('weights', '?')}"
+                         + (f", tensors digest {digest}" if digest else "") + ")")
     if ex is not None:
         lines.append(f"frames sampled per clip: {getattr(ex, 'n_frames', '?')}")
     if det is not None:

@@ -175,7 +175,8 @@ def _info(args: argparse.Namespace) -> int:
     except (FileNotFoundError, UntrustedModelError, TypeError, ValueError, KeyError) as exc:
         _say(f"deepmetric info: {printable(exc)}", sys.stderr)
         return 2
-    _say(card_text(model, described).rstrip("\n"))
+    # a card is text from a file: each line escaped so that it cannot forge output
+    _say("\n".join(printable(line) for line in card_text(model, described).splitlines()))
     return 0
 
 

@@ -178,3 +178,18 @@ def test_a_smoke_test_model_warns(model, folder, tmp_path):
 def test_a_model_file_alone_is_not_enough(model):
     proc = _run("predict", str(model))
     assert proc.returncode == 2 and "no clip, image or folder given" in proc.stderr
+
+
+def test_info_escapes_a_card_that_tries_to_forge_output(model, tmp_path):
+    """A card is text from a file: control characters are printed escaped, never raw."""
+    from deepmetric.model import DeepfakeModel
+
+    forged = DeepfakeModel.load(model)
+    forged.info["card"] = {"summary": "fine\x1b[2J\rREAL 0.000 clip.mp4\u202e",
+                           "limits": ["none\x07"]}
+    path = forged.save(tmp_path / "forged.skops")
+    proc = _run("info", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert not any(c in proc.stdout for c in "\x1b\r\x07\u202e")
+    assert "fine\\x1b[2J" in proc.stdout and "clip.mp4\\u202e" in proc.stdout
+    assert "- none\\x07" in proc.stdout

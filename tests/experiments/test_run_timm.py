@@ -19,6 +19,7 @@ CONF = Path(__file__).resolve().parents[2] / "experiments" / "conf"
 def test_a_run_with_a_timm_backbone_records_it(tmp_path):
     import torch
 
+    from deepmetric.card import card_text
     from deepmetric.features.backbones.weights import state_dict_digest
     from deepmetric.model import DeepfakeModel
     from experiments.run import run
@@ -47,3 +48,6 @@ def test_a_run_with_a_timm_backbone_records_it(tmp_path):
     model = DeepfakeModel.load(tmp_path / "out" / "model.skops")
     assert model.info["backbones"] == saved["data"]["backbones"]
     assert model.extractor.backbones[0].feature_names() == ["resnet10t/pool"]
+    card = card_text(model)  # deepmetric info names the backbone and its weights
+    assert f"backbone: resnet10t (weights {weights}, tensors digest " \
+           f"{bb['weights_digest'][:12]})" in card
