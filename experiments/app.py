@@ -45,14 +45,13 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from deepmetric.datasets.items import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
-from experiments.app_figures import gallery_items, score_figure
+from experiments.app_figures import Analysis, gallery_items, score_figure
 from experiments.reports import LABELS
 
 log = logging.getLogger("deepmetric.app")
@@ -66,32 +65,6 @@ DEFAULTS: dict[str, Any] = {
     "trust_pickle": False,
 }
 CSS = "#verdict {min-height: 4em} footer {display: none !important}"
-
-
-@dataclass
-class Analysis:
-    """What :meth:`DetectorApp.analyze` found out about one file.
-
-    ``ok`` is False when the file could not be scored; ``message`` (Markdown) then says why
-    (too large, unsupported, unreadable, no face). ``frames`` are the explained frames
-    (see :func:`deepmetric.explain.explain_arrays`).
-    """
-
-    ok: bool
-    message: str
-    name: str = ""
-    sha256: str | None = None
-    score: float | None = None
-    verdict: str | None = None
-    n_frames: int = 0
-    n_faces: int = 0
-    seconds: float = 0.0
-    explain_seconds: float = 0.0
-    frame_scores: Any = None          # pandas.DataFrame: frame_index, fake_score, face_prob
-    frames: list = field(default_factory=list)
-    explanation: dict = field(default_factory=dict)
-    error: str | None = None          # "too_large", "unsupported", "unreadable", "no_face",
-                                      # "too_few_frames"
 
 
 class DetectorApp:

@@ -1,16 +1,40 @@
-"""What the web app (:mod:`experiments.app`) draws: the per-frame score plot and the
-gallery of explained frames."""
+"""What the web app (:mod:`experiments.app`) shows of one file: its :class:`Analysis`, the
+per-frame score plot and the gallery of explained frames."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from experiments.app import Analysis
+__all__ = ["Analysis", "score_figure", "gallery_items"]
 
-__all__ = ["score_figure", "gallery_items"]
+
+@dataclass
+class Analysis:
+    """What :meth:`DetectorApp.analyze` found out about one file.
+
+    ``ok`` is False when the file could not be scored; ``message`` (Markdown) then says why
+    (too large, unsupported, unreadable, no face). ``frames`` are the explained frames
+    (see :func:`deepmetric.explain.explain_arrays`).
+    """
+
+    ok: bool
+    message: str
+    name: str = ""
+    sha256: str | None = None
+    score: float | None = None
+    verdict: str | None = None
+    n_frames: int = 0
+    n_faces: int = 0
+    seconds: float = 0.0
+    explain_seconds: float = 0.0
+    frame_scores: Any = None          # pandas.DataFrame: frame_index, fake_score, face_prob
+    frames: list = field(default_factory=list)
+    explanation: dict = field(default_factory=dict)
+    error: str | None = None          # "too_large", "unsupported", "unreadable", "no_face",
+                                      # "too_few_frames"
 
 
 def score_figure(a: Analysis, threshold: float) -> Any:

