@@ -17,8 +17,26 @@ SCRIPT = Path(sys.executable).parent / "deepmetric"
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
+    """The installed ``deepmetric`` command in a process of its own."""
     exe = [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "deepmetric.cli"]
     return subprocess.run([*exe, *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture
+def cli(capsys):
+    """``deepmetric.cli.main`` in this process (no interpreter and torch start-up per call;
+    the command's own process is tested by the tests that use :func:`_run`)."""
+    from deepmetric.cli import main
+
+    def call(*args: str) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        try:
+            rc = main(list(args))
+        except SystemExit as exc:  # argparse's usage errors
+            rc = exc.code
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), rc, out, err)
+    return call
 
 
 @pytest.fixture(scope="module")
@@ -51,23 +69,23 @@ def test_predict_a_folder_prints_one_line_per_media_file(model, folder):
     assert any("photo.jpg" in ln for ln in lines) and not any("notes" in ln for ln in lines)
 
 
-def test_predict_json_has_score_verdict_and_frames(model, folder):
-    proc = _run("predict", str(model), str(folder / "photo.jpg"), "--json")
+def test_predict_json_has_score_verdict_and_frames(cli, model, folder):
+    proc = cli("predict", str(model), str(folder / "photo.jpg"), "--json")
     assert proc.returncode == 0, proc.stderr
     rec = json.loads(proc.stdout.strip().splitlines()[-1])
     assert 0 <= rec["score"] <= 1 and rec["verdict"] in ("real", "fake")
     assert rec["n_faces"] >= 1 and rec["path"].endswith("photo.jpg")
 
 
-def test_predict_names_a_missing_model_and_empty_input(model, tmp_path, folder):
-    proc = _run("predict", str(tmp_path / "none.skops"), str(folder))
+def test_predict_names_a_missing_model_and_empty_input(cli, model, tmp_path, folder):
+    proc = cli("predict", str(tmp_path / "none.skops"), str(folder))
     assert proc.returncode == 2 and "none.skops: model file not found" in proc.stderr
     assert "Traceback" not in proc.stderr
-    proc = _run("predict", str(model), str(tmp_path))
+    proc = cli("predict", str(model), str(tmp_path))
     assert proc.returncode == 2 and "no media file" in proc.stderr
 
 
-def test_predict_loads_a_pickle_only_with_trust_pickle(model, folder):
+def test_predict_loads_a_pickle_only_with_trust_pickle(cli, model, folder):
     """Issue #20: a model.joblib of earlier versions is a pickle: refused before it is read, unless
     the user says they trust it; then it scores what the data file scores."""
     proc = _run("predict", str(LEGACY), str(folder / "photo.jpg"))
@@ -77,7 +95,7 @@ def test_predict_loads_a_pickle_only_with_trust_pickle(model, folder):
     trusted = _run("predict", str(LEGACY), str(folder / "photo.jpg"), "--trust-pickle")
     assert trusted.returncode == 0, trusted.stderr
     assert "loading a pickle" in trusted.stderr
-    data = _run("predict", str(model), str(folder / "photo.jpg"))
+    data = cli("predict", str(model), str(folder / "photo.jpg"))
     assert trusted.stdout.split()[:2] == data.stdout.split()[:2]  # same verdict and score
 
 
@@ -99,19 +117,19 @@ def test_predict_never_runs_a_malicious_pickle_without_the_flag(tmp_path, folder
     assert marker.read_text() == "ran"  # the flag really is the user's trust
 
 
-def test_threshold_sets_this_runs_verdicts_and_is_checked(model, folder):
-    base = [json.loads(ln) for ln in _run("predict", str(model), str(folder),
+def test_threshold_sets_this_runs_verdicts_and_is_checked(cli, model, folder):
+    base = [json.loads(ln) for ln in cli("predict", str(model), str(folder),
                                           "--json").stdout.splitlines()]
     for t in (0.0, min(r["score"] for r in base) + 1e-9, 1.0):
-        proc = _run("predict", str(model), str(folder), "--json", "--threshold", str(t))
+        proc = cli("predict", str(model), str(folder), "--json", "--threshold", str(t))
         recs = [json.loads(ln) for ln in proc.stdout.splitlines()]
         assert proc.returncode == 0 and [r["score"] for r in recs] == [r["score"] for r in base]
         assert [r["verdict"] for r in recs] == ["fake" if r["score"] >= t else "real"
                                                 for r in recs]
     assert {r["verdict"] for r in recs} == {"real"} or max(r["score"] for r in recs) >= 1.0
-    proc = _run("predict", str(model), str(folder), "--threshold", "1.5")
+    proc = cli("predict", str(model), str(folder), "--threshold", "1.5")
     assert proc.returncode == 2 and "must be between 0 and 1, got 1.5" in proc.stderr
-    proc = _run("predict", str(model), str(folder), "--threshold", "high")
+    proc = cli("predict", str(model), str(folder), "--threshold", "high")
     assert proc.returncode == 2 and "not a number: 'high'" in proc.stderr
 
 
@@ -123,7 +141,7 @@ def test_help_is_plain_text():
 
 
 def test_predict_without_a_model_scores_a_clip_and_a_photo_with_the_packaged_model(
-        folder, dfdc_dir):
+        cli, folder, dfdc_dir):
     """Issue #32: nothing to train first; the packaged model scores and is named."""
     from deepmetric.pretrained import packaged_path
 
@@ -137,13 +155,13 @@ def test_predict_without_a_model_scores_a_clip_and_a_photo_with_the_packaged_mod
     assert f"scoring with the packaged model cross_dataset ({packaged_path()})" in proc.stderr
     assert "smoke-test" not in proc.stderr
     # the same model named as a file scores the same
-    named = _run("predict", "--model", str(packaged_path()), str(folder / "photo.jpg"),
+    named = cli("predict", "--model", str(packaged_path()), str(folder / "photo.jpg"),
                  "--json")
     assert json.loads(named.stdout)["score"] == recs[1]["score"]
 
 
-def test_info_prints_the_packaged_card_and_any_models_card(model):
-    proc = _run("info")
+def test_info_prints_the_packaged_card_and_any_models_card(cli, model):
+    proc = cli("info")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert out.startswith("Model card: cross_dataset\n")
@@ -151,14 +169,14 @@ def test_info_prints_the_packaged_card_and_any_models_card(model):
                    "image-level AUC, all crops pooled", "$ python -m experiments.run "
                    "exp=cross_dataset", "Threshold:", "Intended use:", "Limits:"):
         assert needle in out, needle
-    own = _run("info", str(model))
+    own = cli("info", str(model))
     assert own.returncode == 0 and own.stdout.startswith("Model card: legacy-0.1.0-fixture")
     assert "Threshold: 0.500" in own.stdout and "not tuned" in own.stdout
-    missing = _run("info", "none.skops")
+    missing = cli("info", "none.skops")
     assert missing.returncode == 2 and "none.skops: model file not found" in missing.stderr
 
 
-def test_a_smoke_test_model_warns(model, folder, tmp_path):
+def test_a_smoke_test_model_warns(cli, model, folder, tmp_path):
     """A model trained on the built-in demo data says so before its scores."""
     from deepmetric.model import DeepfakeModel
 
@@ -169,18 +187,18 @@ def test_a_smoke_test_model_warns(model, folder, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "warning: this is a smoke-test model: it was trained on deepmetric's built-in " \
            "demo data" in proc.stderr and "UserWarning" not in proc.stderr
-    plain = _run("predict", str(model), str(folder / "photo.jpg"))
+    plain = cli("predict", str(model), str(folder / "photo.jpg"))
     assert "smoke-test" not in plain.stderr and plain.stdout.split()[:2] == \
         proc.stdout.split()[:2]
-    assert "WARNING: a smoke-test model" in _run("info", str(path)).stdout
+    assert "WARNING: a smoke-test model" in cli("info", str(path)).stdout
 
 
-def test_a_model_file_alone_is_not_enough(model):
-    proc = _run("predict", str(model))
+def test_a_model_file_alone_is_not_enough(cli, model):
+    proc = cli("predict", str(model))
     assert proc.returncode == 2 and "no clip, image or folder given" in proc.stderr
 
 
-def test_info_escapes_a_card_that_tries_to_forge_output(model, tmp_path):
+def test_info_escapes_a_card_that_tries_to_forge_output(cli, model, tmp_path):
     """A card is text from a file: control characters are printed escaped, never raw."""
     from deepmetric.model import DeepfakeModel
 
@@ -188,7 +206,7 @@ def test_info_escapes_a_card_that_tries_to_forge_output(model, tmp_path):
     forged.info["card"] = {"summary": "fine\x1b[2J\rREAL 0.000 clip.mp4\u202e",
                            "limits": ["none\x07"]}
     path = forged.save(tmp_path / "forged.skops")
-    proc = _run("info", str(path))
+    proc = cli("info", str(path))
     assert proc.returncode == 0, proc.stderr
     assert not any(c in proc.stdout for c in "\x1b\r\x07\u202e")
     assert "fine\\x1b[2J" in proc.stdout and "clip.mp4\\u202e" in proc.stdout

@@ -11,9 +11,21 @@ another on one test set: most of the sampling noise is shared and cancels.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 __all__ = ["bootstrap_auc"]
+
+
+def _auc(y: np.ndarray, s: np.ndarray) -> float:
+    """ROC AUC of scores ``s`` (float (N,)) for labels ``y`` (int (N,), both classes
+    present), as the Mann-Whitney statistic with ties counted half: the value
+    ``roc_auc_score`` gives (to rounding), without its input checks, which dominate the
+    time of a bootstrap's thousands of small draws."""
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # 1-based, ties averaged
+    pos = y == 1
+    n_pos = int(pos.sum())
+    n_neg = len(y) - n_pos
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def bootstrap_auc(y: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None,
@@ -73,16 +85,16 @@ def bootstrap_auc(y: np.ndarray, scores: np.ndarray, groups: np.ndarray | None =
         yy = y[idx]
         if yy.min() == yy.max():
             continue
-        a = roc_auc_score(yy, s[idx])
+        a = _auc(yy, s[idx])
         aucs.append(a)
         if b is not None:
-            diffs.append(a - roc_auc_score(yy, b[idx]))
+            diffs.append(a - _auc(yy, b[idx]))
     tail = (1 - level) / 2 * 100
-    out = {"auc": float(roc_auc_score(y, s)),
+    out = {"auc": _auc(y, s),
            "ci": tuple(float(v) for v in np.percentile(aucs, [tail, 100 - tail])),
            "n_groups": len(members), "n_boot": int(n_boot)}
     if b is not None:
-        base = float(roc_auc_score(y, b))
+        base = _auc(y, b)
         out.update(baseline_auc=base, diff=out["auc"] - base,
                    diff_ci=tuple(float(v) for v in np.percentile(diffs, [tail, 100 - tail])),
                    p_not_better=float(np.mean(np.asarray(diffs) <= 0)))

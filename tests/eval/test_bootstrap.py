@@ -44,3 +44,22 @@ def test_bad_input_is_named():
         bootstrap_auc(y, s[:-1])
     with pytest.raises(ValueError, match="single class"):
         bootstrap_auc(np.ones(20), s)
+
+
+def test_aucs_are_scikit_learns_with_ties_and_the_draws_resample_groups():
+    """The AUCs (the point estimates and every draw's) are ``roc_auc_score``'s, ties and
+    all; a draw of one group per class gives that group pair's AUC."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 500)
+    s = np.round(rng.normal(size=500) + y, 1)   # many ties
+    b = rng.integers(0, 4, 500).astype(float)   # a coarse baseline: ties everywhere
+    r = bootstrap_auc(y, s, baseline=b, n_boot=50)
+    assert r["auc"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert r["baseline_auc"] == pytest.approx(roc_auc_score(y, b), abs=1e-12)
+    # two groups, one per class: every two-class draw holds both once, so every draw's AUC
+    # is the whole set's and the interval collapses onto it
+    groups = y.astype(str)
+    r = bootstrap_auc(y, s, groups, n_boot=20)
+    assert r["ci"] == pytest.approx((roc_auc_score(y, s),) * 2, abs=1e-12)
