@@ -50,7 +50,7 @@ def test_local_grid_multirun_and_summary(sweep_env, tiny_demo):
     sweep = _sweep_dir(sweep_env, "triplet_rf")
 
     df = summarize(sweep)
-    assert len(df) == 2 and (df["status"] == "ok").all()
+    assert len(df) == 4 and (df["status"] == "ok").all()
     assert set(zip(df["projector.margin"], df["classifier"], strict=True)) == {
         (0.2, "rf"), (0.2, "sgd"), (0.5, "rf"), (0.5, "sgd")}
     assert df["video_auc"].between(0, 1).all() and df["frame_auc"].between(0, 1).all()
@@ -283,7 +283,7 @@ def test_grid_sweep_on_the_slurm_test_cluster(sweep_env, tiny_demo, slurm_cluste
     assert "sacct" not in proc.stdout + proc.stderr
     sweep = _sweep_dir(env, "slurm_grid")
     df = summarize(sweep)
-    assert len(df) == 2 and (df["status"] == "ok").all()
+    assert len(df) == 4 and (df["status"] == "ok").all()
     assert set(zip(df["projector.margin"], df["classifier"], strict=True)) == {
         (0.2, "rf"), (0.2, "sgd"), (0.5, "rf"), (0.5, "sgd")}
     assert df["video_auc"].between(0, 1).all()
