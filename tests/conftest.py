@@ -120,3 +120,24 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(prev)
+
+
+@pytest.fixture
+def cli(capsys):
+    """``deepmetric ARGS...`` run in this process by ``deepmetric.cli.main``: a
+    ``subprocess.CompletedProcess`` (``returncode``, ``stdout``, ``stderr``). No interpreter
+    or torch start-up per call; tests of the command's own process start it themselves."""
+    import subprocess
+
+    from deepmetric.cli import main
+
+    def call(*args: object) -> subprocess.CompletedProcess:
+        argv = [str(a) for a in args]
+        capsys.readouterr()
+        try:
+            rc = main(argv)
+        except SystemExit as exc:  # argparse's usage errors
+            rc = exc.code
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(argv, rc, out, err)
+    return call

@@ -22,23 +22,6 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*exe, *args], capture_output=True, text=True, timeout=600)
 
 
-@pytest.fixture
-def cli(capsys):
-    """``deepmetric.cli.main`` in this process (no interpreter and torch start-up per call;
-    the command's own process is tested by the tests that use :func:`_run`)."""
-    from deepmetric.cli import main
-
-    def call(*args: str) -> subprocess.CompletedProcess:
-        capsys.readouterr()
-        try:
-            rc = main(list(args))
-        except SystemExit as exc:  # argparse's usage errors
-            rc = exc.code
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(list(args), rc, out, err)
-    return call
-
-
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     """The 0.1.0 fixture model saved again as data (model.skops), as a user would."""
@@ -92,14 +75,14 @@ def test_predict_loads_a_pickle_only_with_trust_pickle(cli, model, folder):
     assert proc.returncode == 2 and not proc.stdout
     assert "model-0.1.0.joblib: refused: this is a pickle" in proc.stderr
     assert "--trust-pickle" in proc.stderr and "Traceback" not in proc.stderr
-    trusted = _run("predict", str(LEGACY), str(folder / "photo.jpg"), "--trust-pickle")
+    with pytest.warns(UserWarning, match="loading a pickle"):
+        trusted = cli("predict", str(LEGACY), str(folder / "photo.jpg"), "--trust-pickle")
     assert trusted.returncode == 0, trusted.stderr
-    assert "loading a pickle" in trusted.stderr
     data = cli("predict", str(model), str(folder / "photo.jpg"))
     assert trusted.stdout.split()[:2] == data.stdout.split()[:2]  # same verdict and score
 
 
-def test_predict_never_runs_a_malicious_pickle_without_the_flag(tmp_path, folder):
+def test_predict_never_runs_a_malicious_pickle_without_the_flag(cli, tmp_path, folder):
     import joblib
 
     marker = tmp_path / "marker.txt"
@@ -109,10 +92,11 @@ def test_predict_never_runs_a_malicious_pickle_without_the_flag(tmp_path, folder
             return exec, (f"open({str(marker)!r}, 'w').write('ran')",)
 
     joblib.dump(Payload(), evil := tmp_path / "shared-model.skops")  # a pickle, named .skops
-    proc = _run("predict", str(evil), str(folder))
+    proc = cli("predict", str(evil), str(folder))
     assert proc.returncode == 2 and "shared-model.skops: refused: this is a pickle" in proc.stderr
     assert not marker.exists()
-    proc = _run("predict", str(evil), str(folder), "--trust-pickle")
+    with pytest.warns(UserWarning, match="loading a pickle"):
+        proc = cli("predict", str(evil), str(folder), "--trust-pickle")
     assert proc.returncode == 2 and "not a deepmetric model" in proc.stderr
     assert marker.read_text() == "ran"  # the flag really is the user's trust
 

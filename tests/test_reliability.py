@@ -365,12 +365,10 @@ def data_model(tmp_path_factory) -> Path:
     return model.save(tmp_path_factory.mktemp("model") / "model.skops")
 
 
-def _cli(capsys, *argv: str) -> tuple[int, list[str], str]:
-    from deepmetric.cli import main
-
-    code = main(["predict", *map(str, argv)])
-    out, err = capsys.readouterr()
-    return code, out.splitlines(), err
+def _predict(cli, *argv: object) -> tuple[int, list[str], str]:
+    """``deepmetric predict ARGV...`` in this process: exit status, stdout lines, stderr."""
+    proc = cli("predict", *argv)
+    return proc.returncode, proc.stdout.splitlines(), proc.stderr
 
 
 def _video_level_model(tmp_path: Path) -> Path:
@@ -382,8 +380,8 @@ def _video_level_model(tmp_path: Path) -> Path:
     return model.save(tmp_path / "video-level.skops")
 
 
-def test_predict_scores_every_scorable_item_and_names_the_rest(batch_dir, data_model, capsys):
-    code, lines, err = _cli(capsys, data_model, batch_dir)
+def test_predict_scores_every_scorable_item_and_names_the_rest(batch_dir, data_model, cli):
+    code, lines, err = _predict(cli, data_model, batch_dir)
     assert code == 1
     rows = {}
     for ln in lines:
@@ -401,20 +399,20 @@ def test_predict_scores_every_scorable_item_and_names_the_rest(batch_dir, data_m
     assert all(n in err for n in ("a_bomb.png", "e_notes.mp4", "f_wall.png"))
 
 
-def test_predict_json_rows_and_exit_status(batch_dir, data_model, capsys):
-    code, lines, _ = _cli(capsys, data_model, batch_dir / "a_bomb.png",
-                          batch_dir / "b_face.jpg", "--json")
+def test_predict_json_rows_and_exit_status(batch_dir, data_model, cli):
+    code, lines, _ = _predict(cli, data_model, batch_dir / "a_bomb.png",
+                              batch_dir / "b_face.jpg", "--json")
     recs = [json.loads(ln) for ln in lines]
     assert code == 1 and [Path(r["path"]).name for r in recs] == ["a_bomb.png", "b_face.jpg"]
     assert recs[0]["error_type"] == "MediaError" and "too large" in recs[0]["error"]
     assert 0.0 <= recs[1]["score"] <= 1.0 and "error" not in recs[1]
-    code, _, err = _cli(capsys, data_model, batch_dir / "b_face.jpg")
+    code, _, err = _predict(cli, data_model, batch_dir / "b_face.jpg")
     assert code == 0 and not err
 
 
-def test_predict_video_level_model_names_images_and_scores_clips(batch_dir, tmp_path, capsys):
+def test_predict_video_level_model_names_images_and_scores_clips(batch_dir, tmp_path, cli):
     model = _video_level_model(tmp_path)
-    code, lines, err = _cli(capsys, model, batch_dir / "b_face.jpg", batch_dir / "d_clip.mp4")
+    code, lines, err = _predict(cli, model, batch_dir / "b_face.jpg", batch_dir / "d_clip.mp4")
     assert code == 1 and len(lines) == 2
     assert lines[0].startswith(f"ERROR   {batch_dir / 'b_face.jpg'}: ")
     assert "needs faces in at least" in lines[0]
@@ -499,7 +497,7 @@ def test_one_class_training_data_is_refused_naming_the_fold(tmp_path, faces_dir,
 # -- issue #33: output a name cannot forge, under any locale --------------------------------------
 
 def test_predict_output_cannot_be_forged_by_a_name_nor_stopped_by_its_bytes(
-        tmp_path, faces_dir, data_model):
+        cli, tmp_path, faces_dir, data_model):
     """A name holding a newline and a fake result line, and a name that is not UTF-8, under a
     strict UTF-8 locale: one line per file, each name escaped, every item scored (the
     undecodable name stopped the batch mid-way; the newline forged a line)."""
@@ -517,18 +515,19 @@ def test_predict_output_cannot_be_forged_by_a_name_nor_stopped_by_its_bytes(
             fh.write(photo)
     env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "PYTHONUTF8": "0",
            "PYTHONIOENCODING": "utf-8:strict"}
-    for extra in ([], ["--json"]):
-        proc = subprocess.run([sys.executable, "-m", "deepmetric.cli", "predict",
-                               str(data_model), str(folder), *extra], capture_output=True,
-                              env=env, timeout=600)
-        out = proc.stdout.decode("utf-8")  # strict: valid UTF-8
-        assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")
-        lines = out.splitlines()
-        assert len(lines) == 4, out  # one line per file: nothing forged
-        if extra:
-            assert all(0 <= json.loads(ln)["score"] <= 1 for ln in lines)
-            continue
-        assert all(ln.split()[0] in ("REAL", "FAKE") for ln in lines), out
-        assert "b bad\\xff\\xfename.jpg" in lines[1]
-        assert "c.jpg\\nFAKE    0.999  someone_else.jpg" in lines[2]
-        assert "d \\x1b[2Jclear.jpg" in lines[3] and "\x1b" not in out
+    # JSON lines are ASCII whatever the names: in this process
+    recs = [json.loads(ln) for ln in cli("predict", data_model, folder, "--json").stdout
+            .splitlines()]
+    assert len(recs) == 4 and all(0 <= r["score"] <= 1 for r in recs)
+    assert {os.fsencode(r["path"]).rsplit(b"/", 1)[1] for r in recs} == set(names)
+    # text lines under a strict UTF-8 locale: the command's own process
+    proc = subprocess.run([sys.executable, "-m", "deepmetric.cli", "predict", str(data_model),
+                           str(folder)], capture_output=True, env=env, timeout=600)
+    out = proc.stdout.decode("utf-8")  # strict: valid UTF-8
+    assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")
+    lines = out.splitlines()
+    assert len(lines) == 4, out  # one line per file: nothing forged
+    assert all(ln.split()[0] in ("REAL", "FAKE") for ln in lines), out
+    assert "b bad\\xff\\xfename.jpg" in lines[1]
+    assert "c.jpg\\nFAKE    0.999  someone_else.jpg" in lines[2]
+    assert "d \\x1b[2Jclear.jpg" in lines[3] and "\x1b" not in out
