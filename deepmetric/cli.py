@@ -86,6 +86,14 @@ def _problem(path: Path, exc: Exception) -> str:
     return msg
 
 
+def _load_errors() -> tuple[type[Exception], ...]:
+    """What loading a model raises for a bad file or name (see
+    :func:`deepmetric.pretrained.load_model`): a named refusal, exit status 2."""
+    from deepmetric.modelfile import UntrustedModelError
+
+    return FileNotFoundError, UntrustedModelError, TypeError, ValueError, KeyError
+
+
 def _split_model(args: argparse.Namespace) -> tuple[str | None, list[str]]:
     """``--model``, or a first argument named like a model file, else None (packaged)."""
     from deepmetric.pretrained import is_model_path
@@ -101,7 +109,6 @@ def _predict(args: argparse.Namespace) -> int:
     import warnings
 
     from deepmetric.model import SmokeTestWarning
-    from deepmetric.modelfile import UntrustedModelError
     from deepmetric.pretrained import load_model
     from deepmetric.video.frames import check_limits
 
@@ -109,7 +116,7 @@ def _predict(args: argparse.Namespace) -> int:
     try:
         check_limits()  # a bad DEEPMETRIC_MAX_PIXELS: one settings error, not one per file
         model, described = load_model(name, trust_pickle=args.trust_pickle)
-    except (FileNotFoundError, UntrustedModelError, TypeError, ValueError, KeyError) as exc:
+    except _load_errors() as exc:
         _say(f"deepmetric predict: {printable(exc)}", sys.stderr)
         return 2
     if not args.paths:
@@ -167,12 +174,11 @@ def _score_files(model: Any, files: list[Path], args: argparse.Namespace) -> int
 
 def _info(args: argparse.Namespace) -> int:
     from deepmetric.card import card_text
-    from deepmetric.modelfile import UntrustedModelError
     from deepmetric.pretrained import load_model
 
     try:
         model, described = load_model(args.model, trust_pickle=args.trust_pickle)
-    except (FileNotFoundError, UntrustedModelError, TypeError, ValueError, KeyError) as exc:
+    except _load_errors() as exc:
         _say(f"deepmetric info: {printable(exc)}", sys.stderr)
         return 2
     # a card is text from a file: each line escaped so that it cannot forge output
