@@ -148,8 +148,7 @@ def _headline_row(source: tuple, root: Path) -> tuple[str, str, str | None]:
 
 def _headline(root: Path) -> str:
     packaged = load_result("cross_dataset", root)
-    n_cross = int(_get(packaged, "cross.video.n"))
-    n_folds = re.search(r"(\d+)-fold", packaged["protocol"]).group(1)
+    n_cross, n_folds = int(value(packaged, "cross.video.n")), fold_count(packaged)
     lines = [f"| pipeline | FF++ in-dataset: video AUC, mean ± std over {n_folds} folds | "
              f"FF++ → DFDC dev: image AUC, all {n_cross:,} crops pooled |", "|---|---|---|"]
     commands, runs, study = [], [], []
