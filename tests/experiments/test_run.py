@@ -28,17 +28,34 @@ def compose_run(overrides: list[str], out: Path):
     return cfg
 
 
-@pytest.fixture(scope="module")
-def slice_csv(ffpp_dir, tmp_path_factory):
-    """16 FF++ clips from 4 identity groups, as a manifest CSV with absolute paths."""
+def _slice(ffpp_dir: Path, out: Path, groups: list[int],
+           methods: tuple[str, ...] | None = None) -> Path:
+    """The FF++ clips of some identity groups (of some methods: all when None), as a
+    manifest CSV with absolute paths."""
     df = pd.read_csv(ffpp_dir / "labels.csv", dtype=str)
-    groups = df["group"].drop_duplicates().iloc[[0, 5, 10, 15]]
-    part = df[df["group"].isin(groups)].copy()
+    chosen = df["group"].drop_duplicates().iloc[groups]
+    part = df[df["group"].isin(chosen)].copy()
+    if methods is not None:
+        part = part[part["method"].isin(methods)]
     part["path"] = [str(ffpp_dir / p) for p in part["path"]]
     part["method"] = part["method"].replace({"original": "real"})
-    path = tmp_path_factory.mktemp("slice") / "ffpp_slice.csv"
-    part[["path", "label", "group", "method"]].to_csv(path, index=False)
-    return path
+    part[["path", "label", "group", "method"]].to_csv(out, index=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def slice_csv(ffpp_dir, tmp_path_factory):
+    """16 FF++ clips from 4 identity groups."""
+    return _slice(ffpp_dir, tmp_path_factory.mktemp("slice") / "ffpp_slice.csv",
+                  [0, 5, 10, 15])
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory) -> Path:
+    """One fresh feature cache for the runs of this module that extract the same clips with
+    the same settings (3 frames, no flip averaging): each stores every FaceNet tap, so the
+    second test reads what the first extracted."""
+    return tmp_path_factory.mktemp("shared_cache")
 
 
 def _overrides(csv: Path, dfdc_dir: Path, cache: Path) -> list[str]:
@@ -48,8 +65,8 @@ def _overrides(csv: Path, dfdc_dir: Path, cache: Path) -> list[str]:
             "projector.batch_size=64", "cv.n_splits=2", "classifier.n_estimators=50"]
 
 
-def test_run_end_to_end_and_deterministic(slice_csv, dfdc_dir, tmp_path):
-    cache = tmp_path / "cache"
+def test_run_end_to_end_and_deterministic(slice_csv, dfdc_dir, shared_cache, tmp_path):
+    cache = shared_cache
     m1 = run(compose_run(_overrides(slice_csv, dfdc_dir, cache), tmp_path / "a"))
     out = tmp_path / "a"
     for name in ("metrics.json", "results.md", "frame_scores.csv", "video_scores.csv",
@@ -104,8 +121,11 @@ def test_run_end_to_end_and_deterministic(slice_csv, dfdc_dir, tmp_path):
     assert a == b
 
 
-def test_run_with_self_blended_training_and_fine_tuning(slice_csv, tmp_path):
-    """SBI pseudo-fakes are trained on and never scored; fine-tuning runs from crops."""
+def test_run_with_self_blended_training_and_fine_tuning(ffpp_dir, tmp_path):
+    """SBI pseudo-fakes are trained on and never scored; fine-tuning runs from crops (8 clips:
+    the real and the Deepfakes clip of 4 identity groups)."""
+    slice_csv = _slice(ffpp_dir, tmp_path / "ffpp_slice.csv", [0, 5, 10, 15],
+                       ("original", "Deepfakes"))
     cache = tmp_path / "cache"
     base = ["data=manifest", f"data.path={slice_csv}", f"paths.cache_dir={cache}",
             "extractor.n_frames=2", "extractor.progress=false", "cv.n_splits=2"]
@@ -139,17 +159,19 @@ def test_run_with_self_blended_training_and_fine_tuning(slice_csv, tmp_path):
         set(items["path"])
 
 
-def test_run_video_level_model_on_per_clip_spreads(slice_csv, dfdc_dir, tmp_path):
-    """exp=deepmetric: one row of frame-feature spreads per clip, scored once per clip."""
+def test_run_video_level_model_on_per_clip_spreads(slice_csv, dfdc_dir, shared_cache,
+                                                   tmp_path):
+    """exp=deepmetric: one row of frame-feature spreads per clip, scored once per clip
+    (without flip averaging, tested in tests/features/backbones: the features are those the
+    end-to-end test extracted into the shared cache)."""
     import math
 
     from deepmetric.explain import explain_arrays
 
-    cache = tmp_path / "cache"
     over = ["data=manifest", f"data.path={slice_csv}", "eval_data=folder",
-            f"eval_data.root={dfdc_dir / 'prepared_dataset'}", f"paths.cache_dir={cache}",
+            f"eval_data.root={dfdc_dir / 'prepared_dataset'}", f"paths.cache_dir={shared_cache}",
             "extractor.n_frames=3", "extractor.progress=false", "cv.n_splits=2",
-            "exp=deepmetric"]
+            "exp=deepmetric", "embedder.flip_average=false"]
     m = run(compose_run(over, tmp_path / "t"))
     items = pd.read_csv(slice_csv)
     assert m["data"]["temporal"] == ["std"] and m["data"]["n_frames"] == 3 * len(items)

@@ -158,35 +158,42 @@ def test_wrong_weights_are_refused_naming_the_file(tmp_path, resnet):
 
 
 _AUDIT = """
-import json, sys
+import json, os, sys
 events = []
 sys.addaudithook(lambda ev, args: events.append([ev, repr(args)[:200]])
                  if ev.startswith(("socket.", "urllib.")) else None)
 from deepmetric.features.backbones.timm import TimmEmbedder
 import numpy as np
-kw = json.loads(sys.argv[1])
-try:
-    out = TimmEmbedder(device="cpu", **kw).embed(np.zeros((2, 160, 160, 3), np.uint8))
-    outcome = "ran " + ",".join(out)
-except FileNotFoundError as exc:
-    outcome = str(exc)
-seen = list(events)
+results = []
+for env, kw in json.loads(sys.argv[1]):  # each case: its environment, then the embedder
+    os.environ.pop("DEEPMETRIC_OFFLINE", None)
+    os.environ.update(env)
+    seen = len(events)
+    try:
+        out = TimmEmbedder(device="cpu", **kw).embed(np.zeros((2, 160, 160, 3), np.uint8))
+        outcome = "ran " + ",".join(out)
+    except FileNotFoundError as exc:
+        outcome = str(exc)
+    results.append({"events": events[seen:], "outcome": outcome})
+seen = len(events)
 import socket
 socket.socket().close()  # the hook is live: this one must be recorded
-print(json.dumps({"events": seen, "outcome": outcome, "probe": events[len(seen):][:1]}))
+print(json.dumps({"results": results, "probe": events[seen:][:1]}))
 """
 
 
-def _in_child(tmp_path: Path, env_extra: dict, kwargs: dict) -> dict:
+def _in_child(tmp_path: Path, *cases: tuple[dict, dict]) -> list[dict]:
+    """Run ``TimmEmbedder(**kwargs)`` for each ``(env_extra, kwargs)`` case in one fresh
+    Python under an audit hook; the socket and urllib events and the outcome of each."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("DEEPMETRIC_OFFLINE", "DEEPMETRIC_ALLOW_DOWNLOAD")
            and not k.startswith("HF_")}
-    env.update(HF_HOME=str(tmp_path / "hf"), **env_extra)  # an empty hub cache
-    out = subprocess.run([sys.executable, "-c", _AUDIT, json.dumps(kwargs)], env=env,
+    env.update(HF_HOME=str(tmp_path / "hf"))  # an empty hub cache
+    out = subprocess.run([sys.executable, "-c", _AUDIT, json.dumps(cases)], env=env,
                          capture_output=True, text=True, check=True)
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert [ev for ev, _ in got.pop("probe")] == ["socket.__new__"], "the audit hook is dead"
-    return got
+    assert [ev for ev, _ in got["probe"]] == ["socket.__new__"], "the audit hook is dead"
+    return got["results"]
 
 
 def test_no_connection_is_attempted_unless_asked(tmp_path, resnet):
@@ -194,13 +201,13 @@ def test_no_connection_is_attempted_unless_asked(tmp_path, resnet):
     child opens afterwards is seen): none with local weights, none for weights missing from
     the hub cache (refused, saying how to get them), none when a download is asked for but
     DEEPMETRIC_OFFLINE is set."""
-    local = _in_child(tmp_path, {}, {"name": "resnet10t", "weights": str(resnet)})
+    local, hub, offline = _in_child(
+        tmp_path, ({}, {"name": "resnet10t", "weights": str(resnet)}),
+        ({}, {"name": "resnet10t"}),
+        ({"DEEPMETRIC_OFFLINE": "1"}, {"name": "resnet10t", "allow_download": True}))
     assert local == {"events": [], "outcome": "ran resnet10t/pool"}
-    hub = _in_child(tmp_path, {}, {"name": "resnet10t"})
     assert hub["events"] == [] and "not in the local Hugging Face hub cache" in hub["outcome"]
     assert "timm/resnet10t" in hub["outcome"]
-    offline = _in_child(tmp_path, {"DEEPMETRIC_OFFLINE": "1"},
-                        {"name": "resnet10t", "allow_download": True})
     assert offline["events"] == [] and "downloads are off" in offline["outcome"]
 
 
@@ -215,5 +222,5 @@ def test_weights_in_the_users_hub_cache_are_found_offline(tmp_path, resnet):
     from safetensors.torch import save_file
 
     save_file(torch.load(resnet, weights_only=True), snap / "model.safetensors")
-    got = _in_child(tmp_path, {}, {"name": "resnet10t"})
+    (got,) = _in_child(tmp_path, ({}, {"name": "resnet10t"}))
     assert got == {"events": [], "outcome": "ran resnet10t/pool"}
