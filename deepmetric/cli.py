@@ -218,8 +218,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"deepmetric {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("predict", help="score clips, images or folders (with the packaged "
-                                       "model unless a model file is given)")
+    model_file = argparse.ArgumentParser(add_help=False)  # what every subcommand loads with
+    model_file.add_argument("--trust-pickle", action="store_true",
+                            help="also load a joblib pickle (model.joblib of earlier "
+                                 "versions); a pickle runs any code it holds: only for files "
+                                 "you trust")
+    p = sub.add_parser("predict", parents=[model_file],
+                       help="score clips, images or folders (with the packaged model unless a "
+                            "model file is given)")
     p.add_argument("inputs", nargs="+", metavar="[MODEL] PATH",
                    help="an optional model file first (*.skops, e.g. from experiments.run; "
                         "default: the packaged model), then clips, images or folders")
@@ -231,14 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="score at or above which the verdict is FAKE (default: the model's "
                         "own, the run's threshold; set one measured on labelled data from the "
                         "source you score)")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="also load a joblib pickle (model.joblib of earlier versions); a pickle "
-                        "runs any code it holds: only for files you trust")
     p.set_defaults(func=_predict)
-    i = sub.add_parser("info", help="print a model's card (default: the packaged model's)")
+    i = sub.add_parser("info", parents=[model_file],
+                       help="print a model's card (default: the packaged model's)")
     i.add_argument("model", nargs="?", default=None, help="a model file (default: packaged)")
-    i.add_argument("--trust-pickle", action="store_true",
-                   help="also load a joblib pickle (only for files you trust)")
     i.set_defaults(func=_info)
     args = parser.parse_args(argv)
     return args.func(args)

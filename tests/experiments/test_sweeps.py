@@ -273,22 +273,23 @@ def test_two_jobs_extract_each_clip_once(tmp_path, tiny_demo, sweep_env):
 
 @pytest.mark.slurm
 def test_grid_sweep_on_the_slurm_test_cluster(sweep_env, tiny_demo, slurm_cluster):
-    """A 2x2 grid through hydra/launcher=slurm on a live (private) SLURM cluster: one job
-    array of 4 tasks, summarised; no sacct warning although the cluster has no accounting
-    storage (the job states come from squeue, experiments.callbacks.SlurmStatesCallback)."""
+    """A grid of two jobs through hydra/launcher=slurm on a live (private) SLURM cluster
+    (the grid's expansion is tested locally above): one job array of 2 tasks, summarised; no
+    sacct warning although the cluster has no accounting storage (the job states come from
+    squeue, experiments.callbacks.SlurmStatesCallback)."""
     env = {**slurm_cluster.env, **{k: v for k, v in sweep_env.items() if k.startswith(
         ("DEEPMETRIC_", "OMP_", "HYDRA_"))}, "OMP_NUM_THREADS": "1"}
     proc = _run(["-m", "hydra/launcher=slurm", "name=slurm_grid", "projector.margin=0.2,0.5",
-                 "classifier=rf,sgd", *TINY, *tiny_demo.overrides], env)
+                 "classifier=sgd", *TINY, *tiny_demo.overrides], env)
     assert "sacct" not in proc.stdout + proc.stderr
     sweep = _sweep_dir(env, "slurm_grid")
     df = summarize(sweep)
-    assert len(df) == 4 and (df["status"] == "ok").all()
+    assert len(df) == 2 and (df["status"] == "ok").all()
     assert set(zip(df["projector.margin"], df["classifier"], strict=True)) == {
-        (0.2, "rf"), (0.2, "sgd"), (0.5, "rf"), (0.5, "sgd")}
+        (0.2, "sgd"), (0.5, "sgd")}
     assert df["video_auc"].between(0, 1).all()
     # one array: every task's sbatch logs under .submitit/<array id>_<task>/ (submitit also
     # writes the array's submission script under .submitit/<array id>/)
     tasks = sorted(p.name for p in (sweep / ".submitit").iterdir()
                    if p.is_dir() and "_" in p.name)
-    assert len(tasks) == 4 and len({t.split("_")[0] for t in tasks}) == 1
+    assert len(tasks) == 2 and len({t.split("_")[0] for t in tasks}) == 1

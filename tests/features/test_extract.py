@@ -145,7 +145,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_killed_run_resumes_to_identical_cache(tmp_path, ffpp_manifest, cheap_weights):
-    items = ffpp_manifest.iloc[::18].reset_index(drop=True)  # 8 clips
+    items = ffpp_manifest.iloc[::24].reset_index(drop=True)  # 6 clips
     items.to_pickle(tmp_path / "items.pkl")
     script = tmp_path / "extract.py"
     script.write_text(SCRIPT)
