@@ -49,14 +49,19 @@ demo: $(BASE)
 lint: venv
 	$(PY) -m ruff check deepmetric experiments benchmarks tests
 
+# pytest-xdist workers, one core each (tests/conftest.py gives each worker its own cache and
+# OMP_NUM_THREADS = cores / workers); WORKERS=0 runs the tests in one process.
+WORKERS ?= 2
+XDIST = -n $(WORKERS) --dist loadgroup
+
 # The CI contract: everything but the GPU tests, the slow real-network ones included.
 test: venv lint
-	$(PY) -m pytest -q -m 'not gpu'
+	$(PY) -m pytest -q -m 'not gpu' $(XDIST)
 
 # The quick tier (a few minutes on 2 cores): array-level tests, configs, the cache and
 # media readers; no real network on real media, no SLURM cluster, no browser.
 test-fast: venv
-	$(PY) -m pytest -q -m 'not slow and not gpu and not slurm and not browser'
+	$(PY) -m pytest -q -m 'not slow and not gpu and not slurm and not browser' $(XDIST)
 
 # The lowest supported stack (Python 3.12, torch 2.2, numpy 1.26) offline, a user's torch kept
 # by pip, and results compared with the pinned stack (.ci/compat; docs/install.md).

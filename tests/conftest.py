@@ -14,14 +14,39 @@ SHARED = Path(os.environ.get("DEEPMETRIC_SHARED", REPO.parent / "shared"))
 # Tests never touch the network, and every session starts from a fresh, empty cache
 # (converted weights, features, demo data) in a temporary folder removed at the end: a
 # cache left by an earlier run cannot hide a regression, and nothing is written into the
-# repository. DEEPMETRIC_CACHE set by the caller wins (and is kept).
-_OWN_CACHE = None if os.environ.get("DEEPMETRIC_CACHE") else tempfile.mkdtemp(
-    prefix="deepmetric-test-cache-")
-if _OWN_CACHE:
-    os.environ["DEEPMETRIC_CACHE"] = _OWN_CACHE
-os.environ.setdefault("DEEPMETRIC_DATA", str(Path(os.environ["DEEPMETRIC_CACHE"]) / "data"))
+# repository. DEEPMETRIC_CACHE set by the caller wins (and is kept). Under pytest-xdist
+# (`make test` runs two workers) each worker has its own: the folder the controller made
+# (marked in _DEEPMETRIC_TEST_CACHE) is not the caller's.
+_MADE, _PREVIOUS = "_DEEPMETRIC_TEST_CACHE", os.environ.get("_DEEPMETRIC_TEST_CACHE")
+_OWN_CACHE = None
+if not os.environ.get("DEEPMETRIC_CACHE") or (
+        os.environ.get("PYTEST_XDIST_WORKER")
+        and os.environ.get("DEEPMETRIC_CACHE") == _PREVIOUS):
+    _OWN_CACHE = os.environ["DEEPMETRIC_CACHE"] = os.environ[_MADE] = tempfile.mkdtemp(
+        prefix="deepmetric-test-cache-")
+_DATA = os.environ.get("DEEPMETRIC_DATA")
+if _DATA is None or (_OWN_CACHE and _PREVIOUS and _DATA.startswith(_PREVIOUS)):
+    os.environ["DEEPMETRIC_DATA"] = str(Path(os.environ["DEEPMETRIC_CACHE"]) / "data")
 os.environ.setdefault("DEEPMETRIC_OFFLINE", "1")
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Two threads (the CI machine's cores), or the cores shared out between xdist workers.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+if "OMP_NUM_THREADS" not in os.environ or os.environ.get("_DEEPMETRIC_TEST_OMP"):
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 2) // _WORKERS)
+                                        if _WORKERS > 1 else 2)
+    os.environ["_DEEPMETRIC_TEST_OMP"] = "1"  # ours, not the caller's: a worker may reset it
+
+
+def pytest_collection_modifyitems(config, items):
+    """Groups for pytest-xdist's ``--dist loadgroup``: the tests of a module stay in one
+    worker (its module fixtures are built once), and every module with a ``slurm`` test in
+    one worker (one private SLURM cluster per session)."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    slurm = {item.path for item in items if item.get_closest_marker("slurm")}
+    for item in items:
+        group = "slurm" if item.path in slurm else str(item.path.relative_to(REPO))
+        item.add_marker(pytest.mark.xdist_group(group))
+
 
 def pytest_sessionfinish(session, exitstatus):
     if _OWN_CACHE:
