@@ -44,7 +44,7 @@ def pytest_collection_modifyitems(config, items):
         return
     slurm = {item.path for item in items if item.get_closest_marker("slurm")}
     for item in items:
-        group = "slurm" if item.path in slurm else str(item.path.relative_to(REPO))
+        group = "slurm" if item.path in slurm else item.nodeid.split("::")[0]
         item.add_marker(pytest.mark.xdist_group(group))
 
 
