@@ -21,7 +21,11 @@ of the *same* (naive) crops through both embedders.
 Second headline: ours with :class:`~deepmetric.video.blazeface.BlazeFaceDetector` (the
 ``detector=blazeface`` option) instead of MTCNN, same embedder, same clips, timed in the same
 rounds against the same naive baseline (goal >= 5x); its boxes are compared with the naive
-MTCNN's on the frames both found a face, and it gets its own stage breakdown.
+MTCNN's on the frames both found a face, and it gets its own stage breakdown. On the CPU
+a third row runs BlazeFace with FaceNet's convolutional blocks in int8
+(``FaceEmbedder(quantize="int8")``, the fastest configuration): its embeddings are compared
+with the float BlazeFace row's on the same frames (cosine), and the breakdown gets its embed
+stage.
 
 Extra rows (not the headline, only with ``--extras``): ours with one torch thread; ours
 with facenet-pytorch's own MTCNN cascade, one resize call per candidate box
@@ -263,7 +267,7 @@ def _mtcnn_split(stats: pstats.Stats) -> dict[str, tuple[float, int]]:
 
 
 def breakdown(manifest, n_frames: int, detector, embedder, naive: Naive,
-              blazeface=None) -> dict:
+              blazeface=None, embedder_int8=None) -> dict:
     """Stage times (s) of the pipelines on the same clips, sequential, with an MTCNN split."""
     from deepmetric.video.frames import read_frames
 
@@ -271,6 +275,7 @@ def breakdown(manifest, n_frames: int, detector, embedder, naive: Naive,
             "embed (batched)": 0.0}
     blaze = {"decode (grab/seek)": 0.0, "detect (BlazeFace, LiteRT)": 0.0,
              "embed (batched)": 0.0}
+    blaze8 = dict(blaze)  # decode and detect shared with the float row, embed in int8
     base = {"decode (read every frame)": 0.0, "detect (MTCNN per frame, full res)": 0.0,
             "crop+embed (one face at a time)": 0.0}
     prof_ours, prof_naive = cProfile.Profile(), cProfile.Profile()
@@ -301,6 +306,11 @@ def breakdown(manifest, n_frames: int, detector, embedder, naive: Naive,
             t3 = time.perf_counter()
             for k, dt in zip(blaze, (t1 - t0, t2 - t1, t3 - t2)):
                 blaze[k] += dt
+            if embedder_int8 is not None:
+                t4 = time.perf_counter()
+                embedder_int8.embed(faces.crops[faces.found])
+                for k, dt in zip(blaze8, (t1 - t0, t2 - t1, time.perf_counter() - t4)):
+                    blaze8[k] += dt
         # naive, stage by stage (same code as Naive.clip, split for timing)
         import torch
         from facenet_pytorch.models.mtcnn import fixed_image_standardization
@@ -329,6 +339,7 @@ def breakdown(manifest, n_frames: int, detector, embedder, naive: Naive,
     split_ours = _mtcnn_split(pstats.Stats(prof_ours))
     split_naive = _mtcnn_split(pstats.Stats(prof_naive))
     return {"ours": ours, "naive": base, "blazeface": blaze if blazeface else None,
+            "blazeface_int8": blaze8 if blazeface and embedder_int8 else None,
             "mtcnn_split_ours": split_ours,
             "mtcnn_split_naive": split_naive, "n_faces": n_faces,
             "clips": list(manifest["video_id"])}
@@ -423,6 +434,10 @@ def run(cfg: dict) -> dict:
         emb = FaceEmbedder(device=device, autocast=(prec == "bf16"))
         variants[prec] = {"detector": det, "embedder": emb, "naive": Naive(device, prec, det),
                           "blazeface": BlazeFaceDetector()}
+    # int8 FaceNet (CPU only): a third pipeline, BlazeFace + FaceEmbedder(quantize="int8")
+    int8 = "fp32" in variants and not device.startswith("cuda")
+    if int8:
+        variants["fp32"]["embedder_int8"] = FaceEmbedder(device=device, quantize="int8")
 
     # Warm-up: build the models and their kernels on a short clip (not timed).
     warm = manifest.iloc[:1]
@@ -430,21 +445,25 @@ def run(cfg: dict) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             Extractor(v["detector"], v["embedder"], n_frames=2, cache_dir=tmp,
                       progress=False).run(warm)
-        with tempfile.TemporaryDirectory() as tmp:
-            Extractor(v["blazeface"], v["embedder"], n_frames=2, cache_dir=tmp,
-                      progress=False).run(warm)
+        for emb in [v["embedder"]] + ([v["embedder_int8"]] if "embedder_int8" in v else []):
+            with tempfile.TemporaryDirectory() as tmp:
+                Extractor(v["blazeface"], emb, n_frames=2, cache_dir=tmp,
+                          progress=False).run(warm)
         v["naive"].clip(warm["path"].iloc[0], 2)
     log("[extraction] models loaded and warmed up")
 
     rounds = [manifest.iloc[i:i + per_round] for i in range(0, len(manifest), per_round)]
     tmp_root = tempfile.TemporaryDirectory(prefix="bench-extract-")
-    results = {prec: {"ours": {}, "naive": {}, "ours_blazeface": {}} for prec in variants}
+    results = {prec: {"ours": {}, "naive": {}, "ours_blazeface": {}, "ours_blazeface_int8": {}}
+               for prec in variants}
     # Extra variant (not the headline): ours with one intra-op thread, which is faster than
     # two on a 2-core machine shared with other jobs (OpenMP threads wait for each other).
     extra_t1 = (extras and (not quick) and (not device.startswith("cuda"))
                 and torch.get_num_threads() > 1)
     times = {f"{who}_{prec}": [] for prec in variants
              for who in ("naive", "ours", "ours_blazeface")}
+    if int8:
+        times["ours_blazeface_int8_fp32"] = []
     n_faces = {k: 0 for k in times}  # the extras process the same clips as "ours"
     if extra_t1:
         times.update({f"ours_{prec}_threads1": [] for prec in variants})
@@ -465,10 +484,11 @@ def run(cfg: dict) -> dict:
     for r, chunk in enumerate(rounds):
         fns = {}
         for prec, v in variants.items():
-            def ours(prec=prec, v=v, chunk=chunk, r=r, threads=None, detector="detector"):
-                ex = Extractor(v[detector], v["embedder"], n_frames=n_frames,
+            def ours(prec=prec, v=v, chunk=chunk, r=r, threads=None, detector="detector",
+                     embedder="embedder"):
+                ex = Extractor(v[detector], v[embedder], n_frames=n_frames,
                                cache_dir=Path(tmp_root.name) / f"{prec}-{r}-{threads}-"
-                                                                f"{detector}",
+                                                                f"{detector}-{embedder}",
                                progress=False)
                 prev = torch.get_num_threads()
                 if threads:
@@ -481,7 +501,8 @@ def run(cfg: dict) -> dict:
                     raise RuntimeError(f"extraction failed: {rep.failures}")
                 sync(device)
                 if threads is None and detector in ("detector", "blazeface"):
-                    who = "ours" if detector == "detector" else "ours_blazeface"
+                    who = ("ours" if detector == "detector" else "ours_blazeface"
+                           + ("_int8" if embedder == "embedder_int8" else ""))
                     for path in chunk["path"]:
                         results[prec][who][path] = ex.cache.load(path)
 
@@ -492,6 +513,9 @@ def run(cfg: dict) -> dict:
             fns[f"naive_{prec}"] = naive
             fns[f"ours_{prec}"] = ours
             fns[f"ours_blazeface_{prec}"] = (lambda ours=ours: ours(detector="blazeface"))
+            if "embedder_int8" in v:
+                fns[f"ours_blazeface_int8_{prec}"] = (lambda ours=ours: ours(
+                    detector="blazeface", embedder="embedder_int8"))
             if extra_t1:
                 fns[f"ours_{prec}_threads1"] = (lambda ours=ours: ours(threads=1))
             if extra_perbox:
@@ -511,6 +535,9 @@ def run(cfg: dict) -> dict:
                 n_faces[f"naive_{prec}"] += int(results[prec]["naive"][path]["found"].sum())
                 n_faces[f"ours_blazeface_{prec}"] += int(
                     results[prec]["ours_blazeface"][path]["found"].sum())
+                if f"ours_blazeface_int8_{prec}" in n_faces:
+                    n_faces[f"ours_blazeface_int8_{prec}"] += int(
+                        results[prec]["ours_blazeface_int8"][path]["found"].sum())
                 # keep only what the checks need
                 fr = results[prec]["naive"][path].pop("frames")
                 results[prec]["naive"][path]["hashes"] = frame_hashes(fr)
@@ -558,6 +585,12 @@ def run(cfg: dict) -> dict:
             if both.any():
                 b_ious.extend(iou(o["box"][both], nv["boxes"][both]).tolist())
         b_ious = np.asarray(b_ious)
+        # int8 against float FaceNet on the same BlazeFace crops (same frames, same boxes)
+        cos8 = []
+        for path, o8 in results[prec]["ours_blazeface_int8"].items():
+            o = results[prec]["ours_blazeface"][path]
+            both = o["found"] & o8["found"]
+            cos8.extend(np.sum(o["embedding"][both] * o8["embedding"][both], 1).tolist())
         tol = 1e-3 if prec == "fp32" else 5e-2
         checks[prec] = {
             "frames_identical": f"{same_frames}/{total_frames}" if prec == "fp32" else "n/a",
@@ -577,6 +610,8 @@ def run(cfg: dict) -> dict:
                                               else float("nan")),
             "blazeface_iou_vs_naive_min": float(b_ious.min()) if b_ious.size else float("nan"),
             "embeddings_ok": bool(emb_diff and max(emb_diff) < tol),
+            "int8_cosine_vs_float_median": float(np.median(cos8)) if cos8 else float("nan"),
+            "int8_cosine_vs_float_min": float(np.min(cos8)) if cos8 else float("nan"),
         }
 
     # --------------------------------------------------------------- stage breakdown
@@ -586,7 +621,7 @@ def run(cfg: dict) -> dict:
         log(f"[extraction] stage breakdown on {len(prof_clips)} clip(s)")
         v = variants["fp32"]
         bd = breakdown(prof_clips, n_frames, v["detector"], v["embedder"], v["naive"],
-                       v["blazeface"])
+                       v["blazeface"], v.get("embedder_int8"))
 
     v = variants["fp32"]
     fp = fingerprint_cost(sum(times["ours_fp32"]) / len(manifest), n_frames, v["detector"],
@@ -608,17 +643,23 @@ def run(cfg: dict) -> dict:
                         "ratio": median(ratios), "goal": f">= {GOAL}x",
                         "met": median(ratios) >= GOAL,
                         "rounds": [round(x, 3) for x in ratios]})
-        tb = times[f"ours_blazeface_{prec}"]
-        rb = paired_ratios(tn, tb)
-        rows.append({"precision": prec, "pipeline": "ours, BlazeFaceDetector",
-                     "clips": len(manifest), "faces": n_faces[f"ours_blazeface_{prec}"],
-                     "seconds": sum(tb), "clips/s": len(manifest) / sum(tb),
-                     "faces/s": n_faces[f"ours_blazeface_{prec}"] / sum(tb),
-                     "speed-up (median of rounds)": median(rb)})
-        summary.append({"benchmark": NAME, "metric": f"clips/s ours (BlazeFace) / naive ({prec})",
-                        "ratio": median(rb), "goal": f">= {GOAL_BLAZEFACE}x",
-                        "met": median(rb) >= GOAL_BLAZEFACE,
-                        "rounds": [round(x, 3) for x in rb]})
+        for key, pipeline, metric in (
+                ("ours_blazeface", "ours, BlazeFaceDetector", "ours (BlazeFace)"),
+                ("ours_blazeface_int8", "ours, BlazeFaceDetector + int8 FaceNet",
+                 "ours (BlazeFace, int8 FaceNet)")):
+            tb = times.get(f"{key}_{prec}")
+            if tb is None:
+                continue
+            rb = paired_ratios(tn, tb)
+            rows.append({"precision": prec, "pipeline": pipeline,
+                         "clips": len(manifest), "faces": n_faces[f"{key}_{prec}"],
+                         "seconds": sum(tb), "clips/s": len(manifest) / sum(tb),
+                         "faces/s": n_faces[f"{key}_{prec}"] / sum(tb),
+                         "speed-up (median of rounds)": median(rb)})
+            summary.append({"benchmark": NAME, "metric": f"clips/s {metric} / naive ({prec})",
+                            "ratio": median(rb), "goal": f">= {GOAL_BLAZEFACE}x",
+                            "met": median(rb) >= GOAL_BLAZEFACE,
+                            "rounds": [round(x, 3) for x in rb]})
         for suffix, pipeline, metric in EXTRAS:
             tx = times.get(f"ours_{prec}_{suffix}")
             if tx is None:
@@ -637,7 +678,8 @@ def run(cfg: dict) -> dict:
         "frames_identical", "matched_frames", "only_ours", "only_naive", "iou_min",
         "iou_median", "iou_gt_0.9", "box_corner_diff_px_median", "box_corner_diff_px_max",
         "same_crop_embedding_maxdiff", "cosine_ours_vs_naive_median", "blazeface_faces",
-        "blazeface_iou_vs_naive_median", "blazeface_iou_vs_naive_min")}}
+        "blazeface_iou_vs_naive_median", "blazeface_iou_vs_naive_min",
+        "int8_cosine_vs_float_median", "int8_cosine_vs_float_min")}}
         for p, c in checks.items()]
     tables = [
         table(rows, title=f"Extraction: {len(manifest)} FF++ clips x {n_frames} frames, "
@@ -669,6 +711,11 @@ def run(cfg: dict) -> dict:
         tot_b = sum(bd["blazeface"].values()) or 1.0
         bd_rows += [{"pipeline": "ours, BlazeFace", "stage": k, "seconds": s,
                      "share": s / tot_b} for k, s in bd["blazeface"].items()]
+        if bd["blazeface_int8"]:
+            tot_8 = sum(bd["blazeface_int8"].values()) or 1.0
+            bd_rows += [{"pipeline": "ours, BlazeFace + int8 FaceNet", "stage": k,
+                         "seconds": s, "share": s / tot_8}
+                        for k, s in bd["blazeface_int8"].items()]
         det_o = bd["ours"]["detect (batched MTCNN, max_side)"] or 1.0
         det_n = bd["naive"]["detect (MTCNN per frame, full res)"] or 1.0
         split_rows = [{"MTCNN part": k, "ours s": so[0], "ours calls": so[1],
