@@ -209,6 +209,18 @@ class FaceEmbedder:
                                  f"device is {device!r}: pass device='cpu' (on a GPU, "
                                  f"autocast=True is the fast option)")
             model = model.to(device).eval()
+            names = [n for n, _ in model.named_children()]
+            for spec in self.layers:
+                name, _ = parse_tap(spec)
+                try:
+                    model.get_submodule(name)
+                except AttributeError:
+                    raise ValueError(f"unknown embedder layer {spec!r}; "
+                                     f"top-level blocks are {names}") from None
+                if self.quantize and name not in names:
+                    raise ValueError(f"embedder layer {spec!r}: with quantize="
+                                     f"{self.quantize!r} only top-level blocks can be tapped "
+                                     f"({names})")
             if self.quantize:
                 from deepmetric.features.backbones.quantize import (calibration_images,
                                                                     quantize_blocks)
@@ -217,14 +229,6 @@ class FaceEmbedder:
                 model = quantize_blocks(model, QUANTIZED_BLOCKS, calib)
             if self._channels_last:
                 model = model.to(memory_format=torch.channels_last)
-            for spec in self.layers:
-                name, _ = parse_tap(spec)
-                try:
-                    model.get_submodule(name)
-                except AttributeError:
-                    names = [n for n, _ in model.named_children()]
-                    raise ValueError(f"unknown embedder layer {spec!r}; "
-                                     f"top-level blocks are {names}") from None
             self._model = model
         return self._model
 

@@ -142,10 +142,9 @@ def quantize_blocks(model: torch.nn.Module, blocks: Sequence[str], x: torch.Tens
             for name in blocks:
                 block = getattr(out, name)
                 prepared = prepare_fx(block, mapping, (x[:1],))
-                nxt = []
-                for i in range(0, len(x), batch_size):
-                    prepared(x[i:i + batch_size])  # observes the block's activations
-                    nxt.append(block(x[i:i + batch_size]))
+                # The prepared block observes its activations and computes the float
+                # block's output (batch norms folded), which feeds the next block.
+                x = torch.cat([prepared(x[i:i + batch_size])
+                               for i in range(0, len(x), batch_size)])
                 setattr(out, name, QuantizedBlock(convert_fx(prepared)))
-                x = torch.cat(nxt)  # the float block's output feeds the next block
     return out
