@@ -72,6 +72,22 @@ def test_detector_embedder_extractor_instantiate(tmp_path):
     assert str(ex.cache.dir).startswith(str(tmp_path))
 
 
+def test_the_fast_extraction_options_compose_into_their_own_cache(tmp_path):
+    """detector=blazeface embedder.quantize=int8 (docs/performance.md): its own cache key."""
+    from deepmetric.video.blazeface import BlazeFaceDetector
+
+    cfg = _compose(["detector=blazeface", "embedder.quantize=int8",
+                    f"paths.cache_dir={tmp_path}"])
+    ex = instantiate(cfg.extractor, _convert_="all")
+    assert isinstance(ex.detector, BlazeFaceDetector) and ex.embedder.quantize == "int8"
+    assert ex.settings()["quantize"]["dtype"] == "int8"
+    plain = instantiate(_compose(["detector=blazeface", f"paths.cache_dir={tmp_path}"]).extractor,
+                        _convert_="all")
+    assert "quantize" not in plain.settings() and ex.cache.dir != plain.cache.dir
+    with pytest.raises(Exception, match="quantize must be one of"):
+        instantiate(_compose(["embedder.quantize=int4"]).extractor, _convert_="all")
+
+
 def test_deepmetric_exp_uses_its_flip_averaged_grid_features(tmp_path):
     cfg = _compose(["exp=deepmetric", f"paths.cache_dir={tmp_path}"])
     ex = instantiate(cfg.extractor, _convert_="all")
