@@ -21,7 +21,7 @@ to the front (the others keep their order), so that the first 20 hold the worst 
 run covers more than 500 *distinct* items of both kinds (clips and single images) and the
 mix is the same all along (a trend then measures growth, not a change of item kind).
 ``--detector blazeface`` extracts with :class:`~deepmetric.video.blazeface.BlazeFaceDetector`
-instead of MTCNN.
+instead of MTCNN; ``--quantize int8`` embeds with ``FaceEmbedder(quantize="int8")``.
 
 ``--reps K`` runs the same clips K times, each pass a fresh ``Extractor`` with its own
 fresh cache directory, in the same process: with the content fixed, whatever changes from
@@ -109,7 +109,7 @@ def worker(p: dict) -> dict:
     manifest = items(p["clips"], p.get("crops", 0))
     rss_start = _rss_kb()
     det = make_detector(p.get("detector", "mtcnn"), p["device"])
-    emb = FaceEmbedder(device=p["device"])
+    emb = FaceEmbedder(device=p["device"], quantize=p.get("quantize"))
     _ = emb.model
     rss_models = _rss_kb()
     passes = int(p.get("passes", 1))
@@ -160,13 +160,16 @@ def run(cfg: dict) -> dict:
     if n_crops is None:
         n_crops = 400 if n_clips >= 142 and passes == 1 else 0
     detector = cfg.get("detector") or "mtcnn"
+    quantize = cfg.get("quantize")
+    label = detector + (" + int8 FaceNet" if quantize else "")
     n_frames = 25
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         log(f"[memory] extracting {n_clips} clips x {n_frames} frames and {n_crops} DFDC "
-            f"crops with {detector}, {passes} pass(es), in a subprocess (takes a while on 2 "
+            f"crops with {label}, {passes} pass(es), in a subprocess (takes a while on 2 "
             f"shared cores)")
         o = run_json_subprocess("benchmarks.memory",
                                 {"clips": n_clips, "crops": n_crops, "detector": detector,
+                                 "quantize": quantize,
                                  "passes": passes, "n_frames": n_frames,
                                  "cache_dir": tmp,
                                  "device": cfg["device"], "interval": 0.25})
@@ -204,7 +207,7 @@ def run(cfg: dict) -> dict:
              "RSS after last clip MiB": after.get(o["clips"], float("nan"))}]
     rep = o["report"]
     tables = [table(rows, title=(
-        f"Memory ({detector}): {o['clips']} extractions ({n_clips} FF++ clips x {n_frames} "
+        f"Memory ({label}): {o['clips']} extractions ({n_clips} FF++ clips x {n_frames} "
         f"frames + {n_crops} DFDC crops, x {passes} pass(es)), in a fresh "
         f"process ({o['seconds']:.0f} s, {rep['n_faces']}/{rep['n_frames']} faces, "
         f"{rep['n_failed']} failed); RSS after imports {o['rss_start_kb'] / 1024:.0f} MiB, "
@@ -235,7 +238,8 @@ def run(cfg: dict) -> dict:
         r = per_pass[-1][key] / per_pass[0][key]
         summary.append({"benchmark": NAME, "metric": f"{key[:-4]}, pass {len(per_pass)} / pass 1",
                         "ratio": r, "goal": "<= 1.1 (no growth)", "met": r <= 1.1})
-    return {"name": NAME, "worker": o, "rss_after_clip_mib": after, "peak_first_mib": peak_first,
+    return {"name": NAME, "pipeline": label, "worker": o, "rss_after_clip_mib": after,
+            "peak_first_mib": peak_first,
             "peak_all_mib": peak_all, "slope_mib_per_100_clips": slope,
             "clip_peak_mib": peaks, "peak_slope_mib_per_100_clips": peak_slope,
             "per_pass": per_pass, "rows": rows,

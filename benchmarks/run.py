@@ -49,6 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "the full 142 clips, else 0)")
     p.add_argument("--detector", choices=("mtcnn", "blazeface"), default=None,
                    help="memory: the detector of the extraction (default mtcnn)")
+    p.add_argument("--quantize", choices=("int8",), default=None,
+                   help="memory: FaceNet's convolutional blocks in int8 "
+                        "(FaceEmbedder(quantize='int8'); default float32)")
     p.add_argument("--extras", action="store_true",
                    help="extraction: also the extra rows (1 torch thread, per-box MTCNN "
                         "cascade, OMP_WAIT_POLICY=PASSIVE child)")
@@ -102,7 +105,8 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     failed: list[str] = []
     cfg = {"device": device, "quick": args.quick, "clips": args.clips, "reps": args.reps,
-           "crops": args.crops, "detector": args.detector, "extras": args.extras}
+           "crops": args.crops, "detector": args.detector, "extras": args.extras,
+           "quantize": args.quantize}
     for name in names:
         mod = importlib.import_module(f"benchmarks.{name}")
         print(f"\n=== {name} ===", flush=True)
