@@ -1,11 +1,7 @@
 """Extraction: deepmetric's ``Extractor`` vs a naive facenet-pytorch pipeline, same clips.
 
-Naive baseline (the way facenet-pytorch's examples are written): ``cv2.VideoCapture.read``
-through the whole clip keeping the 25 sampled frames, ``MTCNN.detect`` on each
-full-resolution frame one at a time (same MTCNN settings as ``FaceDetector``), the largest
-face above ``min_prob`` cropped with ``facenet_pytorch...extract_face``, and each face
-embedded alone by ``InceptionResnetV1`` (same weights, default contiguous memory format,
-``torch.no_grad``).
+Naive baseline (the way facenet-pytorch's examples are written; ``benchmarks/naive.py``):
+every frame read, MTCNN on each full-resolution frame, each face embedded alone.
 
 Candidate: ``Extractor(FaceDetector(), FaceEmbedder(), n_frames=25).run(manifest)`` with a
 fresh cache directory, i.e. including its decode-prefetch thread and its cache writes.
@@ -39,22 +35,19 @@ baseline keeps it.
 
 from __future__ import annotations
 
-import cProfile
 import hashlib
-import json
 import os
-import pstats
-import subprocess
-import sys
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.common import (ffpp_dir, ffpp_manifest, interleave, log, median,
                                paired_ratios, precisions, shared_dir, sync, table)
+from benchmarks.naive import Naive
+from benchmarks.passive import PassiveChild
+from benchmarks.stages import breakdown
 
 NAME = "extraction"
 GOAL = 3.0
@@ -65,153 +58,6 @@ EXTRAS = (("threads1", "ours, torch.set_num_threads(1)", "ours with 1 torch thre
            "ours with facenet-pytorch's per-box crops"),
           ("passive", "ours, child process with OMP_WAIT_POLICY=PASSIVE",
            "ours with OMP_WAIT_POLICY=PASSIVE"))
-
-
-# ----------------------------------------------------------------------------- naive
-def read_every_frame(path: str, n: int) -> list[np.ndarray]:
-    """The naive decode: ``cap.read()`` (decode + BGR conversion) of every frame, keeping
-    the ``n`` sampled ones as RGB."""
-    import cv2
-
-    from deepmetric.video.frames import sample_indices
-
-    cap = cv2.VideoCapture(path)
-    wanted = set(sample_indices(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), n).tolist())
-    frames, i = [], 0
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        if i in wanted:
-            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        i += 1
-    cap.release()
-    return frames
-
-
-class Naive:
-    """Frame-by-frame, face-by-face facenet-pytorch pipeline."""
-
-    def __init__(self, device: str, precision: str, detector):
-        import torch
-        from facenet_pytorch import MTCNN
-
-        from deepmetric.features.backbones.weights import load_facenet
-
-        d = detector
-        self.device = device
-        self.precision = precision
-        self.min_prob = d.min_prob
-        self.image_size = d.image_size
-        self.margin = d.margin
-        self.mtcnn = MTCNN(image_size=d.image_size, margin=d.margin,
-                           min_face_size=d.min_face_size, thresholds=list(d.thresholds),
-                           factor=d.factor, device=device)
-        self.model = load_facenet().to(device).eval()  # contiguous, as loaded
-        self.torch = torch
-
-    def amp(self):
-        if self.precision == "bf16":
-            return self.torch.autocast("cuda", dtype=self.torch.bfloat16)
-        return nullcontext()
-
-    def clip(self, path: str, n: int) -> dict:
-        import torch
-        from facenet_pytorch.models.mtcnn import fixed_image_standardization
-        from facenet_pytorch.models.utils.detect_face import extract_face
-
-        frames = read_every_frame(path, n)
-        t = len(frames)
-        boxes = np.full((t, 4), np.nan, np.float32)
-        embs = np.full((t, 512), np.nan, np.float32)
-        crops = np.zeros((t, self.image_size, self.image_size, 3), np.uint8)
-        for j, frame in enumerate(frames):
-            b, p = self.mtcnn.detect(frame)
-            if b is None:
-                continue
-            keep = p >= self.min_prob
-            if not keep.any():
-                continue
-            b = b[keep]
-            k = int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
-            face = extract_face(frame, b[k], self.image_size, self.margin)  # float (3,S,S)
-            x = fixed_image_standardization(face).unsqueeze(0).to(self.device)
-            with torch.no_grad(), self.amp():
-                e = self.model(x)
-            embs[j] = e[0].float().cpu().numpy()
-            boxes[j] = b[k]
-            crops[j] = face.permute(1, 2, 0).numpy().astype(np.uint8)
-        sync(self.device)
-        return {"frames": frames, "boxes": boxes, "embedding": embs, "crops": crops,
-                "found": ~np.isnan(boxes[:, 0])}
-
-
-# ----------------------------------------------------------------------------- child
-_TAG = "@@bench "
-
-
-class PassiveChild:
-    """``Extractor.run`` in a child process with ``OMP_WAIT_POLICY=PASSIVE``.
-
-    The child builds the models and warms them up once; :meth:`run` then extracts the
-    given clips (rows of ``ffpp_manifest(n_clips)``) into ``cache_dir`` and returns when
-    the child reports it is done.
-    """
-
-    def __init__(self, device: str, n_clips: int):
-        from benchmarks.common import REPO
-
-        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.extraction"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, cwd=REPO, env=env)
-        self._send({"device": device, "n_clips": n_clips})
-
-    def _send(self, msg: dict) -> dict:
-        self.proc.stdin.write(json.dumps(msg) + "\n")
-        self.proc.stdin.flush()
-        for line in self.proc.stdout:
-            if line.startswith(_TAG):
-                out = json.loads(line[len(_TAG):])
-                if "error" in out:
-                    raise RuntimeError(f"extraction child: {out['error']}")
-                return out
-        raise RuntimeError(f"extraction child exited (rc={self.proc.wait()})")
-
-    def run(self, paths: list[str], n_frames: int, cache_dir: str) -> dict:
-        return self._send({"paths": paths, "n_frames": n_frames, "cache_dir": cache_dir})
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.stdin.close()
-            self.proc.wait(timeout=60)
-
-
-def _child() -> None:
-    """The loop of :class:`PassiveChild` (``python -m benchmarks.extraction``)."""
-    from benchmarks.common import ffpp_manifest, setup_env
-
-    setup_env()
-    from deepmetric.features.backbones.facenet import FaceEmbedder
-    from deepmetric.features.extract import Extractor
-    from deepmetric.video.faces import FaceDetector
-
-    def reply(msg: dict) -> None:
-        print(_TAG + json.dumps(msg), flush=True)
-
-    cfg = json.loads(sys.stdin.readline())
-    manifest = ffpp_manifest(cfg["n_clips"])
-    det, emb = FaceDetector(device=cfg["device"]), FaceEmbedder(device=cfg["device"])
-    with tempfile.TemporaryDirectory() as tmp:  # warm-up, as in the parent
-        Extractor(det, emb, n_frames=2, cache_dir=tmp, progress=False).run(manifest.iloc[:1])
-    reply({"ready": os.environ.get("OMP_WAIT_POLICY")})
-    for line in sys.stdin:
-        job = json.loads(line)
-        rows = manifest[manifest["path"].isin(job["paths"])]
-        rep = Extractor(det, emb, n_frames=job["n_frames"], cache_dir=job["cache_dir"],
-                        progress=False).run(rows)
-        reply({"n_faces": rep.n_faces} if not rep.n_failed
-              else {"error": f"extraction failed: {rep.failures}"})
 
 
 # ----------------------------------------------------------------------------- checks
@@ -227,122 +73,6 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def frame_hashes(frames) -> list[str]:
     return [hashlib.sha1(np.ascontiguousarray(f).tobytes()).hexdigest() for f in frames]
-
-
-# ----------------------------------------------------------------------------- profile
-def _cum(stats: pstats.Stats, file_part: str, func: str, line=None) -> tuple[float, int]:
-    """Cumulative seconds and primitive call count of matching functions."""
-    tot, calls = 0.0, 0
-    for (fname, ln, name), (cc, nc, tt, ct, callers) in stats.stats.items():
-        if fname.endswith(file_part) and name == func and (line is None or ln == line):
-            tot += ct
-            calls += cc
-    return tot, calls
-
-
-def _mtcnn_split(stats: pstats.Stats) -> dict[str, tuple[float, int]]:
-    """(seconds, calls) in MTCNN's parts (P/R/O-net forwards, resampling, NMS)."""
-    import inspect
-
-    from facenet_pytorch.models import mtcnn as m
-
-    out = {}
-    for cls in ("PNet", "RNet", "ONet"):
-        line = inspect.getsourcelines(getattr(m, cls).forward)[1]
-        out[f"{cls}.forward"] = _cum(stats, "mtcnn.py", "forward", line)
-    out["imresample (pyramid levels; facenet-pytorch: + one call per 24/48 box)"] = _cum(
-        stats, "detect_face.py", "imresample")
-    sat = _cum(stats, "deepmetric/video/mtcnn.py", "summed_area_table")
-    boxes = _cum(stats, "deepmetric/video/mtcnn.py", "resample_boxes")
-    out["24/48 boxes batched (deepmetric.video.mtcnn: summed-area table + gathers)"] = (
-        sat[0] + boxes[0], sat[1] + boxes[1])
-    out["batched_nms (torchvision)"] = _cum(stats, "boxes.py", "batched_nms")
-    out["batched_nms_numpy (O-net)"] = _cum(stats, "detect_face.py", "batched_nms_numpy")
-    out["generateBoundingBox"] = _cum(stats, "detect_face.py", "generateBoundingBox")
-    fp_total = _cum(stats, "detect_face.py", "detect_face")
-    ours_total = _cum(stats, "deepmetric/video/mtcnn.py", "detect_faces")
-    out["cascade total (detect_face / deepmetric.video.mtcnn.detect_faces)"] = (
-        fp_total[0] + ours_total[0], fp_total[1] + ours_total[1])
-    return out
-
-
-def breakdown(manifest, n_frames: int, detector, embedder, naive: Naive,
-              blazeface=None, embedder_int8=None) -> dict:
-    """Stage times (s) of the pipelines on the same clips, sequential, with an MTCNN split."""
-    from deepmetric.video.frames import read_frames
-
-    ours = {"decode (grab/seek)": 0.0, "detect (batched MTCNN, max_side)": 0.0,
-            "embed (batched)": 0.0}
-    blaze = {"decode (grab/seek)": 0.0, "detect (BlazeFace, LiteRT)": 0.0,
-             "embed (batched)": 0.0}
-    blaze8 = dict(blaze)  # decode and detect shared with the float row, embed in int8
-    base = {"decode (read every frame)": 0.0, "detect (MTCNN per frame, full res)": 0.0,
-            "crop+embed (one face at a time)": 0.0}
-    prof_ours, prof_naive = cProfile.Profile(), cProfile.Profile()
-    n_faces = [0, 0]
-    for path in manifest["path"]:
-        t0 = time.perf_counter()
-        fr = read_frames(path, n_frames)
-        t1 = time.perf_counter()
-        prof_ours.enable()
-        faces = detector.detect(fr.images)
-        prof_ours.disable()
-        t2 = time.perf_counter()
-        embedder.embed(faces.crops[faces.found])
-        sync(naive.device)
-        t3 = time.perf_counter()
-        ours["decode (grab/seek)"] += t1 - t0
-        ours["detect (batched MTCNN, max_side)"] += t2 - t1
-        ours["embed (batched)"] += t3 - t2
-        n_faces[0] += int(faces.found.sum())
-        if blazeface is not None:
-            t0 = time.perf_counter()
-            fr = read_frames(path, n_frames)
-            t1 = time.perf_counter()
-            faces = blazeface.detect(fr.images)
-            t2 = time.perf_counter()
-            embedder.embed(faces.crops[faces.found])
-            sync(naive.device)
-            t3 = time.perf_counter()
-            for k, dt in zip(blaze, (t1 - t0, t2 - t1, t3 - t2)):
-                blaze[k] += dt
-            if embedder_int8 is not None:
-                t4 = time.perf_counter()
-                embedder_int8.embed(faces.crops[faces.found])
-                for k, dt in zip(blaze8, (t1 - t0, t2 - t1, time.perf_counter() - t4)):
-                    blaze8[k] += dt
-        # naive, stage by stage (same code as Naive.clip, split for timing)
-        import torch
-        from facenet_pytorch.models.mtcnn import fixed_image_standardization
-        from facenet_pytorch.models.utils.detect_face import extract_face
-
-        t0 = time.perf_counter()
-        frames = read_every_frame(path, n_frames)
-        base["decode (read every frame)"] += time.perf_counter() - t0
-        for frame in frames:
-            t0 = time.perf_counter()
-            prof_naive.enable()
-            b, p = naive.mtcnn.detect(frame)
-            prof_naive.disable()
-            t1 = time.perf_counter()
-            base["detect (MTCNN per frame, full res)"] += t1 - t0
-            if b is None or not (p >= naive.min_prob).any():
-                continue
-            b = b[p >= naive.min_prob]
-            k = int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
-            face = extract_face(frame, b[k], naive.image_size, naive.margin)
-            with torch.no_grad(), naive.amp():
-                naive.model(fixed_image_standardization(face).unsqueeze(0).to(naive.device))
-            sync(naive.device)
-            base["crop+embed (one face at a time)"] += time.perf_counter() - t1
-            n_faces[1] += 1
-    split_ours = _mtcnn_split(pstats.Stats(prof_ours))
-    split_naive = _mtcnn_split(pstats.Stats(prof_naive))
-    return {"ours": ours, "naive": base, "blazeface": blaze if blazeface else None,
-            "blazeface_int8": blaze8 if blazeface and embedder_int8 else None,
-            "mtcnn_split_ours": split_ours,
-            "mtcnn_split_naive": split_naive, "n_faces": n_faces,
-            "clips": list(manifest["video_id"])}
 
 
 # ----------------------------------------------------------------------------- main
@@ -736,10 +466,3 @@ def run(cfg: dict) -> dict:
             "breakdown": bd, "fingerprint": fp, "summary": summary, "tables": tables,
             "resolutions": pd.Series(sizes).value_counts().to_dict()}
 
-
-if __name__ == "__main__":
-    try:
-        _child()
-    except Exception as exc:  # report to the parent instead of dying silently
-        print(_TAG + json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
-        raise
