@@ -22,7 +22,7 @@ from benchmarks.common import (RESULTS, ffpp_dir, machine_info, resolve_device, 
 BENCHMARKS = ("extraction", "embedder", "triplet", "heads", "memory")
 QUICK_SKIPS = ("memory",)
 # only with --only (sharding: needs SLURM; decoding: needs PyAV)
-OPT_IN = ("detector", "agreement", "sharding", "image_batch", "decoding")
+OPT_IN = ("detector", "agreement", "sharding", "image_batch", "decoding", "quantize")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
