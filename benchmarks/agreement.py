@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.common import ffpp_manifest, log, shared_dir, table
+from benchmarks.common import dfdc_faces_manifest, ffpp_manifest, log, table
 from benchmarks.extraction import iou
 
 NAME = "agreement"
@@ -44,14 +44,13 @@ def compare(name: str, batches, mtcnn, blazeface) -> dict:
 
 
 def run(cfg: dict) -> dict:
-    from deepmetric.datasets.manifest import load
     from deepmetric.video.blazeface import BlazeFaceDetector
     from deepmetric.video.faces import FaceDetector
     from deepmetric.video.frames import read_frames, read_image
 
     quick = cfg["quick"]
     clips = ffpp_manifest(cfg.get("clips") or (20 if quick else None))
-    crops = load(shared_dir() / "data" / "dfdc-faces" / "labels.csv", head=80 if quick else 400)
+    crops = dfdc_faces_manifest(80 if quick else 400)
     mtcnn, blazeface = FaceDetector(device=cfg["device"]), BlazeFaceDetector()
     log(f"[agreement] {len(clips)} FF++ clips x 5 frames, {len(crops)} DFDC crops")
     out = [compare(f"FF++ c23, {len(clips)} clips x 5 frames",

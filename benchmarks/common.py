@@ -37,6 +37,17 @@ def ffpp_dir() -> Path:
     return d
 
 
+def dfdc_faces_manifest(n: int | None = None):
+    """The first ``n`` DFDC dev face crops of ``dfdc-faces/labels.csv`` (hash-ordered, so a
+    fair sample) as a manifest; a clear error when the shared data is absent."""
+    from deepmetric.datasets.manifest import load
+
+    labels = shared_dir() / "data" / "dfdc-faces" / "labels.csv"
+    if not labels.is_file():
+        raise FileNotFoundError(f"{labels}: the DFDC dev face crops are not there")
+    return load(labels, head=n)
+
+
 def ffpp_manifest(n: int | None = None):
     """FF++ clips as a validated manifest; ``n`` clips spread evenly over labels.csv."""
     import numpy as np

@@ -23,7 +23,7 @@ import tempfile
 
 import numpy as np
 
-from benchmarks.common import interleave, log, median, paired_ratios, shared_dir, table
+from benchmarks.common import dfdc_faces_manifest, interleave, log, median, paired_ratios, table
 
 NAME = "image_batch"
 GOAL = 1.3
@@ -31,18 +31,14 @@ BLOCKS = ["embedding", "repeat_2@2x2", "repeat_3", "spectrum"]
 
 
 def run(cfg: dict) -> dict:
-    from deepmetric.datasets.manifest import load
     from deepmetric.features.backbones.facenet import FaceEmbedder
     from deepmetric.features.extract import Extractor
     from deepmetric.video.faces import FaceDetector
 
-    labels = shared_dir() / "data" / "dfdc-faces" / "labels.csv"
-    if not labels.is_file():
-        raise FileNotFoundError(f"{labels}: the DFDC dev face crops are not there")
     quick = cfg["quick"]
     n = cfg.get("clips") or (48 if quick else 160)
     reps = cfg.get("reps") or (2 if quick else 3)
-    items = load(labels, head=n * reps)
+    items = dfdc_faces_manifest(n * reps)
     device = cfg["device"]
     embedder = FaceEmbedder(layers=["repeat_2@2x2", "repeat_3"], flip_average=True,
                             device=device)

@@ -64,8 +64,7 @@ def items(n_clips: int, n_crops: int):
     crop are its original frame's."""
     import pandas as pd
 
-    from benchmarks.common import ffpp_manifest, shared_dir
-    from deepmetric.datasets.manifest import load
+    from benchmarks.common import dfdc_faces_manifest, ffpp_manifest
 
     manifest = ffpp_manifest(n_clips)
     area = (manifest["width"].astype(int) * manifest["height"].astype(int)).to_numpy()
@@ -74,7 +73,7 @@ def items(n_clips: int, n_crops: int):
     manifest = manifest.reset_index(drop=True)
     if not n_crops:
         return manifest
-    crops = load(shared_dir() / "data" / "dfdc-faces" / "labels.csv", head=n_crops)
+    crops = dfdc_faces_manifest(n_crops)
     crops = crops.assign(width=crops["original_width"].astype(str),
                          height=crops["original_height"].astype(str))
     # position of each row: clip k at k / n_clips, crop j at (j + 0.5) / n_crops

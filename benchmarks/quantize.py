@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.common import interleave, log, median, paired_ratios, shared_dir, table
+from benchmarks.common import dfdc_faces_manifest, interleave, log, median, paired_ratios, table
 
 NAME = "quantize"
 GOAL = 1.5  # FaceNet int8 / float on the CPU
@@ -35,20 +35,16 @@ def _crops(paths) -> np.ndarray:
 def run(cfg: dict) -> dict:
     import torch
 
-    from deepmetric.datasets.manifest import load
     from deepmetric.features.backbones.facenet import (QUANTIZED_BLOCKS, FaceEmbedder,
                                                        standardize_crops)
     from deepmetric.features.backbones.quantize import quantize_blocks
 
     if cfg["device"].startswith("cuda"):
         raise RuntimeError("quantize: int8 FaceNet runs on the CPU only (--device cpu)")
-    labels = shared_dir() / "data" / "dfdc-faces" / "labels.csv"
-    if not labels.is_file():
-        raise FileNotFoundError(f"{labels}: the DFDC dev face crops are not there")
     quick = cfg["quick"]
     n = cfg.get("crops") or (60 if quick else 300)
     reps = cfg.get("reps") or (3 if quick else 10)
-    items = load(labels, head=64 + 25 + n)
+    items = dfdc_faces_manifest(64 + 25 + n)
     paths = list(items["path"])
     calib_real, timing, probe = (_crops(paths[:64]), _crops(paths[64:89]),
                                  _crops(paths[89:89 + n]))
