@@ -10,7 +10,7 @@ stds), which keeps where on the face an activation is.
 ``flip_average=True`` embeds every crop and its mirror image and averages each output (the
 embedding is re-normalised), at twice the FaceNet cost.
 
-``quantize="int8"`` runs FaceNet's convolutional blocks in int8 on the CPU (about 2.2x
+``quantize="int8"`` runs FaceNet's convolutional blocks in int8 on the CPU (about 1.8x
 faster on this project's 2-core x86 machine; see
 :mod:`deepmetric.features.backbones.quantize`): slightly different features, their AUCs
 in docs/performance.md.

@@ -9,9 +9,9 @@ The activation ranges are calibrated on :func:`calibration_images`: seeded rando
 low-frequency colour images, not data. They span the input range with smooth structure, so
 no data set is needed and the quantized network is the same function wherever it is built
 (same weights, PyTorch and quantized engine). On FaceNet (CASIA-WebFace), over 300 DFDC
-dev face crops, its embeddings have cosine similarity 0.9975 (median) and 0.977 (minimum)
-with the float network's; calibrated on 64 other DFDC crops instead, 0.9967 and 0.980
-(docs/performance.md).
+dev face crops, its embeddings have cosine similarity 0.998 (median) and 0.985 (minimum)
+with the float network's; calibrated on 64 other DFDC crops instead, 0.997 and 0.979
+(``python -m benchmarks.run --only quantize``; docs/performance.md).
 
 Activations use 7 bits (``reduce_range``): x86 int8 kernels without VNNI accumulate pairs
 of products in int16, and full-range activations overflow on a few inputs (measured on
