@@ -50,6 +50,10 @@ from benchmarks.passive import PassiveChild
 from benchmarks.stages import breakdown
 
 NAME = "extraction"
+#: The timed pipelines besides the naive loop: result key -> (detector, embedder) of a
+#: variant. ``embedder_int8`` exists only on the CPU in fp32, so that row runs only there.
+PIPELINES = {"ours": ("detector", "embedder"), "ours_blazeface": ("blazeface", "embedder"),
+             "ours_blazeface_int8": ("blazeface", "embedder_int8")}
 GOAL = 3.0
 GOAL_BLAZEFACE = 5.0
 #: Extra rows (not the headline): key suffix in ``times``, pipeline label, metric label.
@@ -165,35 +169,29 @@ def run(cfg: dict) -> dict:
         variants[prec] = {"detector": det, "embedder": emb, "naive": Naive(device, prec, det),
                           "blazeface": BlazeFaceDetector()}
     # int8 FaceNet (CPU only): a third pipeline, BlazeFace + FaceEmbedder(quantize="int8")
-    int8 = "fp32" in variants and not device.startswith("cuda")
-    if int8:
+    if "fp32" in variants and not device.startswith("cuda"):
         variants["fp32"]["embedder_int8"] = FaceEmbedder(device=device, quantize="int8")
+    timed = {prec: [key for key, (_, emb) in PIPELINES.items() if emb in v]
+             for prec, v in variants.items()}
 
     # Warm-up: build the models and their kernels on a short clip (not timed).
     warm = manifest.iloc[:1]
     for prec, v in variants.items():
-        with tempfile.TemporaryDirectory() as tmp:
-            Extractor(v["detector"], v["embedder"], n_frames=2, cache_dir=tmp,
-                      progress=False).run(warm)
-        for emb in [v["embedder"]] + ([v["embedder_int8"]] if "embedder_int8" in v else []):
+        for key in timed[prec]:
+            det, emb = PIPELINES[key]
             with tempfile.TemporaryDirectory() as tmp:
-                Extractor(v["blazeface"], emb, n_frames=2, cache_dir=tmp,
-                          progress=False).run(warm)
+                Extractor(v[det], v[emb], n_frames=2, cache_dir=tmp, progress=False).run(warm)
         v["naive"].clip(warm["path"].iloc[0], 2)
     log("[extraction] models loaded and warmed up")
 
     rounds = [manifest.iloc[i:i + per_round] for i in range(0, len(manifest), per_round)]
     tmp_root = tempfile.TemporaryDirectory(prefix="bench-extract-")
-    results = {prec: {"ours": {}, "naive": {}, "ours_blazeface": {}, "ours_blazeface_int8": {}}
-               for prec in variants}
+    results = {prec: {who: {} for who in ("naive", *timed[prec])} for prec in variants}
     # Extra variant (not the headline): ours with one intra-op thread, which is faster than
     # two on a 2-core machine shared with other jobs (OpenMP threads wait for each other).
     extra_t1 = (extras and (not quick) and (not device.startswith("cuda"))
                 and torch.get_num_threads() > 1)
-    times = {f"{who}_{prec}": [] for prec in variants
-             for who in ("naive", "ours", "ours_blazeface")}
-    if int8:
-        times["ours_blazeface_int8_fp32"] = []
+    times = {f"{who}_{prec}": [] for prec in variants for who in ("naive", *timed[prec])}
     n_faces = {k: 0 for k in times}  # the extras process the same clips as "ours"
     if extra_t1:
         times.update({f"ours_{prec}_threads1": [] for prec in variants})
@@ -215,7 +213,7 @@ def run(cfg: dict) -> dict:
         fns = {}
         for prec, v in variants.items():
             def ours(prec=prec, v=v, chunk=chunk, r=r, threads=None, detector="detector",
-                     embedder="embedder"):
+                     embedder="embedder", keep=None):
                 ex = Extractor(v[detector], v[embedder], n_frames=n_frames,
                                cache_dir=Path(tmp_root.name) / f"{prec}-{r}-{threads}-"
                                                                 f"{detector}-{embedder}",
@@ -230,22 +228,19 @@ def run(cfg: dict) -> dict:
                 if rep.n_failed:
                     raise RuntimeError(f"extraction failed: {rep.failures}")
                 sync(device)
-                if threads is None and detector in ("detector", "blazeface"):
-                    who = ("ours" if detector == "detector" else "ours_blazeface"
-                           + ("_int8" if embedder == "embedder_int8" else ""))
+                if keep:  # a headline pipeline: its features go to the checks
                     for path in chunk["path"]:
-                        results[prec][who][path] = ex.cache.load(path)
+                        results[prec][keep][path] = ex.cache.load(path)
 
             def naive(prec=prec, v=v, chunk=chunk):
                 for path in chunk["path"]:
                     results[prec]["naive"][path] = v["naive"].clip(path, n_frames)
 
             fns[f"naive_{prec}"] = naive
-            fns[f"ours_{prec}"] = ours
-            fns[f"ours_blazeface_{prec}"] = (lambda ours=ours: ours(detector="blazeface"))
-            if "embedder_int8" in v:
-                fns[f"ours_blazeface_int8_{prec}"] = (lambda ours=ours: ours(
-                    detector="blazeface", embedder="embedder_int8"))
+            for key in timed[prec]:
+                det, emb = PIPELINES[key]
+                fns[f"{key}_{prec}"] = (lambda ours=ours, det=det, emb=emb, key=key: ours(
+                    detector=det, embedder=emb, keep=key))
             if extra_t1:
                 fns[f"ours_{prec}_threads1"] = (lambda ours=ours: ours(threads=1))
             if extra_perbox:
@@ -261,13 +256,8 @@ def run(cfg: dict) -> dict:
             times[k].append(v[0])
         for prec in variants:
             for path in chunk["path"]:
-                n_faces[f"ours_{prec}"] += int(results[prec]["ours"][path]["found"].sum())
-                n_faces[f"naive_{prec}"] += int(results[prec]["naive"][path]["found"].sum())
-                n_faces[f"ours_blazeface_{prec}"] += int(
-                    results[prec]["ours_blazeface"][path]["found"].sum())
-                if f"ours_blazeface_int8_{prec}" in n_faces:
-                    n_faces[f"ours_blazeface_int8_{prec}"] += int(
-                        results[prec]["ours_blazeface_int8"][path]["found"].sum())
+                for who in ("naive", *timed[prec]):
+                    n_faces[f"{who}_{prec}"] += int(results[prec][who][path]["found"].sum())
                 # keep only what the checks need
                 fr = results[prec]["naive"][path].pop("frames")
                 results[prec]["naive"][path]["hashes"] = frame_hashes(fr)
@@ -317,7 +307,7 @@ def run(cfg: dict) -> dict:
         b_ious = np.asarray(b_ious)
         # int8 against float FaceNet on the same BlazeFace crops (same frames, same boxes)
         cos8 = []
-        for path, o8 in results[prec]["ours_blazeface_int8"].items():
+        for path, o8 in results[prec].get("ours_blazeface_int8", {}).items():
             o = results[prec]["ours_blazeface"][path]
             both = o["found"] & o8["found"]
             cos8.extend(np.sum(o["embedding"][both] * o8["embedding"][both], 1).tolist())
